@@ -1,0 +1,149 @@
+"""One interaction episode, ROS-free: capture before -> choose -> act -> capture after.
+
+The interaction node wires real captures and an arm backend into :func:`run_episode`;
+tests and benches wire the simulator in directly. Every failure comes back as an
+:class:`EpisodeResult` with an error code; nothing here raises for a failed motion.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from selfsup_perception.core.interaction.action_planning import (
+    GraspAction,
+    PlannerConfig,
+    PushAction,
+    candidates_from_masks,
+    find_object_candidates,
+    plan_grasp,
+    plan_push,
+)
+from selfsup_perception.core.interaction.table_plane import fit_table_plane
+from selfsup_perception.core.types import InteractionKind, InteractionOutcome, InteractionSample, RgbdFrame
+
+CAPTURE_FAILED = "CAPTURE_FAILED"
+NO_CANDIDATE = "NO_CANDIDATE"
+
+
+@dataclass
+class EpisodeResult:
+    success: bool
+    message: str
+    error_code: str = ""
+    sample: Optional[InteractionSample] = None
+    action: Optional[object] = None  # PushAction | GraspAction
+    timings: dict = field(default_factory=dict)
+
+
+def choose_action(frame: RgbdFrame, kind: InteractionKind, rng: np.random.Generator,
+                  planner: PlannerConfig, hypotheses: Optional[Sequence[np.ndarray]] = None,
+                  hypothesis_scores: Optional[Sequence[float]] = None):
+    """Plan a push or grasp on ``frame``; candidates come from model hypotheses when given, else geometry.
+
+    Returns (action or None, candidate source).
+    """
+    plane = fit_table_plane(frame, rng=rng)
+    source = "geometry"
+    candidates = []
+    if hypotheses:
+        candidates = candidates_from_masks(frame, plane, hypotheses, scores=hypothesis_scores, config=planner)
+        source = "model"
+    if not candidates:
+        candidates = find_object_candidates(frame, plane, planner)
+        source = "geometry"
+    if kind == InteractionKind.PUSH:
+        return plan_push(frame, candidates, rng, planner), source
+    return plan_grasp(frame, candidates, rng, planner), source
+
+
+def run_episode(
+    capture: Callable[[], RgbdFrame],
+    arm,
+    kind: InteractionKind,
+    rng: np.random.Generator,
+    *,
+    planner: Optional[PlannerConfig] = None,
+    start_point: Optional[Sequence[float]] = None,
+    end_point: Optional[Sequence[float]] = None,
+    action_pixel: Optional[Sequence[float]] = None,
+    hypotheses: Optional[Callable[[RgbdFrame], tuple[list, list]]] = None,
+    feedback: Callable[[str, float], None] = lambda stage, progress: None,
+    sample_id: Optional[str] = None,
+) -> EpisodeResult:
+    """Run one interaction. With ``start_point``/``end_point`` given, execute them; otherwise plan.
+
+    ``capture`` returns a validated frame or raises (TimeoutError, ValueError...);
+    ``arm`` is an :class:`~selfsup_perception.robot.arm_backend.ArmBackend`;
+    ``hypotheses(frame) -> (masks, scores)`` supplies a segmentation model's beliefs.
+    """
+    planner = planner or PlannerConfig()
+    timings = {}
+    t0 = time.monotonic()
+    feedback("moving_out_of_view", 0.0)
+    arm.move_out_of_view()
+    feedback("capturing_before", 0.1)
+    try:
+        before = capture()
+    except Exception as exc:  # noqa: BLE001 - any capture failure ends the episode cleanly
+        return EpisodeResult(False, f"capture before failed: {exc}", CAPTURE_FAILED)
+    timings["capture_before_s"] = time.monotonic() - t0
+
+    feedback("planning", 0.2)
+    t1 = time.monotonic()
+    action = None
+    if start_point is not None and end_point is not None:
+        s, e = tuple(map(float, start_point)), tuple(map(float, end_point))
+        if not (np.all(np.isfinite(s)) and np.all(np.isfinite(e))):
+            return EpisodeResult(False, "start/end points must be finite", "INVALID_GOAL")
+        if action_pixel is None:
+            pc = np.linalg.inv(before.camera_to_world) @ np.append(s, 1.0)
+            k = before.intrinsics
+            action_pixel = (k.fx * pc[0] / pc[2] + k.cx, k.fy * pc[1] / pc[2] + k.cy) if pc[2] > 0 else (-1.0, -1.0)
+        pixel = tuple(map(float, action_pixel))
+    else:
+        masks, scores = hypotheses(before) if hypotheses is not None else ([], [])
+        try:
+            action, source = choose_action(before, kind, rng, planner, masks, scores)
+        except ValueError as exc:
+            return EpisodeResult(False, f"cannot plan on this view: {exc}", NO_CANDIDATE)
+        if action is None:
+            return EpisodeResult(False, "no object candidate with a feasible action", NO_CANDIDATE)
+        if isinstance(action, PushAction):
+            s, e, pixel = action.start_point, action.end_point, action.action_pixel
+        else:
+            assert isinstance(action, GraspAction)
+            s, e, pixel = action.pick_point, action.place_point, action.action_pixel
+        timings["candidate_source"] = source
+    timings["plan_s"] = time.monotonic() - t1
+
+    feedback("executing", 0.4)
+    t2 = time.monotonic()
+    if kind == InteractionKind.PUSH:
+        motion = arm.execute_push(s, e)
+    else:
+        motion = arm.execute_grasp(s, e)
+    timings["execute_s"] = time.monotonic() - t2
+    if not motion.success:
+        arm.move_out_of_view()
+        return EpisodeResult(False, motion.message, motion.error_code, action=action, timings=timings)
+
+    feedback("capturing_after", 0.8)
+    try:
+        after = capture()
+    except Exception as exc:  # noqa: BLE001
+        return EpisodeResult(False, f"capture after failed: {exc}", CAPTURE_FAILED, action=action, timings=timings)
+    if after.shape != before.shape:
+        return EpisodeResult(False, f"after image {after.shape} differs in size from before {before.shape}",
+                             CAPTURE_FAILED, action=action, timings=timings)
+    sample = InteractionSample(
+        sample_id=sample_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}",
+        kind=kind, before=before, after=after, action_pixel=pixel, start_point=tuple(s), end_point=tuple(e),
+        outcome=InteractionOutcome.EXECUTED, message=motion.message,
+    )
+    timings["total_s"] = time.monotonic() - t0
+    return EpisodeResult(True, motion.message, "", sample=sample, action=action, timings=timings)

@@ -1,0 +1,180 @@
+"""Camera capture: time-synchronised RGB + depth + camera_info (+ pose), served as snapshots.
+
+Subscribes (sensor QoS): rgb, depth, camera_info (approximate time sync, message_filters
+when importable) and the camera pose (PoseStamped topic, or TF via tf2_ros when
+``use_tf`` is set and tf2_ros is importable).
+Service ``capture_view`` (CaptureView): the first synchronised set *newer than the
+request*, so a capture after an arm motion never returns an image from before it.
+A bad message (wrong encoding, mismatched sizes) is logged and dropped; the node keeps running.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import rclpy
+from geometry_msgs.msg import Pose, PoseStamped
+from rclpy.duration import Duration
+from rclpy.time import Time
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, Image
+
+from selfsup_perception.compat.message_filters import ApproximateTimeSynchronizer, Subscriber
+from selfsup_perception.core.image_conversion import ImageConversionError
+from selfsup_perception.msg import RgbdView
+from selfsup_perception.ros.conversions import (
+    frame_from_images,
+    matrix_to_pose_msg,
+    pose_msg_to_matrix,
+    time_from_msg,
+)
+from selfsup_perception.ros.parameters import declare_config, field_with_help
+from selfsup_perception.srv import CaptureView
+
+
+@dataclass(frozen=True)
+class CaptureParams:
+    rgb_topic: str = field_with_help("camera/color/image_raw", "RGB image topic")
+    depth_topic: str = field_with_help("camera/depth/image_raw", "depth image topic (32FC1 m or 16UC1 mm)")
+    camera_info_topic: str = field_with_help("camera/color/camera_info", "camera info topic")
+    pose_topic: str = field_with_help("camera/pose", "camera pose topic (PoseStamped) when use_tf is false")
+    use_tf: bool = field_with_help(False, "look the camera pose up in TF (needs tf2_ros)")
+    world_frame: str = field_with_help("world", "frame of the camera pose")
+    sync_slop_s: float = field_with_help(0.05, "max stamp difference of a synchronised set (s)")
+    sync_queue_size: int = field_with_help(5, "per-topic queue of the synchroniser")
+    default_timeout_s: float = field_with_help(5.0, "capture timeout when the request gives none (s)")
+    max_pose_age_s: float = field_with_help(1.0, "a pose older than this relative to the images is stale (s)")
+
+    def __post_init__(self) -> None:
+        if self.sync_slop_s <= 0 or self.default_timeout_s <= 0:
+            raise ValueError("sync_slop_s and default_timeout_s must be positive")
+        if self.sync_queue_size < 1:
+            raise ValueError("sync_queue_size must be >= 1")
+
+
+class CameraCaptureNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__("camera_capture", **kwargs)
+        self.params = declare_config(self, CaptureParams)
+        p = self.params
+        self._cond = threading.Condition()
+        self._latest: Optional[tuple[Image, Image, CameraInfo]] = None
+        self._latest_seq = 0
+        self._latest_received = 0.0  # monotonic time of the newest synchronised set
+        self._pose: Optional[PoseStamped] = None
+        self.dropped_messages = 0
+        sensor_group = MutuallyExclusiveCallbackGroup()
+        subs = [
+            Subscriber(self, Image, p.rgb_topic, qos_profile=qos_profile_sensor_data, callback_group=sensor_group),
+            Subscriber(self, Image, p.depth_topic, qos_profile=qos_profile_sensor_data, callback_group=sensor_group),
+            Subscriber(self, CameraInfo, p.camera_info_topic, qos_profile=qos_profile_sensor_data,
+                       callback_group=sensor_group),
+        ]
+        self._sync = ApproximateTimeSynchronizer(subs, queue_size=p.sync_queue_size, slop=p.sync_slop_s)
+        self._sync.registerCallback(self._on_synchronized)
+        self._tf_buffer = None
+        if p.use_tf:
+            try:
+                from tf2_ros import Buffer, TransformListener  # type: ignore[import-not-found]
+
+                self._tf_buffer = Buffer()
+                self._tf_listener = TransformListener(self._tf_buffer, self)
+            except ImportError:
+                self.get_logger().error("use_tf is set but tf2_ros is not importable; using the pose topic")
+        if self._tf_buffer is None:
+            self.create_subscription(PoseStamped, p.pose_topic, self._on_pose, qos_profile_sensor_data,
+                                     callback_group=sensor_group)
+        self.create_service(CaptureView, "capture_view", self._on_capture, callback_group=ReentrantCallbackGroup())
+        self.get_logger().info(f"capturing {p.rgb_topic} + {p.depth_topic} (slop {p.sync_slop_s}s)")
+
+    def _on_pose(self, msg: PoseStamped) -> None:
+        with self._cond:
+            self._pose = msg
+
+    def _on_synchronized(self, rgb: Image, depth: Image, info: CameraInfo) -> None:
+        with self._cond:
+            self._latest = (rgb, depth, info)
+            self._latest_seq += 1
+            self._latest_received = time.monotonic()
+            self._cond.notify_all()
+
+    def _camera_pose(self, rgb: Image) -> np.ndarray:
+        p = self.params
+        if self._tf_buffer is not None:
+            tf = self._tf_buffer.lookup_transform(p.world_frame, rgb.header.frame_id, Time.from_msg(rgb.header.stamp),
+                                                  timeout=Duration(seconds=0.5))
+            pose = Pose()
+            pose.position.x, pose.position.y, pose.position.z = (
+                tf.transform.translation.x, tf.transform.translation.y, tf.transform.translation.z)
+            pose.orientation = tf.transform.rotation
+            return pose_msg_to_matrix(pose)
+        with self._cond:
+            pose = self._pose
+        if pose is None:
+            raise LookupError(f"no camera pose received on {p.pose_topic}")
+        age = abs(time_from_msg(rgb.header.stamp) - time_from_msg(pose.header.stamp))
+        if age > p.max_pose_age_s:
+            raise LookupError(f"camera pose is {age:.2f} s away from the images (max {p.max_pose_age_s} s)")
+        return pose_msg_to_matrix(pose.pose)
+
+    def capture(self, timeout_s: float) -> RgbdView:
+        """Wait for a synchronised set received after this call and return it as a validated view."""
+        deadline = time.monotonic() + timeout_s
+        requested_at = time.monotonic()
+        while True:
+            with self._cond:
+                ok = self._cond.wait_for(lambda: self._latest is not None and self._latest_received > requested_at,
+                                         timeout=max(deadline - time.monotonic(), 0.0))
+                if not ok:
+                    raise TimeoutError(
+                        f"no synchronised rgb/depth/camera_info within {timeout_s:.1f} s "
+                        f"(topics {self.params.rgb_topic}, {self.params.depth_topic}, {self.params.camera_info_topic})")
+                rgb, depth, info = self._latest
+            try:
+                frame_from_images(rgb, depth, info)  # validates encodings and sizes
+                pose = self._camera_pose(rgb)
+            except (ImageConversionError, ValueError) as exc:
+                self.dropped_messages += 1
+                self.get_logger().warning(f"dropping a bad camera set: {exc}")
+                requested_at = time.monotonic()
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"no valid camera set within {timeout_s:.1f} s; last error: {exc}") from exc
+                continue
+            view = RgbdView()
+            view.header = rgb.header
+            view.rgb, view.depth, view.camera_info = rgb, depth, info
+            view.world_frame = self.params.world_frame
+            view.camera_pose = matrix_to_pose_msg(pose)
+            return view
+
+    def _on_capture(self, request, response):
+        timeout = request.timeout_s if request.timeout_s > 0 else self.params.default_timeout_s
+        try:
+            response.view = self.capture(timeout)
+            response.success, response.message = True, "captured"
+        except (TimeoutError, LookupError) as exc:
+            response.success, response.message = False, str(exc)
+            self.get_logger().warning(f"capture failed: {exc}")
+        return response
+
+
+def main(args=None) -> None:
+    try:
+        with rclpy.init(args=args):
+            node = CameraCaptureNode()
+            executor = MultiThreadedExecutor(num_threads=3)
+            executor.add_node(node)
+            executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,255 @@
+"""Interaction controller: the ExecuteInteraction action (push / grasp with images before and after).
+
+Action ``execute_interaction`` (ExecuteInteraction): moves the arm out of view, captures a
+view (``capture_view`` service), chooses an action (or executes the goal's points),
+moves the arm through an arm backend (``sim``: the simulator's ``/sim/execute_arm_motion``;
+``moveit``: MoveIt 2 through moveit_py), captures again, stores the sample atomically in
+``dataset_dir`` (and in a rosbag2 MCAP bag when ``record_bag``), and publishes it on
+``interaction/samples``. Failures (unreachable, planning, timeout, capture) abort the goal
+with an error code; the node keeps serving.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import rclpy
+from rclpy.action import ActionServer, GoalResponse
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+from selfsup_perception.action import ExecuteInteraction
+from selfsup_perception.core.dataset.sample_store import SampleStore
+from selfsup_perception.core.interaction.action_planning import PlannerConfig
+from selfsup_perception.core.interaction.episode import run_episode
+from selfsup_perception.core.types import InteractionKind
+from selfsup_perception.msg import InteractionSample as InteractionSampleMsg
+from selfsup_perception.ros.conversions import (
+    mask_from_msg,
+    point_from_msg,
+    sample_to_msg,
+    view_msg_to_frame,
+)
+from selfsup_perception.ros.parameters import declare_config, field_with_help
+from selfsup_perception.ros.service_calls import ServiceCallError, call_service
+from selfsup_perception.srv import CaptureView, SegmentImage, SimGroundTruth
+
+SAMPLES_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+
+
+@dataclass(frozen=True)
+class InteractionParams:
+    backend: str = field_with_help("sim", "arm backend: sim | moveit")
+    robot_config: str = field_with_help("", "robot YAML for the moveit backend (config/robots/panda.yaml)")
+    arm_service: str = field_with_help("/sim/execute_arm_motion", "sim backend: the arm motion service")
+    capture_service: str = field_with_help("capture_view", "CaptureView service of the camera capture node")
+    capture_timeout_s: float = field_with_help(5.0, "timeout of one capture (s)")
+    motion_timeout_s: float = field_with_help(60.0, "timeout of one arm motion (s)")
+    dataset_dir: str = field_with_help("data/interactions", "where samples are stored (atomic .npz files)")
+    record_bag: bool = field_with_help(False, "also record samples into a rosbag2 MCAP bag")
+    bag_dir: str = field_with_help("data/bags", "directory of recorded bags (one per node run)")
+    depth_encoding: str = field_with_help("32FC1", "depth encoding of published samples: 32FC1 | 16UC1")
+    world_frame: str = field_with_help("world", "frame of the interaction points")
+    seed: int = field_with_help(0, "seed of action sampling")
+    sim_ground_truth: bool = field_with_help(False, "store simulator ground truth with samples (evaluation only)")
+    use_model_hypotheses: bool = field_with_help(False, "choose objects from the segmentation service's masks")
+    segment_service: str = field_with_help("segment_image", "SegmentImage service used for hypotheses")
+    workspace_x: list = field_with_help([0.35, 0.75], "workspace x range (m, world frame)")
+    workspace_y: list = field_with_help([-0.25, 0.25], "workspace y range (m, world frame)")
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("sim", "moveit"):
+            raise ValueError(f"backend must be sim or moveit, got {self.backend!r}")
+        if self.depth_encoding not in ("32FC1", "16UC1"):
+            raise ValueError(f"depth_encoding must be 32FC1 or 16UC1, got {self.depth_encoding!r}")
+        if self.capture_timeout_s <= 0 or self.motion_timeout_s <= 0:
+            raise ValueError("timeouts must be positive")
+        for name in ("workspace_x", "workspace_y"):
+            v = getattr(self, name)
+            if len(v) != 2 or not v[0] < v[1]:
+                raise ValueError(f"{name} must be [low, high] with low < high, got {v}")
+
+
+def make_arm_backend(node: Node, params: InteractionParams, callback_group):
+    from selfsup_perception.robot.arm_backend import Workspace
+
+    workspace = Workspace(x=tuple(params.workspace_x), y=tuple(params.workspace_y))
+    if params.backend == "sim":
+        from selfsup_perception.robot.sim_backend import SimArmBackend
+
+        return SimArmBackend(node, params.arm_service, timeout_s=params.motion_timeout_s, workspace=workspace,
+                             callback_group=callback_group)
+    from selfsup_perception.robot.moveit_backend import MoveItArmBackend
+    from selfsup_perception.robot.robot_config import load_robot_config
+
+    if not params.robot_config:
+        raise ValueError("backend 'moveit' needs the robot_config parameter (e.g. config/robots/panda.yaml)")
+    return MoveItArmBackend(load_robot_config(params.robot_config))
+
+
+class InteractionNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__("interaction", **kwargs)
+        self.params = declare_config(self, InteractionParams)
+        p = self.params
+        self._clients_group = ReentrantCallbackGroup()
+        self.arm = make_arm_backend(self, p, self._clients_group)
+        self.store = SampleStore(p.dataset_dir)
+        self._capture_client = self.create_client(CaptureView, p.capture_service, callback_group=self._clients_group)
+        self._gt_client = self.create_client(SimGroundTruth, "/sim/ground_truth", callback_group=self._clients_group)
+        self._segment_client = self.create_client(SegmentImage, p.segment_service, callback_group=self._clients_group)
+        self.sample_pub = self.create_publisher(InteractionSampleMsg, "interaction/samples", SAMPLES_QOS)
+        self._rng = np.random.default_rng(p.seed)
+        self._busy = threading.Lock()  # one arm: one interaction at a time
+        self._bag = None
+        if p.record_bag:
+            from selfsup_perception.ros.bag_io import BagRecorder
+
+            bag_path = Path(p.bag_dir) / time.strftime("interactions_%Y%m%d_%H%M%S")
+            bag_path.parent.mkdir(parents=True, exist_ok=True)
+            self._bag = BagRecorder(bag_path, storage="mcap")
+            self.get_logger().info(f"recording samples into {bag_path}")
+        self.hypothesis_log: list[dict] = []  # per interaction: did the model's chosen hypothesis move?
+        self._action_server = ActionServer(
+            self, ExecuteInteraction, "execute_interaction", execute_callback=self._execute,
+            goal_callback=self._on_goal, callback_group=MutuallyExclusiveCallbackGroup())
+        self.get_logger().info(f"interaction controller ready (backend {p.backend}, dataset {p.dataset_dir})")
+
+    def _on_goal(self, goal) -> GoalResponse:
+        if goal.kind not in (ExecuteInteraction.Goal.KIND_PUSH, ExecuteInteraction.Goal.KIND_GRASP):
+            self.get_logger().warning(f"rejecting goal with unknown kind {goal.kind}")
+            return GoalResponse.REJECT
+        return GoalResponse.ACCEPT
+
+    # ------------------------------------------------------------ callables
+    def _capture(self, gt_store: Optional[list]):
+        view = call_service(self._capture_client, CaptureView.Request(timeout_s=self.params.capture_timeout_s),
+                            self.params.capture_timeout_s + 2.0)
+        if not view.success:
+            raise TimeoutError(view.message)
+        frame = view_msg_to_frame(view.view)
+        if gt_store is not None:
+            gt = call_service(self._gt_client, SimGroundTruth.Request(), 10.0)
+            gt_store.append(gt)
+        return frame
+
+    def _hypotheses(self, frame):
+        from selfsup_perception.ros.conversions import rgb_to_msg
+
+        try:
+            res = call_service(self._segment_client, SegmentImage.Request(image=rgb_to_msg(frame.rgb)), 5.0)
+        except ServiceCallError as exc:
+            self.get_logger().warning(f"no model hypotheses ({exc}); using geometry")
+            return [], []
+        if not res.success:
+            return [], []
+        h, w = frame.shape
+        masks, scores = [], []
+        for inst in res.segmentation.instances:
+            m = np.zeros((h, w), dtype=bool)
+            crop = mask_from_msg(inst.mask)
+            x0, y0 = inst.box.x_offset, inst.box.y_offset
+            m[y0:y0 + crop.shape[0], x0:x0 + crop.shape[1]] = crop[: h - y0, : w - x0]
+            masks.append(m)
+            scores.append(inst.score)
+        return masks, scores
+
+    # -------------------------------------------------------------- action
+    def _execute(self, goal_handle):
+        goal = goal_handle.request
+        result = ExecuteInteraction.Result()
+        if not self._busy.acquire(blocking=False):
+            goal_handle.abort()
+            result.message, result.error_code = "another interaction is running", "EXECUTION_FAILED"
+            return result
+        try:
+            return self._run(goal_handle, goal, result)
+        finally:
+            self._busy.release()
+
+    def _run(self, goal_handle, goal, result):
+        p = self.params
+        kind = InteractionKind(goal.kind)
+        gt_store: Optional[list] = [] if p.sim_ground_truth else None
+
+        def feedback(stage: str, progress: float) -> None:
+            goal_handle.publish_feedback(ExecuteInteraction.Feedback(stage=stage, progress=float(progress)))
+
+        points = {}
+        if not goal.auto_select:
+            points = dict(start_point=point_from_msg(goal.start_point), end_point=point_from_msg(goal.end_point))
+        episode = run_episode(
+            lambda: self._capture(gt_store), self.arm, kind, self._rng, planner=PlannerConfig(
+                workspace_x=tuple(p.workspace_x), workspace_y=tuple(p.workspace_y)),
+            hypotheses=self._hypotheses if p.use_model_hypotheses else None, feedback=feedback, **points)
+        result.message, result.error_code = episode.message, episode.error_code
+        if not episode.success:
+            self.get_logger().warning(f"interaction failed [{episode.error_code}]: {episode.message}")
+            goal_handle.abort()
+            return result
+        sample = episode.sample
+        if gt_store is not None and len(gt_store) == 2:
+            sample.ground_truth = self._ground_truth(gt_store[0], gt_store[1])
+        feedback("recording", 0.9)
+        msg = sample_to_msg(sample, depth_encoding=p.depth_encoding, world_frame=p.world_frame)
+        if goal.record:
+            try:
+                result.stored_path = str(self.store.write_sample(sample))
+            except (OSError, ValueError) as exc:
+                self.get_logger().error(f"could not store sample {sample.sample_id}: {exc}")
+                result.message += f"; NOT stored: {exc}"
+            if self._bag is not None:
+                self._bag.write("interaction/samples", msg, self.get_clock().now().nanoseconds)
+        self.sample_pub.publish(msg)
+        result.sample, result.success = msg, True
+        goal_handle.succeed()
+        return result
+
+    @staticmethod
+    def _ground_truth(before, after) -> dict:
+        from selfsup_perception.core.image_conversion import image_to_array
+        from selfsup_perception.ros.conversions import pose_msg_to_matrix
+
+        moved, best = 0, 0.0
+        pos_after = {i: pose_msg_to_matrix(pm)[:3, 3] for i, pm in zip(after.instance_ids, after.object_poses)}
+        for i, pm in zip(before.instance_ids, before.object_poses):
+            if i in pos_after:
+                d = float(np.linalg.norm(pose_msg_to_matrix(pm)[:3, 3] - pos_after[i]))
+                if d > best:
+                    moved, best = int(i), d
+        return {
+            "instance_mask_before": image_to_array(before.instance_mask),
+            "instance_mask_after": image_to_array(after.instance_mask),
+            "semantic_mask_before": image_to_array(before.semantic_mask),
+            "moved_instance": moved if best > 0.005 else 0,
+        }
+
+    def destroy_node(self) -> None:
+        if self._bag is not None:
+            self._bag.close()
+        super().destroy_node()
+
+
+def main(args=None) -> None:
+    try:
+        with rclpy.init(args=args):
+            node = InteractionNode()
+            executor = MultiThreadedExecutor(num_threads=4)
+            executor.add_node(node)
+            try:
+                executor.spin()
+            finally:
+                node.destroy_node()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+
+
+if __name__ == "__main__":
+    main()
