@@ -1,6 +1,6 @@
 """Camera capture: time-synchronised RGB + depth + camera_info (+ pose), served as snapshots.
 
-Subscribes (sensor QoS): rgb, depth, camera_info (approximate time sync, message_filters
+Subscribes (reliable depth 2 by default, or sensor-data QoS): rgb, depth, camera_info (approximate time sync, message_filters
 when importable) and the camera pose (PoseStamped topic, or TF via tf2_ros when
 ``use_tf`` is set and tf2_ros is importable).
 Service ``capture_view`` (CaptureView): the first synchronised set *newer than the
@@ -23,7 +23,7 @@ from rclpy.time import Time
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
 
 from selfsup_perception.compat.message_filters import ApproximateTimeSynchronizer, Subscriber
@@ -38,6 +38,10 @@ from selfsup_perception.ros.conversions import (
 from selfsup_perception.ros.parameters import declare_config, field_with_help
 from selfsup_perception.srv import CaptureView
 
+# Large images over best effort lose fragments under load (see sim_world_node.CAMERA_QOS);
+# reliable with a shallow queue is the default, sensor-data QoS is a parameter away.
+CAMERA_QOS = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+
 
 @dataclass(frozen=True)
 class CaptureParams:
@@ -51,6 +55,7 @@ class CaptureParams:
     sync_queue_size: int = field_with_help(5, "per-topic queue of the synchroniser")
     default_timeout_s: float = field_with_help(5.0, "capture timeout when the request gives none (s)")
     max_pose_age_s: float = field_with_help(1.0, "a pose older than this relative to the images is stale (s)")
+    reliable: bool = field_with_help(True, "subscribe reliable (false: best effort, sensor-data QoS)")
 
     def __post_init__(self) -> None:
         if self.sync_slop_s <= 0 or self.default_timeout_s <= 0:
@@ -71,10 +76,11 @@ class CameraCaptureNode(Node):
         self._pose: Optional[PoseStamped] = None
         self.dropped_messages = 0
         sensor_group = MutuallyExclusiveCallbackGroup()
+        qos = CAMERA_QOS if p.reliable else qos_profile_sensor_data
         subs = [
-            Subscriber(self, Image, p.rgb_topic, qos_profile=qos_profile_sensor_data, callback_group=sensor_group),
-            Subscriber(self, Image, p.depth_topic, qos_profile=qos_profile_sensor_data, callback_group=sensor_group),
-            Subscriber(self, CameraInfo, p.camera_info_topic, qos_profile=qos_profile_sensor_data,
+            Subscriber(self, Image, p.rgb_topic, qos_profile=qos, callback_group=sensor_group),
+            Subscriber(self, Image, p.depth_topic, qos_profile=qos, callback_group=sensor_group),
+            Subscriber(self, CameraInfo, p.camera_info_topic, qos_profile=qos,
                        callback_group=sensor_group),
         ]
         self._sync = ApproximateTimeSynchronizer(subs, queue_size=p.sync_queue_size, slop=p.sync_slop_s)
@@ -89,7 +95,7 @@ class CameraCaptureNode(Node):
             except ImportError:
                 self.get_logger().error("use_tf is set but tf2_ros is not importable; using the pose topic")
         if self._tf_buffer is None:
-            self.create_subscription(PoseStamped, p.pose_topic, self._on_pose, qos_profile_sensor_data,
+            self.create_subscription(PoseStamped, p.pose_topic, self._on_pose, qos,
                                      callback_group=sensor_group)
         self.create_service(CaptureView, "capture_view", self._on_capture, callback_group=ReentrantCallbackGroup())
         self.get_logger().info(f"capturing {p.rgb_topic} + {p.depth_topic} (slop {p.sync_slop_s}s)")

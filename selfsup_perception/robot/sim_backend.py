@@ -10,6 +10,7 @@ import time
 from typing import Optional, Sequence
 
 from selfsup_perception.robot.arm_backend import (
+    ERROR_CODES,
     INVALID_GOAL,
     TIMEOUT,
     MotionResult,
@@ -43,7 +44,9 @@ class SimArmBackend:
         dt = time.monotonic() - t0
         if res.success:
             return MotionResult.ok(res.message, dt)
-        return MotionResult.failure(res.error_code or "EXECUTION_FAILED", res.message, dt)
+        if res.error_code in ERROR_CODES and res.error_code:
+            return MotionResult.failure(res.error_code, res.message, dt)
+        return MotionResult.from_status(False, res.message, dt)  # unknown code: classify by message
 
     def execute_push(self, start_xyz: Sequence[float], end_xyz: Sequence[float], *, approach_height=None,
                      contact_height=None, timeout_s=None) -> MotionResult:

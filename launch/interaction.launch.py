@@ -1,0 +1,30 @@
+"""ros2 launch selfsup_perception interaction.launch.py [use_sim:=true|false]
+
+Starts the capture and interaction nodes, plus the simulated world when use_sim is true.
+On a robot: use_sim:=false, start your camera driver and MoveIt 2 first, and pass
+interaction backend/robot_config through config/interaction.yaml.
+The same graph without ros2 launch: python -m selfsup_perception.launcher [--no-sim].
+"""
+
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument
+from launch.conditions import IfCondition
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+from selfsup_perception.graph import CAMERA_CAPTURE, INTERACTION, SIM_WORLD, config_dir
+
+
+def _node(spec, **kwargs):
+    return Node(package="selfsup_perception", executable=spec.executable, name=spec.name, output="screen",
+                parameters=[str(config_dir() / spec.params_file), spec.overrides], **kwargs)
+
+
+def generate_launch_description() -> LaunchDescription:
+    use_sim = LaunchConfiguration("use_sim")
+    return LaunchDescription([
+        DeclareLaunchArgument("use_sim", default_value="true", description="start the simulated tabletop"),
+        _node(SIM_WORLD, condition=IfCondition(use_sim)),
+        _node(CAMERA_CAPTURE),
+        _node(INTERACTION),
+    ])

@@ -1,0 +1,45 @@
+"""The node graph, defined once for the launch files (launch_ros) and the local launcher.
+
+camera/depth capture -> interaction -> labeler -> registration -> trainer -> inference.
+Each entry names the node's module (``python -m``), its executable (``ros2 run``), and
+its parameter file in ``config/``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PACKAGE = "selfsup_perception"
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str
+    module: str  # python -m target, with a main()
+    params_file: str  # file name in config/
+    overrides: dict = field(default_factory=dict)
+
+    @property
+    def executable(self) -> str:
+        return self.module.rsplit(".", 1)[1]
+
+
+SIM_WORLD = NodeSpec("sim_world", f"{PACKAGE}.nodes.sim_world_node", "sim_world.yaml")
+CAMERA_CAPTURE = NodeSpec("camera_capture", f"{PACKAGE}.nodes.camera_capture_node", "camera_capture.yaml")
+INTERACTION = NodeSpec("interaction", f"{PACKAGE}.nodes.interaction_node", "interaction.yaml")
+
+
+def interaction_graph(with_simulator: bool = True) -> list[NodeSpec]:
+    """Capture and interaction (plus the simulated world standing in for the robot)."""
+    return ([SIM_WORLD] if with_simulator else []) + [CAMERA_CAPTURE, INTERACTION]
+
+
+def config_dir() -> Path:
+    """config/ of the source tree, else the installed share directory."""
+    src = Path(__file__).resolve().parents[1] / "config"
+    if src.is_dir():
+        return src
+    from ament_index_python.packages import get_package_share_directory
+
+    return Path(get_package_share_directory(PACKAGE)) / "config"

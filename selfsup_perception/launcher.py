@@ -1,0 +1,145 @@
+"""Start the node graph as separate processes (what ``ros2 launch`` does, for installs without it).
+
+Each node runs as ``python -m <module> --ros-args -r __node:=<name> --params-file <yaml> -p k:=v``,
+so nodes talk over real DDS between processes exactly as under ros2 launch. The launcher
+forwards each node's output with a ``[name]`` prefix, stops everything on exit (SIGINT,
+then SIGTERM, then SIGKILL after timeouts) and reports nodes that died.
+
+Usage: ``python -m selfsup_perception.launcher [--no-sim] [-p node.param:=value ...]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+from selfsup_perception.graph import NodeSpec, config_dir, interaction_graph
+
+
+def _format_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(_format_value(x) for x in v) + "]"
+    return str(v)
+
+
+def node_command(spec: NodeSpec, overrides: Optional[dict] = None, python: str = sys.executable) -> list[str]:
+    cmd = [python, "-m", spec.module, "--ros-args", "-r", f"__node:={spec.name}",
+           "--params-file", str(config_dir() / spec.params_file)]
+    for k, v in {**spec.overrides, **(overrides or {})}.items():
+        cmd += ["-p", f"{k}:={_format_value(v)}"]
+    return cmd
+
+
+class GraphProcess:
+    """A running node graph; use as a context manager."""
+
+    def __init__(self, specs: Sequence[NodeSpec], overrides: Optional[dict[str, dict]] = None,
+                 log_dir: Optional[Path] = None, echo: bool = True):
+        self.specs = list(specs)
+        self.overrides = overrides or {}
+        self.log_dir = Path(log_dir) if log_dir else None
+        self.echo = echo
+        self.procs: dict[str, subprocess.Popen] = {}
+        self._threads: list[threading.Thread] = []
+        self.logs: dict[str, list[str]] = {}
+
+    def start(self) -> "GraphProcess":
+        for spec in self.specs:
+            proc = subprocess.Popen(node_command(spec, self.overrides.get(spec.name)), stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True, bufsize=1, env=os.environ.copy(),
+                                    start_new_session=True)
+            self.procs[spec.name] = proc
+            self.logs[spec.name] = []
+            t = threading.Thread(target=self._pump, args=(spec.name, proc), daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def _pump(self, name: str, proc: subprocess.Popen) -> None:
+        log_file = None
+        if self.log_dir:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            log_file = open(self.log_dir / f"{name}.log", "a")
+        for line in proc.stdout:  # type: ignore[union-attr]
+            self.logs[name].append(line.rstrip())
+            if len(self.logs[name]) > 2000:
+                del self.logs[name][:1000]
+            if self.echo:
+                sys.stdout.write(f"[{name}] {line}")
+            if log_file:
+                log_file.write(line)
+                log_file.flush()
+        if log_file:
+            log_file.close()
+
+    def dead(self) -> dict[str, int]:
+        """Nodes that exited, with their return codes."""
+        return {n: p.returncode for n, p in self.procs.items() if p.poll() is not None}
+
+    def stop(self, timeout_s: float = 10.0) -> dict[str, int]:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+            alive = [p for p in self.procs.values() if p.poll() is None]
+            if not alive:
+                break
+            for p in alive:
+                try:
+                    os.killpg(p.pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline and any(p.poll() is None for p in alive):
+                time.sleep(0.1)
+        for t in self._threads:
+            t.join(timeout=2.0)
+        return {n: p.returncode for n, p in self.procs.items()}
+
+    def __enter__(self) -> "GraphProcess":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, dict]:
+    """``node.param:=value`` strings -> {node: {param: value}} (values parsed as YAML scalars)."""
+    import yaml
+
+    out: dict[str, dict] = {}
+    for item in items:
+        if ":=" not in item or "." not in item.split(":=")[0]:
+            raise ValueError(f"override {item!r} must look like node.param:=value")
+        key, value = item.split(":=", 1)
+        node, param = key.split(".", 1)
+        out.setdefault(node, {})[param] = yaml.safe_load(value)
+    return out
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--no-sim", action="store_true", help="do not start the simulated world (real robot)")
+    parser.add_argument("-p", "--param", action="append", default=[], help="node.param:=value override")
+    args = parser.parse_args(argv)
+    graph = GraphProcess(interaction_graph(with_simulator=not args.no_sim), parse_overrides(args.param))
+    graph.start()
+    try:
+        while not graph.dead():
+            time.sleep(0.5)
+        print(f"nodes exited: {graph.dead()}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        graph.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
