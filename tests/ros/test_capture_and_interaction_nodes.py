@@ -1,0 +1,135 @@
+"""Simulator, camera capture and interaction nodes over real DDS (small images for speed)."""
+
+import numpy as np
+import pytest
+import rclpy
+from rclpy.action import ActionClient
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from ros_helpers import wait_for, wait_future
+from sensor_msgs.msg import CameraInfo, Image
+
+from selfsup_perception.action import ExecuteInteraction
+from selfsup_perception.core.dataset.sample_store import SampleStore
+from selfsup_perception.core.geometry import depth_to_world_points
+from selfsup_perception.msg import InteractionSample
+from selfsup_perception.nodes.camera_capture_node import CameraCaptureNode
+from selfsup_perception.nodes.interaction_node import InteractionNode
+from selfsup_perception.nodes.sim_world_node import SimWorldNode
+from selfsup_perception.ros.conversions import point_to_msg, view_msg_to_frame
+from selfsup_perception.srv import CaptureView, SimGroundTruth
+
+pytestmark = [pytest.mark.ros, pytest.mark.sim]
+SMALL = [Parameter("width", value=160), Parameter("height", value=120), Parameter("publish_rate_hz", value=10.0)]
+
+
+@pytest.fixture
+def world(spinner, tmp_path):
+    sim = spinner.add(SimWorldNode(parameter_overrides=SMALL))
+    cap = spinner.add(CameraCaptureNode())
+    inter = spinner.add(InteractionNode(parameter_overrides=[
+        Parameter("dataset_dir", value=str(tmp_path / "ds")), Parameter("sim_ground_truth", value=True),
+        Parameter("record_bag", value=True), Parameter("bag_dir", value=str(tmp_path / "bags"))]))
+    client = spinner.add(rclpy.create_node("test_client"))
+    return sim, cap, inter, client
+
+
+def test_capture_returns_a_synchronised_view_whose_depth_lands_on_the_table(world):
+    sim, _, _, client = world
+    capture = client.create_client(CaptureView, "capture_view")
+    assert capture.wait_for_service(timeout_sec=10)
+    res = wait_future(capture.call_async(CaptureView.Request(timeout_s=5.0)), 15)
+    assert res.success, res.message
+    frame = view_msg_to_frame(res.view)
+    assert frame.shape == (120, 160)
+    np.testing.assert_allclose(frame.camera_to_world, sim.sim.camera_to_world, atol=1e-6)
+    gt = wait_future(client.create_client(SimGroundTruth, "/sim/ground_truth").call_async(SimGroundTruth.Request()), 10)
+    from selfsup_perception.core.image_conversion import image_to_array
+
+    semantic = image_to_array(gt.semantic_mask)
+    world_pts = depth_to_world_points(frame.depth, frame.intrinsics, frame.camera_to_world)
+    table = semantic == gt.class_names.index("table")
+    assert np.nanmedian(np.abs(world_pts[table][:, 2])) < 0.003
+
+
+def test_capture_times_out_with_a_clear_error(spinner):
+    cap = spinner.add(CameraCaptureNode(parameter_overrides=[Parameter("rgb_topic", value="nowhere/rgb")]))
+    client = spinner.add(rclpy.create_node("timeout_client"))
+    capture = client.create_client(CaptureView, "capture_view")
+    assert capture.wait_for_service(timeout_sec=10)
+    res = wait_future(capture.call_async(CaptureView.Request(timeout_s=0.5)), 10)
+    assert not res.success
+    assert "no synchronised rgb/depth/camera_info within 0.5 s" in res.message and "nowhere/rgb" in res.message
+    assert cap.context.ok()
+
+
+def test_bad_encoding_is_dropped_and_the_node_keeps_serving(spinner):
+    cap = spinner.add(CameraCaptureNode(parameter_overrides=[
+        Parameter("rgb_topic", value="fake/rgb"), Parameter("depth_topic", value="fake/depth"),
+        Parameter("camera_info_topic", value="fake/info"), Parameter("pose_topic", value="fake/pose")]))
+    node = spinner.add(rclpy.create_node("fake_camera"))
+    qos = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
+    pubs = [node.create_publisher(t, n, qos) for t, n in ((Image, "fake/rgb"), (Image, "fake/depth"),
+                                                            (CameraInfo, "fake/info"))]
+    capture = node.create_client(CaptureView, "capture_view")
+    assert capture.wait_for_service(timeout_sec=10)
+    assert wait_for(lambda: all(p.get_subscription_count() for p in pubs), 10)
+    future = capture.call_async(CaptureView.Request(timeout_s=1.5))
+
+    def publish_bad():
+        stamp = node.get_clock().now().to_msg()
+        rgb = Image(height=2, width=2, encoding="yuv422", step=4, data=bytes(8))
+        depth = Image(height=2, width=2, encoding="32FC1", step=8, data=bytes(16))
+        info = CameraInfo(width=2, height=2, k=[1.0, 0, 1, 0, 1.0, 1, 0, 0, 1])
+        for m in (rgb, depth, info):
+            m.header.stamp = stamp
+        for p, m in zip(pubs, (rgb, depth, info)):
+            p.publish(m)
+
+    for _ in range(5):
+        publish_bad()
+        if wait_for(lambda: cap.dropped_messages > 0, 0.2):
+            break
+    res = wait_future(future, 10)
+    assert not res.success
+    assert cap.dropped_messages >= 1
+    assert "yuv422" in res.message or "no valid camera set" in res.message or "no synchronised" in res.message
+    # still serving: the next request is answered
+    assert not wait_future(capture.call_async(CaptureView.Request(timeout_s=0.2)), 10).success
+
+
+def _run_goal(client, goal, timeout=120):
+    action = ActionClient(client, ExecuteInteraction, "execute_interaction")
+    assert action.wait_for_server(timeout_sec=10)
+    handle = wait_future(action.send_goal_async(goal), 10)
+    assert handle.accepted
+    return wait_future(handle.get_result_async(), timeout).result
+
+
+def test_push_records_a_sample_that_moved_the_object(world, tmp_path):
+    _, _, inter, client = world
+    received = []
+    client.create_subscription(InteractionSample, "interaction/samples", received.append, 10)
+    result = _run_goal(client, ExecuteInteraction.Goal(kind=0, auto_select=True, record=True))
+    assert result.success, result.message
+    store = SampleStore(tmp_path / "ds")
+    sample = store.read_sample(result.sample.sample_id, with_ground_truth=True)
+    moved = sample.ground_truth["moved_instance"]
+    assert moved > 0  # the chosen push moved an object
+    u, v = sample.action_pixel  # the contact pixel lies on the object that moved
+    assert sample.ground_truth["instance_mask_before"][int(round(v)), int(round(u))] == moved
+    assert wait_for(lambda: received, 10) and received[0].sample_id == sample.sample_id
+
+
+def test_bad_goals_fail_cleanly_and_the_node_keeps_serving(world):
+    _, _, inter, client = world
+    outside = ExecuteInteraction.Goal(kind=0, auto_select=False, start_point=point_to_msg((3.0, 0, 0.02)),
+                                      end_point=point_to_msg((3.1, 0, 0.02)), record=True)
+    result = _run_goal(client, outside)
+    assert not result.success and result.error_code == "INVALID_GOAL" and "outside the workspace" in result.message
+    nan_goal = ExecuteInteraction.Goal(kind=0, auto_select=False, start_point=point_to_msg((float("nan"), 0, 0)),
+                                       end_point=point_to_msg((0.5, 0, 0.02)), record=True)
+    result = _run_goal(client, nan_goal)
+    assert not result.success and result.error_code == "INVALID_GOAL"
+    result = _run_goal(client, ExecuteInteraction.Goal(kind=0, auto_select=True, record=False))
+    assert result.success, result.message
