@@ -1,6 +1,6 @@
 """ros2 launch selfsup_perception interaction.launch.py [use_sim:=true|false]
 
-Starts the capture and interaction nodes, plus the simulated world when use_sim is true.
+Starts the capture, interaction and labeler nodes, plus the simulated world when use_sim is true.
 On a robot: use_sim:=false, start your camera driver and MoveIt 2 first, and pass
 interaction backend/robot_config through config/interaction.yaml.
 The same graph without ros2 launch: python -m selfsup_perception.launcher [--no-sim].
@@ -12,7 +12,7 @@ from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from selfsup_perception.graph import CAMERA_CAPTURE, INTERACTION, SIM_WORLD, config_dir
+from selfsup_perception.graph import CAMERA_CAPTURE, INTERACTION, LABELER, SIM_WORLD, config_dir
 
 
 def _node(spec, **kwargs):
@@ -27,4 +27,5 @@ def generate_launch_description() -> LaunchDescription:
         _node(SIM_WORLD, condition=IfCondition(use_sim)),
         _node(CAMERA_CAPTURE),
         _node(INTERACTION),
+        _node(LABELER),
     ])

@@ -89,6 +89,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "sim_world": {"width": args.width, "height": args.height, "seed": args.seed, "clutter": args.clutter},
         "interaction": {"dataset_dir": str(dataset_dir), "bag_dir": str(bag_dir), "record_bag": True,
                         "sim_ground_truth": True, "seed": args.seed},
+        "labeler": {"dataset_dir": str(dataset_dir)},
     }
     t0 = time.monotonic()
     with rclpy.init():
@@ -99,6 +100,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             except TimeoutError as exc:
                 print(f"demo failed: {exc}; node logs in {run_dir / 'logs'}", file=sys.stderr)
                 return 1
+            wait_for_labels(SampleStore(dataset_dir), "flow", timeout_s=120.0)
             dead = graph.dead()
         if dead:
             print(f"warning: nodes exited during the demo: {dead}", file=sys.stderr)
@@ -120,7 +122,50 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"  median time per push             {sorted(r['s'] for r in records)[len(records) // 2]:.1f} s"
           if records else "")
     print(f"  wall time                        {time.monotonic() - t0:.0f} s")
+
+    print("\n[2/2] labels: flow labels made online by the labeler node, frame differencing as the baseline")
+    report = label_report(store, run_dir)
+    print(report)
     return 0 if len(samples) >= min(20, args.pushes) else 1
+
+
+def wait_for_labels(store: SampleStore, labeler: str, timeout_s: float) -> None:
+    """Wait until every stored sample has a label from ``labeler`` (the node works asynchronously)."""
+    deadline = time.monotonic() + timeout_s
+    while store.unlabeled_ids(labeler) and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+
+def label_report(store: SampleStore, run_dir: Path) -> str:
+    """Label quality against simulator ground truth, and a contact sheet for people."""
+    from selfsup_perception.core.dataset.visualization import contact_sheet, overlay_mask
+    from selfsup_perception.core.labeling import FrameDifferenceLabeler
+    from selfsup_perception.core.labeling.quality import label_quality_table, mask_iou
+
+    baseline = FrameDifferenceLabeler()
+    rows, tiles, captions = [], [], []
+    for sample in store.iter_samples(with_ground_truth=True):
+        gt = sample.ground_truth or {}
+        moved = int(gt.get("moved_instance", 0))
+        gt_mask = (gt["instance_mask_before"] == moved) if moved and "instance_mask_before" in gt else None
+        try:
+            flow = store.read_label(sample.sample_id, "flow")
+        except FileNotFoundError:
+            continue
+        rows.append(("flow", flow, gt_mask))
+        rows.append(("frame_difference", baseline.label(sample), gt_mask))
+        if len(tiles) < 24:
+            color = (40, 220, 40) if flow.kept else (220, 40, 40)
+            tiles.append(overlay_mask(sample.before.rgb, flow.mask, sample.action_pixel, color=color))
+            iou = ""
+            if gt_mask is not None and flow.kept and not flow.is_negative:
+                iou = f" IoU {mask_iou(flow.mask, gt_mask):.2f}"
+            captions.append(f"{sample.sample_id[-8:]} {'kept' if flow.kept else 'discarded'}{iou}")
+    if not rows:
+        return "  no labels yet"
+    sheet = contact_sheet(tiles, captions, run_dir / "labels_contact_sheet.png") if tiles else None
+    table = label_quality_table(rows)
+    return table + (f"\n  contact sheet: {sheet}" if sheet else "")
 
 
 if __name__ == "__main__":

@@ -28,11 +28,12 @@ class NodeSpec:
 SIM_WORLD = NodeSpec("sim_world", f"{PACKAGE}.nodes.sim_world_node", "sim_world.yaml")
 CAMERA_CAPTURE = NodeSpec("camera_capture", f"{PACKAGE}.nodes.camera_capture_node", "camera_capture.yaml")
 INTERACTION = NodeSpec("interaction", f"{PACKAGE}.nodes.interaction_node", "interaction.yaml")
+LABELER = NodeSpec("labeler", f"{PACKAGE}.nodes.labeler_node", "labeler.yaml")
 
 
 def interaction_graph(with_simulator: bool = True) -> list[NodeSpec]:
-    """Capture and interaction (plus the simulated world standing in for the robot)."""
-    return ([SIM_WORLD] if with_simulator else []) + [CAMERA_CAPTURE, INTERACTION]
+    """Capture, interaction and labeling (plus the simulated world standing in for the robot)."""
+    return ([SIM_WORLD] if with_simulator else []) + [CAMERA_CAPTURE, INTERACTION, LABELER]
 
 
 def config_dir() -> Path:

@@ -10,6 +10,7 @@ A bad message (wrong encoding, mismatched sizes) is logged and dropped; the node
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from dataclasses import dataclass
@@ -73,7 +74,7 @@ class CameraCaptureNode(Node):
         self._latest: Optional[tuple[Image, Image, CameraInfo]] = None
         self._latest_seq = 0
         self._latest_received = 0.0  # monotonic time of the newest synchronised set
-        self._pose: Optional[PoseStamped] = None
+        self._poses: collections.deque = collections.deque(maxlen=50)  # recent poses, to match image stamps
         self.dropped_messages = 0
         sensor_group = MutuallyExclusiveCallbackGroup()
         qos = CAMERA_QOS if p.reliable else qos_profile_sensor_data
@@ -102,7 +103,7 @@ class CameraCaptureNode(Node):
 
     def _on_pose(self, msg: PoseStamped) -> None:
         with self._cond:
-            self._pose = msg
+            self._poses.append(msg)
 
     def _on_synchronized(self, rgb: Image, depth: Image, info: CameraInfo) -> None:
         with self._cond:
@@ -121,11 +122,13 @@ class CameraCaptureNode(Node):
                 tf.transform.translation.x, tf.transform.translation.y, tf.transform.translation.z)
             pose.orientation = tf.transform.rotation
             return pose_msg_to_matrix(pose)
+        t_image = time_from_msg(rgb.header.stamp)
         with self._cond:
-            pose = self._pose
-        if pose is None:
+            poses = list(self._poses)
+        if not poses:
             raise LookupError(f"no camera pose received on {p.pose_topic}")
-        age = abs(time_from_msg(rgb.header.stamp) - time_from_msg(pose.header.stamp))
+        pose = min(poses, key=lambda m: abs(time_from_msg(m.header.stamp) - t_image))
+        age = abs(t_image - time_from_msg(pose.header.stamp))
         if age > p.max_pose_age_s:
             raise LookupError(f"camera pose is {age:.2f} s away from the images (max {p.max_pose_age_s} s)")
         return pose_msg_to_matrix(pose.pose)

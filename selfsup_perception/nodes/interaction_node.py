@@ -87,11 +87,11 @@ def make_arm_backend(node: Node, params: InteractionParams, callback_group):
         return SimArmBackend(node, params.arm_service, timeout_s=params.motion_timeout_s, workspace=workspace,
                              callback_group=callback_group)
     from selfsup_perception.robot.moveit_backend import MoveItArmBackend
-    from selfsup_perception.robot.robot_config import load_robot_config
+    from selfsup_perception.robot.robot_config import RobotConfig
 
     if not params.robot_config:
         raise ValueError("backend 'moveit' needs the robot_config parameter (e.g. config/robots/panda.yaml)")
-    return MoveItArmBackend(load_robot_config(params.robot_config))
+    return MoveItArmBackend(RobotConfig.from_yaml(params.robot_config), logger=node.get_logger())
 
 
 class InteractionNode(Node):

@@ -30,8 +30,8 @@ class TablePlaneConfig:
     """Parameters of :func:`fit_table_plane` (metres, pixels)."""
 
     frame: str = "world"  # 'world' | 'camera': where the plane is fitted and expressed
-    max_points: int = 3000  # random subsample used for the RANSAC hypotheses and scoring
-    iterations: int = 150  # RANSAC hypotheses
+    max_points: int = 1500  # random subsample used for the RANSAC hypotheses and scoring
+    iterations: int = 100  # RANSAC hypotheses
     inlier_threshold: float = 0.008  # |height| below this counts as an inlier (metres)
     refit_iterations: int = 2  # least-squares refits on the inliers of all valid pixels
     min_inlier_fraction: float = 0.1  # of the valid pixels; fewer -> ValueError
@@ -39,7 +39,7 @@ class TablePlaneConfig:
     # world +z by default; None disables it.
     expected_normal: Optional[tuple[float, float, float]] = (0.0, 0.0, 1.0)
     max_normal_angle_deg: float = 30.0
-    stride: int = 4  # pixel stride for the refit (speed); the inlier mask is always full resolution
+    stride: int = 6  # pixel stride for the refit (speed); the inlier mask is always full resolution
 
     def __post_init__(self) -> None:
         if self.frame not in ("world", "camera"):
@@ -97,6 +97,17 @@ class TablePlane:
         with np.errstate(invalid="ignore"):
             out = depth.astype(np.float32, copy=False) * (yr[:, None] + xr[None, :]) + np.float32(d_c)
             out[~(depth > 0)] = np.nan
+        return out
+
+    def height_at_pixels(self, frame: RgbdFrame, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """Heights above the plane of integer pixels (u, v) (same shapes) of ``frame``; NaN where depth is invalid."""
+        depth = _checked_depth(frame)
+        n_c, d_c = self.camera_plane(frame.camera_to_world)
+        k = frame.intrinsics
+        z = depth[v, u].astype(np.float64)
+        with np.errstate(invalid="ignore"):
+            out = z * ((u - k.cx) / k.fx * n_c[0] + (v - k.cy) / k.fy * n_c[1] + n_c[2]) + d_c
+            out[~(z > 0)] = np.nan
         return out
 
 

@@ -1,0 +1,29 @@
+"""Interaction planning from RGB-D: table plane, object candidates, push and grasp actions (ROS-free)."""
+
+from selfsup_perception.core.interaction.action_planning import (
+    GraspAction,
+    ObjectCandidate,
+    PlannerConfig,
+    PushAction,
+    candidates_from_masks,
+    evaluate_push,
+    find_object_candidates,
+    plan_grasp,
+    plan_push,
+)
+from selfsup_perception.core.interaction.table_plane import TablePlane, TablePlaneConfig, fit_table_plane
+
+__all__ = [
+    "GraspAction",
+    "ObjectCandidate",
+    "PlannerConfig",
+    "PushAction",
+    "TablePlane",
+    "TablePlaneConfig",
+    "candidates_from_masks",
+    "evaluate_push",
+    "find_object_candidates",
+    "fit_table_plane",
+    "plan_grasp",
+    "plan_push",
+]

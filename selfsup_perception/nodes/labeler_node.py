@@ -1,0 +1,142 @@
+"""Mask labeler: interaction samples in, labeled samples and an overlay image out.
+
+Subscribes ``interaction/samples`` (InteractionSample). A worker thread (bounded queue,
+oldest dropped) labels each sample with the flow labeler (or frame differencing), stores
+the label atomically next to the sample in ``dataset_dir``, and publishes
+``labeler/labeled_samples`` (LabeledSample) and ``labeler/overlay`` (rgb8: the before
+image with the mask and the action pixel, for RViz/Foxglove). On start it labels every
+stored sample that has no label yet, so a crash or restart loses nothing.
+A malformed sample is logged and skipped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import rclpy
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+
+from selfsup_perception.core.dataset.sample_store import SampleStore
+from selfsup_perception.core.dataset.visualization import overlay_mask
+from selfsup_perception.core.labeling import (
+    FlowLabelerConfig,
+    FlowMaskLabeler,
+    FrameDifferenceConfig,
+    FrameDifferenceLabeler,
+)
+from selfsup_perception.msg import InteractionSample as InteractionSampleMsg
+from selfsup_perception.msg import LabeledSample
+from selfsup_perception.ros.conversions import label_to_msg, rgb_to_msg, sample_from_msg, sample_to_msg
+from selfsup_perception.ros.parameters import declare_config, field_with_help
+from selfsup_perception.ros.work_queue import WorkQueue
+
+RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+
+
+@dataclass(frozen=True)
+class LabelerParams:
+    labeler: str = field_with_help("flow", "flow (optical flow, paper 003) | frame_difference (baseline)")
+    dataset_dir: str = field_with_help("data/interactions", "sample store; labels go to labels/<labeler>/")
+    label_stored_on_start: bool = field_with_help(True, "label stored samples that have no label yet")
+    queue_size: int = field_with_help(16, "samples waiting to be labeled (oldest dropped when full)")
+    max_mean_flow_px: float = field_with_help(7.0, "discard interactions with more mean flow (px at 640x480)")
+    max_area_fraction: float = field_with_help(0.025, "discard masks larger than this fraction of the image")
+    min_area_px: float = field_with_help(100.0, "discard masks smaller than this (px at 640x480)")
+    max_flow_std_px: float = field_with_help(15.0, "discard masks whose flow-magnitude std is larger (rotation)")
+    motion_threshold_px: float = field_with_help(1.0, "flow magnitude that counts as motion (px at 640x480)")
+
+    def __post_init__(self) -> None:
+        if self.labeler not in ("flow", "frame_difference"):
+            raise ValueError(f"labeler must be flow or frame_difference, got {self.labeler!r}")
+        if self.queue_size < 1:
+            raise ValueError("queue_size must be >= 1")
+
+
+def make_labeler(p: LabelerParams):
+    if p.labeler == "flow":
+        return FlowMaskLabeler(FlowLabelerConfig(
+            max_mean_flow_px=p.max_mean_flow_px, max_area_fraction=p.max_area_fraction, min_area_px=p.min_area_px,
+            max_flow_std_px=p.max_flow_std_px, motion_threshold_px=p.motion_threshold_px))
+    return FrameDifferenceLabeler(dataclasses.replace(
+        FrameDifferenceConfig(), max_area_fraction=p.max_area_fraction, min_area_px=p.min_area_px))
+
+
+class LabelerNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__("labeler", **kwargs)
+        self.params = declare_config(self, LabelerParams, on_change=self._on_params)
+        self.labeler = make_labeler(self.params)
+        self.store = SampleStore(self.params.dataset_dir)
+        self.label_pub = self.create_publisher(LabeledSample, "labeler/labeled_samples", RELIABLE)
+        self.overlay_pub = self.create_publisher(Image, "labeler/overlay", 2)
+        self.counts = {"kept": 0, "negative": 0, "discarded": 0, "failed": 0}
+        self._queue = WorkQueue(self._label_one, self.params.queue_size, on_error=self._on_error, name="labeler")
+        self.create_subscription(InteractionSampleMsg, "interaction/samples", self._queue.put, RELIABLE)
+        if self.params.label_stored_on_start:
+            pending = self.store.unlabeled_ids(self.labeler_name)
+            if pending:
+                self.get_logger().info(f"labeling {len(pending)} stored samples without a {self.labeler_name} label")
+            for sample_id in pending:
+                self._queue.put(sample_id)
+        self.get_logger().info(f"labeler '{self.labeler_name}' ready on {self.params.dataset_dir}")
+
+    @property
+    def labeler_name(self) -> str:
+        return self.labeler.name
+
+    def _on_params(self, params: LabelerParams) -> None:
+        self.labeler = make_labeler(params)
+
+    def _on_error(self, item, exc: BaseException) -> None:
+        self.counts["failed"] += 1
+        ident = item if isinstance(item, str) else getattr(item, "sample_id", "?")
+        self.get_logger().error(f"could not label sample {ident}: {exc}")
+
+    def _label_one(self, item) -> None:
+        """Worker: ``item`` is a sample id (stored) or an InteractionSample message."""
+        if isinstance(item, str):
+            sample = self.store.read_sample(item)
+            msg = sample_to_msg(sample)
+        else:
+            msg = item
+            sample = sample_from_msg(msg)  # validates encodings and sizes
+            if not self.store.sample_path(sample.sample_id).exists():
+                self.store.write_sample(sample)  # the labeler never loses a sample it was sent
+        label = self.labeler.label(sample)
+        self.store.write_label(sample.sample_id, label)
+        key = "discarded" if not label.kept else ("negative" if label.is_negative else "kept")
+        self.counts[key] += 1
+        self.label_pub.publish(label_to_msg(msg, label))
+        color = (40, 220, 40) if label.kept else (220, 40, 40)
+        overlay = overlay_mask(sample.before.rgb, label.mask, sample.action_pixel, color=color)
+        self.overlay_pub.publish(rgb_to_msg(overlay, sample.before.frame_id))
+        self.get_logger().info(f"{sample.sample_id}: {key} ({label.reason})")
+
+    def idle(self) -> bool:
+        return self._queue.idle()
+
+    def destroy_node(self) -> None:
+        self._queue.stop()
+        super().destroy_node()
+
+
+def main(args=None) -> None:
+    try:
+        with rclpy.init(args=args):
+            node = LabelerNode()
+            executor = MultiThreadedExecutor(num_threads=2)
+            executor.add_node(node)
+            try:
+                executor.spin()
+            finally:
+                node.destroy_node()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+
+
+if __name__ == "__main__":
+    main()

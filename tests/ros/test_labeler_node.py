@@ -1,0 +1,84 @@
+"""Labeler node over DDS: labels published samples, resumes stored ones, survives bad input."""
+
+import numpy as np
+import pytest
+import rclpy
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from ros_helpers import wait_for
+from sensor_msgs.msg import Image
+
+from selfsup_perception.core.dataset.sample_store import SampleStore
+from selfsup_perception.core.interaction import PlannerConfig, find_object_candidates, fit_table_plane, plan_push
+from selfsup_perception.core.types import InteractionKind, InteractionOutcome, InteractionSample
+from selfsup_perception.msg import InteractionSample as InteractionSampleMsg
+from selfsup_perception.msg import LabeledSample
+from selfsup_perception.nodes.labeler_node import LabelerNode
+from selfsup_perception.ros.conversions import sample_to_msg
+from selfsup_perception.sim.tabletop import CameraConfig, SimConfig, TabletopSim
+
+pytestmark = [pytest.mark.ros, pytest.mark.sim]
+RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+
+
+@pytest.fixture(scope="module")
+def pushes():
+    """Two real simulated pushes at 320x240 with the moved object's ground-truth mask."""
+    out = []
+    with TabletopSim(SimConfig(camera=CameraConfig(width=320, height=240))) as sim:
+        for seed in (1, 2):
+            sim.reset_scene(seed)
+            before, gt = sim.render_with_ground_truth()
+            plane = fit_table_plane(before, rng=np.random.default_rng(0))
+            push = plan_push(before, find_object_candidates(before, plane), np.random.default_rng(seed),
+                             PlannerConfig())
+            p0 = sim.object_poses()
+            assert sim.execute_push(push.start_point, push.end_point)[0]
+            p1 = sim.object_poses()
+            moved = max(p0, key=lambda i: np.linalg.norm(p1[i][0] - p0[i][0]))
+            out.append((InteractionSample(f"push{seed}", InteractionKind.PUSH, before, sim.render(),
+                                          push.action_pixel, push.start_point, push.end_point,
+                                          InteractionOutcome.EXECUTED), gt["instance_mask"] == moved))
+    return out
+
+
+def test_labels_published_samples_and_stores_them(spinner, tmp_path, pushes):
+    labeler = spinner.add(LabelerNode(parameter_overrides=[Parameter("dataset_dir", value=str(tmp_path))]))
+    node = spinner.add(rclpy.create_node("labeler_test"))
+    labels, overlays = [], []
+    node.create_subscription(LabeledSample, "labeler/labeled_samples", labels.append, RELIABLE)
+    node.create_subscription(Image, "labeler/overlay", overlays.append, 2)
+    pub = node.create_publisher(InteractionSampleMsg, "interaction/samples", RELIABLE)
+    assert wait_for(lambda: pub.get_subscription_count() > 0, 10)
+    sample, gt = pushes[0]
+    pub.publish(sample_to_msg(sample))
+    assert wait_for(lambda: labels, 30), "no labeled sample published"
+    store = SampleStore(tmp_path)
+    label = store.read_label("push1", "flow")
+    assert labels[0].sample.sample_id == "push1" and labels[0].labeler == "flow"
+    assert label.kept and not label.is_negative
+    iou = (label.mask & gt).sum() / (label.mask | gt).sum()
+    assert iou > 0.6, f"flow label IoU with the pushed object only {iou:.2f}"
+    assert store.read_sample("push1").action_pixel == pytest.approx(sample.action_pixel)
+    assert wait_for(lambda: overlays, 10) and overlays[0].encoding == "rgb8"
+
+
+def test_resumes_stored_samples_and_survives_a_bad_one(spinner, tmp_path, pushes):
+    store = SampleStore(tmp_path)
+    for sample, _ in pushes:
+        store.write_sample(sample)
+    labeler = spinner.add(LabelerNode(parameter_overrides=[Parameter("dataset_dir", value=str(tmp_path))]))
+    assert wait_for(lambda: not store.unlabeled_ids("flow"), 60), "stored samples were not labeled on start"
+    node = spinner.add(rclpy.create_node("bad_sample_test"))
+    pub = node.create_publisher(InteractionSampleMsg, "interaction/samples", RELIABLE)
+    assert wait_for(lambda: pub.get_subscription_count() > 0, 10)
+    bad = sample_to_msg(pushes[0][0])
+    bad.sample_id = "bad"
+    bad.after.rgb.encoding = "yuv422"
+    pub.publish(bad)
+    assert wait_for(lambda: labeler.counts["failed"] == 1, 20)
+    good = sample_to_msg(pushes[1][0])
+    good.sample_id = "after_bad"
+    pub.publish(good)
+    assert wait_for(lambda: "after_bad" in store.labeled_ids("flow"), 30)
+    assert "bad" not in store.sample_ids()

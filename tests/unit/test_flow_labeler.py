@@ -1,0 +1,235 @@
+"""Flow and frame-difference labelers on synthetic top-down scenes with known motions (320x240)."""
+
+import dataclasses
+
+import cv2
+import numpy as np
+import pytest
+
+from selfsup_perception.core.labeling import (
+    ClusterConfig,
+    FlowLabelerConfig,
+    FlowMaskLabeler,
+    FrameDifferenceLabeler,
+    cluster_flow,
+    compute_flow,
+    resolution_scale,
+)
+from selfsup_perception.core.types import CameraIntrinsics, InteractionKind, InteractionSample, RgbdFrame
+
+H, W = 240, 320
+K = CameraIntrinsics(fx=300.0, fy=300.0, cx=(W - 1) / 2, cy=(H - 1) / 2, width=W, height=H)
+T_WC = np.eye(4)
+T_WC[:3, :3] = np.diag([1.0, -1.0, -1.0])  # looking straight down from 1 m
+T_WC[:3, 3] = [0.5, 0.0, 1.0]
+
+
+def _texture(seed: int, shape=(H, W), blur=2.0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = cv2.GaussianBlur(rng.uniform(0, 255, shape + (3,)).astype(np.float32), (0, 0), blur)
+    t = (t - t.min()) / (t.max() - t.min()) * 200 + 25
+    return t.astype(np.uint8)
+
+
+def _render(objects, table_seed=0):
+    """objects: list of (texture, mask) with texture (H, W, 3) already placed; returns rgb, depth."""
+    rgb = _texture(table_seed)
+    depth = np.ones((H, W), np.float32)
+    for tex, mask in objects:
+        rgb[mask] = tex[mask]
+        depth[mask] = 0.95  # 5 cm above the table
+    return rgb, depth
+
+
+def _square(u0, v0, size):
+    m = np.zeros((H, W), bool)
+    m[v0:v0 + size, u0:u0 + size] = True
+    return m
+
+
+def _shift(img, du, dv):
+    m = np.float32([[1, 0, du], [0, 1, dv]])
+    interp = cv2.INTER_NEAREST if img.dtype == bool else cv2.INTER_LINEAR
+    out = cv2.warpAffine(img.astype(np.uint8) if img.dtype == bool else img, m, (W, H), flags=interp)
+    return out.astype(bool) if img.dtype == bool else out
+
+
+def _rotate(img, center, angle_deg):
+    m = cv2.getRotationMatrix2D(center, angle_deg, 1.0)
+    interp = cv2.INTER_NEAREST if img.dtype == bool else cv2.INTER_LINEAR
+    out = cv2.warpAffine(img.astype(np.uint8) if img.dtype == bool else img, m, (W, H), flags=interp)
+    return out.astype(bool) if img.dtype == bool else out
+
+
+def _frame(rgb, depth):
+    return RgbdFrame(rgb=rgb, depth=depth, intrinsics=K, camera_to_world=T_WC)
+
+
+def _sample(before_objs, after_objs, action_pixel):
+    b = _frame(*_render(before_objs))
+    a = _frame(*_render(after_objs))
+    return InteractionSample("t", InteractionKind.PUSH, b, a, action_pixel, (0, 0, 0), (0, 0, 0))
+
+
+def _iou(a, b):
+    return (a & b).sum() / max((a | b).sum(), 1)
+
+
+def _moving_square(u0=140, v0=100, size=36, du=7, dv=3, seed=1):
+    tex = _texture(seed)
+    m0 = _square(u0, v0, size)
+    return (tex, m0), (_shift(tex, du, dv), _shift(m0, du, dv)), m0
+
+
+def test_translated_square_gives_its_before_mask():
+    before, after, gt = _moving_square()
+    label = FlowMaskLabeler().label(_sample([before], [after], (158.0, 118.0)))
+    assert label.kept and not label.is_negative, label.reason
+    assert _iou(label.mask, gt) > 0.85
+    assert label.labeler == "flow"
+    # mean flow inside is the known shift (7, 3) -> 7.6 px
+    assert abs(label.stats["mask_mean_flow"] - np.hypot(7, 3)) < 1.0
+    assert label.stats["flow_std"] < 1.0
+
+
+def test_two_moving_objects_keep_the_one_under_the_push_pixel():
+    b1, a1, gt1 = _moving_square(60, 60, 34, du=6, dv=0, seed=1)
+    b2, a2, gt2 = _moving_square(200, 140, 34, du=0, dv=-6, seed=2)
+    sample = _sample([b1, b2], [a1, a2], (215.0, 155.0))
+    label = FlowMaskLabeler().label(sample)
+    assert label.kept, label.reason
+    assert _iou(label.mask, gt2) > 0.85
+    assert not (label.mask & gt1).any()
+    # push pixel slightly off the object (background): the Gaussian prior still finds object 2
+    off = dataclasses.replace(sample, action_pixel=(198.0, 138.0))
+    label_off = FlowMaskLabeler().label(off)
+    assert label_off.kept and _iou(label_off.mask, gt2) > 0.85
+
+
+def test_touching_objects_moving_differently_are_separated_by_the_cut():
+    # Flow field only: two adjacent regions with opposite motions form two segments.
+    flow = np.zeros((H, W, 2), np.float32)
+    left, right = _square(100, 80, 40), _square(140, 80, 40)
+    flow[left] = (8.0, 0.0)
+    flow[right] = (0.0, -8.0)
+    labels = cluster_flow(flow, left | right, ClusterConfig())
+    assert len(np.unique(labels[left])) == 1 and len(np.unique(labels[right])) == 1
+    assert labels[left][0] != labels[right][0] and labels[left][0] > 0
+    assert (labels[~(left | right)] == 0).all()
+    comp = cluster_flow(flow, left | right, ClusterConfig(method="components"))
+    assert len(np.unique(comp[left | right])) == 1  # components cannot separate them
+
+
+def test_no_motion_is_a_negative_example():
+    before, _, _ = _moving_square()
+    label = FlowMaskLabeler().label(_sample([before], [before], (158.0, 118.0)))
+    assert label.is_negative and label.kept
+    assert not label.mask.any()
+    fd = FrameDifferenceLabeler().label(_sample([before], [before], (158.0, 118.0)))
+    assert fd.is_negative and fd.kept and not fd.mask.any()
+
+
+def test_texture_moving_on_the_table_is_filtered_out():
+    # A patch of table texture (no height: a sheet of paper / a shadow) moves: no object label.
+    tex = _texture(5)
+    m0 = _square(140, 100, 36)
+    b_rgb, depth = _render([])
+    a_rgb = b_rgb.copy()
+    b_rgb[m0] = tex[m0]
+    a_rgb[_shift(m0, 7, 3)] = _shift(tex, 7, 3)[_shift(m0, 7, 3)]
+    s = InteractionSample("t", InteractionKind.PUSH, _frame(b_rgb, depth), _frame(a_rgb, depth.copy()),
+                          (158.0, 118.0), (0, 0, 0), (0, 0, 0))
+    label = FlowMaskLabeler().label(s)
+    assert label.is_negative and not label.mask.any()
+    # the flow itself sees the motion: it is the table filter that removes it
+    assert compute_flow(b_rgb, a_rgb)[118, 158, 0] > 5.0
+
+
+def _rigid_flow(mask, center, angle_deg, shift):
+    """Exact flow of a rigid motion (rotation about ``center`` then ``shift``) on ``mask`` pixels."""
+    v, u = np.mgrid[0:H, 0:W].astype(np.float32)
+    th = np.radians(angle_deg)
+    x, y = u - center[0], v - center[1]
+    du = np.cos(th) * x - np.sin(th) * y - x + shift[0]
+    dv = np.sin(th) * x + np.cos(th) * y - y + shift[1]
+    flow = np.stack([du, dv], axis=-1).astype(np.float32)
+    flow[~mask] = 0.0
+    return flow
+
+
+def test_rotation_filter():
+    # Given exact flow (so the test checks the filter, not DIS): a 25 deg rotation of a 40 px square
+    # about a point 40 px below its centre: |flow| = 2 r sin(12.5 deg), r in ~[20, 63] px, all moving.
+    cfg = FlowLabelerConfig(max_flow_std_px=30.0, max_mean_flow_px=100.0)
+    tex, m0 = _texture(3), _square(140, 100, 40)
+    _, after, _ = _moving_square(140, 100, 40, du=6, dv=0, seed=3)
+    sample = _sample([(tex, m0)], [after], (160.0, 120.0))
+    rot = _rigid_flow(m0, (159.5, 159.5), 25.0, (0.0, 0.0))
+    mag = np.hypot(rot[..., 0], rot[..., 1])[m0]
+    expected_std = float(mag.std())
+    assert expected_std > 2.0
+    # threshold 0.8 std (x 0.5 for 320x240)
+    strict = FlowMaskLabeler(FlowLabelerConfig(max_flow_std_px=1.6 * expected_std, max_mean_flow_px=100.0))
+    label = strict.label(sample, flow=rot)
+    assert not label.kept and "rotation" in label.reason
+    assert abs(label.stats["flow_std"] - expected_std) < 0.2 * expected_std  # std over (most of) the object
+    # the same object translated: std 0 -> kept with the same threshold
+    trans = strict.label(sample, flow=_rigid_flow(m0, (159.5, 159.5), 0.0, (6.0, 0.0)))
+    assert trans.kept and trans.stats["flow_std"] < 0.1 and _iou(trans.mask, m0) > 0.9
+    # A loose threshold keeps the rotation.
+    assert FlowMaskLabeler(cfg).label(sample, flow=rot).kept
+    with pytest.raises(ValueError, match="flow must be"):
+        strict.label(sample, flow=np.zeros((10, 10, 2), np.float32))
+
+
+def test_large_motion_filter():
+    # The whole view shifts by 12 px (camera moved): mean flow 12 px > 7 * 0.5 px.
+    before, after, _ = _moving_square()
+    b_rgb, b_depth = _render([before])
+    a_rgb, a_depth = _shift(b_rgb, 12, 0), _shift(b_depth, 12, 0)
+    a_depth[:, :12] = 1.0
+    s = InteractionSample("t", InteractionKind.PUSH, _frame(b_rgb, b_depth), _frame(a_rgb, a_depth),
+                          (158.0, 118.0), (0, 0, 0), (0, 0, 0))
+    label = FlowMaskLabeler().label(s)
+    assert not label.kept and "large motion" in label.reason
+    assert label.stats["mean_flow"] > 7.0 * resolution_scale((H, W))
+
+
+def test_area_filters_scale_with_resolution():
+    before, after, gt = _moving_square(100, 60, 70, du=8, dv=0)  # 4900 px > 2.5% of 76800 = 1920
+    label = FlowMaskLabeler().label(_sample([before], [after], (135.0, 95.0)))
+    assert not label.kept and "too large" in label.reason
+    assert _iou(label.mask, gt) > 0.8  # the discarded candidate is still reported
+    relaxed = FlowMaskLabeler(FlowLabelerConfig(max_area_fraction=0.1)).label(
+        _sample([before], [after], (135.0, 95.0)))
+    assert relaxed.kept
+
+
+def test_frame_difference_gives_union_of_old_and_new():
+    before, after, gt = _moving_square(du=10, dv=0)
+    union = gt | _shift(gt, 10, 0)
+    label = FrameDifferenceLabeler().label(_sample([before], [after], (158.0, 118.0)))
+    assert label.kept and label.labeler == "frame_difference"
+    assert _iou(label.mask, union) > 0.75
+    assert _iou(label.mask, gt) < 0.7  # worse than flow against the before mask, by construction
+
+
+def test_bad_inputs_raise_clear_errors():
+    before, after, _ = _moving_square()
+    good = _sample([before], [after], (158.0, 118.0))
+    for labeler in (FlowMaskLabeler(), FrameDifferenceLabeler()):
+        no_depth = dataclasses.replace(good, before=dataclasses.replace(good.before, depth=None))
+        with pytest.raises(ValueError, match="no depth"):
+            labeler.label(no_depth)
+        nan_depth = dataclasses.replace(
+            good, after=dataclasses.replace(good.after, depth=np.full((H, W), np.nan, np.float32)))
+        with pytest.raises(ValueError, match="all NaN"):
+            labeler.label(nan_depth)
+        small = _frame(good.after.rgb[:200], good.after.depth[:200])
+        with pytest.raises(ValueError, match="differ in size"):
+            labeler.label(dataclasses.replace(good, after=small))
+        bad_depth = dataclasses.replace(good.before, depth=good.before.depth[:, :100])
+        with pytest.raises(ValueError, match="does not match"):
+            labeler.label(dataclasses.replace(good, before=bad_depth))
+        with pytest.raises(ValueError, match="not finite"):
+            labeler.label(dataclasses.replace(good, action_pixel=(np.nan, 3.0)))
