@@ -8,7 +8,8 @@ ROS 2 install or `make setup`.
 
 from setuptools import setup
 
-NODES = ["sim_world_node", "camera_capture_node", "interaction_node", "labeler_node"]
+NODES = ["sim_world_node", "camera_capture_node", "interaction_node", "labeler_node",
+         "trainer_node", "inference_node"]
 
 setup(
     entry_points={

@@ -1,6 +1,6 @@
-"""ros2 launch selfsup_perception interaction.launch.py [use_sim:=true|false]
+"""ros2 launch selfsup_perception interaction.launch.py [use_sim:=true|false] [learn:=true|false]
 
-Starts the capture, interaction and labeler nodes, plus the simulated world when use_sim is true.
+Starts the capture, interaction and labeler nodes (and, with learn, the trainer and inference nodes), plus the simulated world when use_sim is true.
 On a robot: use_sim:=false, start your camera driver and MoveIt 2 first, and pass
 interaction backend/robot_config through config/interaction.yaml.
 The same graph without ros2 launch: python -m selfsup_perception.launcher [--no-sim].
@@ -12,7 +12,15 @@ from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from selfsup_perception.graph import CAMERA_CAPTURE, INTERACTION, LABELER, SIM_WORLD, config_dir
+from selfsup_perception.graph import (
+    CAMERA_CAPTURE,
+    INFERENCE,
+    INTERACTION,
+    LABELER,
+    SIM_WORLD,
+    TRAINER,
+    config_dir,
+)
 
 
 def _node(spec, **kwargs):
@@ -22,10 +30,14 @@ def _node(spec, **kwargs):
 
 def generate_launch_description() -> LaunchDescription:
     use_sim = LaunchConfiguration("use_sim")
+    learn = LaunchConfiguration("learn")
     return LaunchDescription([
         DeclareLaunchArgument("use_sim", default_value="true", description="start the simulated tabletop"),
+        DeclareLaunchArgument("learn", default_value="true", description="start the trainer and inference nodes"),
         _node(SIM_WORLD, condition=IfCondition(use_sim)),
         _node(CAMERA_CAPTURE),
         _node(INTERACTION),
         _node(LABELER),
+        _node(TRAINER, condition=IfCondition(learn)),
+        _node(INFERENCE, condition=IfCondition(learn)),
     ])

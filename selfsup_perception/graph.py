@@ -29,11 +29,18 @@ SIM_WORLD = NodeSpec("sim_world", f"{PACKAGE}.nodes.sim_world_node", "sim_world.
 CAMERA_CAPTURE = NodeSpec("camera_capture", f"{PACKAGE}.nodes.camera_capture_node", "camera_capture.yaml")
 INTERACTION = NodeSpec("interaction", f"{PACKAGE}.nodes.interaction_node", "interaction.yaml")
 LABELER = NodeSpec("labeler", f"{PACKAGE}.nodes.labeler_node", "labeler.yaml")
+TRAINER = NodeSpec("trainer", f"{PACKAGE}.nodes.trainer_node", "trainer.yaml")
+INFERENCE = NodeSpec("inference", f"{PACKAGE}.nodes.inference_node", "inference.yaml")
 
 
 def interaction_graph(with_simulator: bool = True) -> list[NodeSpec]:
     """Capture, interaction and labeling (plus the simulated world standing in for the robot)."""
     return ([SIM_WORLD] if with_simulator else []) + [CAMERA_CAPTURE, INTERACTION, LABELER]
+
+
+def learning_graph(with_simulator: bool = True) -> list[NodeSpec]:
+    """The whole self-supervised loop: interaction, labels, online training, inference."""
+    return interaction_graph(with_simulator) + [TRAINER, INFERENCE]
 
 
 def config_dir() -> Path:

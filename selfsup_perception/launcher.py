@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from selfsup_perception.graph import NodeSpec, config_dir, interaction_graph
+from selfsup_perception.graph import NodeSpec, config_dir, interaction_graph, learning_graph
 
 
 def _format_value(v) -> str:
@@ -126,9 +126,11 @@ def parse_overrides(items: Sequence[str]) -> dict[str, dict]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--no-sim", action="store_true", help="do not start the simulated world (real robot)")
+    parser.add_argument("--no-learning", action="store_true", help="without the trainer and inference nodes")
     parser.add_argument("-p", "--param", action="append", default=[], help="node.param:=value override")
     args = parser.parse_args(argv)
-    graph = GraphProcess(interaction_graph(with_simulator=not args.no_sim), parse_overrides(args.param))
+    specs = (interaction_graph if args.no_learning else learning_graph)(with_simulator=not args.no_sim)
+    graph = GraphProcess(specs, parse_overrides(args.param))
     graph.start()
     try:
         while not graph.dead():

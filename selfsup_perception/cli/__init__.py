@@ -1,0 +1,1 @@
+"""Command-line tools (ROS-free) for offline training and evaluation."""

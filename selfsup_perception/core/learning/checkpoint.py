@@ -1,0 +1,250 @@
+"""Self-describing, atomically written checkpoints (no pickle).
+
+Layout::
+
+    <directory>/<task>/v<version:05d>/model.safetensors   model weights (safetensors)
+                                     /meta.json           {task, model_config, step, version, created,
+                                                           dataset_size, metrics, format}
+                                     /optimizer.pt        {'optimizer', 'scheduler', 'trainer'} state dicts,
+                                                          read with torch.load(weights_only=True)
+
+A version is written into ``<directory>/<task>/.tmp-v<version>-<pid>-<nonce>/`` and renamed to
+``v<version:05d>`` with one ``os.replace`` (atomic on POSIX), with ``meta.json`` written last,
+so a reader never sees a half-written version: a version directory is *valid* when
+``meta.json`` parses, names the task and version, and ``model.safetensors`` loads.
+Leftover ``.tmp-*`` directories (a killed writer) are ignored and cleaned up by the next save.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+LOG = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MODEL_FILE = "model.safetensors"
+META_FILE = "meta.json"
+OPTIMIZER_FILE = "optimizer.pt"
+_VERSION_RE = re.compile(r"^v(\d{5,})$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, partial or corrupt."""
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    path: Path  # the version directory
+    version: int
+    meta: dict
+
+
+def _fsync_write(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def save_checkpoint(
+    directory: str | os.PathLike,
+    *,
+    task: str,
+    model: torch.nn.Module,
+    model_config: dict,
+    step: int,
+    optimizer_state: dict | None = None,
+    dataset_size: int | None = None,
+    metrics: dict | None = None,
+) -> Path:
+    """Write the next version for ``task`` under ``directory``; returns the version directory."""
+    if not task or "/" in task or task.startswith("."):
+        raise ValueError(f"invalid task name {task!r}")
+    task_dir = Path(directory) / task
+    task_dir.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temp_dirs(task_dir)
+    existing = [int(m.group(1)) for p in task_dir.iterdir() if (m := _VERSION_RE.match(p.name))]
+    version = max(existing, default=0) + 1
+    tmp = task_dir / f".tmp-v{version:05d}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / MODEL_FILE))
+        if optimizer_state is not None:
+            torch.save(optimizer_state, tmp / OPTIMIZER_FILE)
+        meta = {
+            "format": FORMAT_VERSION,
+            "task": task,
+            "model_config": model_config,
+            "step": int(step),
+            "version": version,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "dataset_size": dataset_size,
+            "metrics": metrics or {},
+        }
+        _fsync_write(tmp / META_FILE, json.dumps(meta, indent=2, sort_keys=True).encode())
+        final = task_dir / f"v{version:05d}"
+        os.replace(tmp, final)  # atomic; fails if another writer took this version
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def _remove_stale_temp_dirs(task_dir: Path) -> None:
+    for p in task_dir.glob(".tmp-v*"):
+        parts = p.name.split("-")
+        pid = int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else -1
+        if pid == os.getpid() or not _pid_alive(pid):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_meta(version_dir: str | os.PathLike) -> dict:
+    """Parsed ``meta.json`` of a version directory; CheckpointError if missing or corrupt."""
+    path = Path(version_dir) / META_FILE
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint metadata missing: {path}")
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"checkpoint metadata corrupt: {path}: {e}") from e
+    for key in ("task", "model_config", "step", "version"):
+        if key not in meta:
+            raise CheckpointError(f"checkpoint metadata {path} lacks {key!r}")
+    return meta
+
+
+def load_state_dict(version_dir: str | os.PathLike) -> dict[str, torch.Tensor]:
+    path = Path(version_dir) / MODEL_FILE
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint weights missing: {path}")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"checkpoint weights corrupt: {path}: {e}") from e
+
+
+def load_optimizer_state(version_dir: str | os.PathLike) -> dict | None:
+    """The optimizer/scheduler/trainer state, or None if this version has none."""
+    path = Path(version_dir) / OPTIMIZER_FILE
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for truncated/unsafe files
+        raise CheckpointError(f"optimizer state corrupt: {path}: {e}") from e
+
+
+def validate_version(version_dir: str | os.PathLike, task: str | None = None) -> dict:
+    """Meta of a complete, loadable version; CheckpointError otherwise."""
+    version_dir = Path(version_dir)
+    meta = read_meta(version_dir)
+    if task is not None and meta["task"] != task:
+        raise CheckpointError(f"{version_dir} is for task {meta['task']!r}, not {task!r}")
+    m = _VERSION_RE.match(version_dir.name)
+    if m and int(m.group(1)) != int(meta["version"]):
+        raise CheckpointError(f"{version_dir}: meta says version {meta['version']}")
+    load_state_dict(version_dir)
+    return meta
+
+
+def list_versions(directory: str | os.PathLike, task: str, *, valid_only: bool = True) -> list[CheckpointInfo]:
+    """Versions of ``task`` under ``directory``, oldest first.
+
+    With ``valid_only`` (default), versions that fail :func:`validate_version` are skipped with a
+    warning. Temporary ``.tmp-*`` directories are never listed.
+    """
+    task_dir = Path(directory) / task
+    if not task_dir.is_dir():
+        return []
+    out = []
+    for p in sorted(task_dir.iterdir()):
+        m = _VERSION_RE.match(p.name)
+        if not m or not p.is_dir():
+            continue
+        if valid_only:
+            try:
+                meta = validate_version(p, task)
+            except CheckpointError as e:
+                LOG.warning("ignoring invalid checkpoint: %s", e)
+                continue
+        else:
+            try:
+                meta = read_meta(p)
+            except CheckpointError:
+                meta = {}
+        out.append(CheckpointInfo(p, int(m.group(1)), meta))
+    return sorted(out, key=lambda c: c.version)
+
+
+def latest_version(directory: str | os.PathLike, task: str) -> CheckpointInfo | None:
+    versions = list_versions(directory, task)
+    return versions[-1] if versions else None
+
+
+def build_model_from_meta(meta: dict) -> torch.nn.Module:
+    """Rebuild a model from checkpoint metadata (plain dispatch on the task name).
+
+    Tasks other than instance segmentation must be passed a ``build_model`` to
+    :func:`load_model_for_inference` until their branch is added here.
+    """
+    task = meta["task"]
+    if task == "instance_segmentation":
+        from selfsup_perception.core.learning.instance_task import build_instance_model
+
+        return build_instance_model(meta["model_config"])
+    raise CheckpointError(
+        f"no model builder known for task {task!r}; pass build_model= to load_model_for_inference"
+    )
+
+
+def load_model_for_inference(
+    path: str | os.PathLike,
+    build_model: Callable[[dict], torch.nn.Module] | None = None,
+    map_location: str | torch.device = "cpu",
+) -> tuple[torch.nn.Module, dict]:
+    """(model in eval mode, meta) from a version directory (or its ``model.safetensors``).
+
+    ``build_model(model_config)`` rebuilds the architecture; default :func:`build_model_from_meta`.
+    Raises :class:`CheckpointError` (a RuntimeError) with the path on a missing/corrupt file or
+    mismatched weights.
+    """
+    path = Path(path)
+    if path.is_file() and path.name == MODEL_FILE:
+        path = path.parent
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    meta = read_meta(path)
+    state = load_state_dict(path)
+    model = build_model(meta["model_config"]) if build_model is not None else build_model_from_meta(meta)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"weights in {path} do not fit the model described by meta.json: {e}") from e
+    model.to(map_location).eval()
+    return model, meta

@@ -1,0 +1,157 @@
+"""Online training from a growing dataset of interaction labels (ROS-free).
+
+The trainer node calls :meth:`OnlineInstanceTrainer.train_round` in a loop: each round picks
+up labels written since the last one, takes ``steps_per_round`` optimizer steps on random
+batches of everything labelled so far, and writes a new checkpoint version atomically.
+After a restart :meth:`resume` continues from the newest valid checkpoint: no labelled data
+lives only in memory (it is re-read from the sample store), and no step is lost beyond the
+round that was running.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Optional
+
+import cv2
+import numpy as np
+
+from selfsup_perception.core.dataset.sample_store import CorruptSampleError, SampleStore
+from selfsup_perception.core.learning.instance_task import InstanceSegmentationTask, InstanceTaskConfig, collate_samples
+from selfsup_perception.core.learning.trainer import Trainer, TrainerConfig
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OnlineTrainingConfig:
+    dataset_dir: str = "data/interactions"
+    labeler: str = "flow"  # which labels to learn from (labels/<labeler>/)
+    checkpoint_dir: str = "data/checkpoints"
+    input_width: int = 320  # images are resized to this before training (and inference)
+    input_height: int = 240
+    batch_size: int = 8
+    steps_per_round: int = 40
+    min_samples: int = 4  # kept labels needed before the first round
+    include_negatives: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.input_width < 32 or self.input_height < 32:
+            raise ValueError("input size must be at least 32x32")
+        if self.batch_size < 1 or self.steps_per_round < 1 or self.min_samples < 1:
+            raise ValueError("batch_size, steps_per_round and min_samples must be >= 1")
+
+
+def resize_item(rgb: np.ndarray, mask: np.ndarray, action_pixel, size: tuple[int, int]) -> dict:
+    """Resize an (image, mask, action pixel) triple to ``size`` = (width, height)."""
+    w, h = size
+    sx, sy = w / rgb.shape[1], h / rgb.shape[0]
+    rgb_s = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+    mask_s = cv2.resize(mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
+    u, v = action_pixel
+    return {"rgb": rgb_s, "mask": mask_s, "action_pixel": ((u + 0.5) * sx - 0.5, (v + 0.5) * sy - 0.5)}
+
+
+@dataclass
+class LabeledDataset:
+    """Kept labels of one labeler, loaded incrementally from a :class:`SampleStore`."""
+
+    store: SampleStore
+    labeler: str
+    size: tuple[int, int]  # (width, height)
+    include_negatives: bool = True
+    items: list = field(default_factory=list)
+    _seen: set = field(default_factory=set)
+    num_positive: int = 0
+    num_negative: int = 0
+    num_discarded: int = 0
+
+    def refresh(self) -> int:
+        """Load labels written since the last call; returns how many items were added."""
+        added = 0
+        for sample_id in self.store.labeled_ids(self.labeler):
+            if sample_id in self._seen:
+                continue
+            try:
+                label = self.store.read_label(sample_id, self.labeler)
+                if not label.kept or (label.is_negative and not self.include_negatives):
+                    self._seen.add(sample_id)
+                    self.num_discarded += int(not label.kept)
+                    continue
+                sample = self.store.read_sample(sample_id)
+            except (CorruptSampleError, FileNotFoundError) as exc:
+                LOG.warning("skipping %s: %s", sample_id, exc)
+                self._seen.add(sample_id)
+                continue
+            item = resize_item(sample.before.rgb, label.mask, sample.action_pixel, self.size)
+            item["is_negative"] = bool(label.is_negative)
+            item["sample_id"] = sample_id
+            self.items.append(item)
+            self._seen.add(sample_id)
+            self.num_negative += int(label.is_negative)
+            self.num_positive += int(not label.is_negative)
+            added += 1
+        return added
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def batches(self, batch_size: int, rng: np.random.Generator) -> Iterator[dict]:
+        """Endless random batches (with flips) of the current items."""
+        while True:
+            idx = rng.choice(len(self.items), size=min(batch_size, len(self.items)), replace=False)
+            yield collate_samples([self.items[i] for i in idx], rng=rng)
+
+
+class OnlineInstanceTrainer:
+    def __init__(self, config: OnlineTrainingConfig = OnlineTrainingConfig(),
+                 task_config: InstanceTaskConfig = InstanceTaskConfig(),
+                 trainer_config: Optional[TrainerConfig] = None):
+        self.config = config
+        self.task = InstanceSegmentationTask(task_config)
+        tc = trainer_config or TrainerConfig(lr=1e-3, warmup_steps=20, seed=config.seed)
+        self.trainer = Trainer(self.task, tc)
+        self.store = SampleStore(config.dataset_dir)
+        self.dataset = LabeledDataset(self.store, config.labeler, (config.input_width, config.input_height),
+                                      config.include_negatives)
+        self._rng = np.random.default_rng(config.seed)
+        self.version: Optional[int] = None
+        self.last_round: dict = {}
+
+    def resume(self) -> Optional[int]:
+        info = self.trainer.resume(self.config.checkpoint_dir)
+        if info is not None:
+            self.version = info.version
+            self._rng = np.random.default_rng([self.config.seed, info.version])
+        return self.version
+
+    def ready(self) -> bool:
+        return len(self.dataset) >= self.config.min_samples
+
+    def train_round(self) -> Optional[Path]:
+        """Refresh the dataset, train one round and checkpoint it; None when there is not enough data yet."""
+        self.dataset.refresh()
+        if not self.ready():
+            return None
+        t0 = time.perf_counter()
+        records = self.trainer.train_steps(self.dataset.batches(self.config.batch_size, self._rng),
+                                           self.config.steps_per_round)
+        elapsed = time.perf_counter() - t0
+        self.trainer.config = _with_dataset_size(self.trainer.config, len(self.dataset))
+        path = self.trainer.save_checkpoint(self.config.checkpoint_dir)
+        self.version = int(path.name.lstrip("v"))
+        losses = {k: float(np.mean([r[k] for r in records if k in r])) for k in records[0]
+                  if k not in ("step", "time_s", "lr")} if records else {}
+        self.last_round = {"steps": len(records), "seconds": elapsed,
+                           "steps_per_second": len(records) / elapsed if elapsed > 0 else 0.0, **losses}
+        return path
+
+
+def _with_dataset_size(config: TrainerConfig, n: int) -> TrainerConfig:
+    import dataclasses
+
+    return dataclasses.replace(config, dataset_size=n)

@@ -1,0 +1,29 @@
+"""The contract between the generic trainer and a learning task (instance / semantic / descriptors)."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import torch
+
+
+@runtime_checkable
+class TrainingTask(Protocol):
+    """What :class:`selfsup_perception.core.learning.trainer.Trainer` needs from a task.
+
+    * ``name``: 'instance_segmentation' | 'semantic_segmentation' | 'descriptors'; also the
+      checkpoint sub-directory.
+    * ``build_model()``: a fresh model.
+    * ``model_config()``: JSON-serialisable; enough to rebuild the model for inference.
+    * ``compute_loss(model, batch)``: (scalar loss tensor with grad, {metric name: float}).
+      The trainer adds ``batch['step']`` (int, the global optimizer step) to a shallow copy
+      of each batch before calling it, for step-dependent schedules (e.g. co-teaching).
+    """
+
+    name: str
+
+    def build_model(self) -> torch.nn.Module: ...
+
+    def model_config(self) -> dict: ...
+
+    def compute_loss(self, model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]: ...

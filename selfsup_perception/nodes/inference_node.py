@@ -1,0 +1,295 @@
+"""Inference: segmentation and dense descriptors as services and a stream, with hot-swapped models.
+
+Lifecycle-shaped (rclpy LifecycleNode; ``autostart`` configures and activates at start):
+configure loads the newest model of each task from ``checkpoint_dir`` (missing models are
+fine: requests then get a clear error), activate starts serving, cleanup frees the models.
+
+Services: ``segment_image`` (SegmentImage), ``compute_descriptors`` (ComputeDescriptors),
+``find_correspondences`` (FindCorrespondences), ``load_model`` (LoadModel).
+Topics in: ``trainer/model_versions`` (ModelVersion): a new version is loaded off the
+executor and swapped in atomically; in-flight requests finish on the model they started
+with, so no request is dropped. With ``stream`` set, the newest image of ``image_topic``
+(bounded queue of 1) is segmented and published on ``inference/segmentation`` and
+``inference/overlay``. Bad requests get ``success: false`` and a message; the node keeps serving.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import rclpy
+import torch
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image, RegionOfInterest
+
+from selfsup_perception.core.dataset.visualization import overlay_mask
+from selfsup_perception.core.image_conversion import ImageConversionError, array_to_image, to_rgb8
+from selfsup_perception.core.learning.checkpoint import CheckpointError
+from selfsup_perception.core.learning.inference import label_image, segment_instances
+from selfsup_perception.core.learning.model_registry import TASKS, ModelNotAvailableError, ModelRegistry
+from selfsup_perception.msg import InstanceSegmentation, ModelVersion, SegmentedInstance
+from selfsup_perception.ros.conversions import mask_to_msg, rgb_to_msg
+from selfsup_perception.ros.parameters import declare_config, field_with_help
+from selfsup_perception.ros.work_queue import WorkQueue
+from selfsup_perception.srv import ComputeDescriptors, FindCorrespondences, LoadModel, SegmentImage
+
+LATCHED = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+REQUEST_ERRORS = (ImageConversionError, ModelNotAvailableError, CheckpointError, ValueError)
+
+
+@dataclass(frozen=True)
+class InferenceParams:
+    checkpoint_dir: str = field_with_help("data/checkpoints", "model versions written by the trainer")
+    device: str = field_with_help("cpu", "cpu | cuda | cuda:N")
+    input_width: int = field_with_help(320, "segmentation input width (as trained)")
+    input_height: int = field_with_help(240, "segmentation input height (as trained)")
+    score_threshold: float = field_with_help(0.3, "default minimum instance score")
+    max_instances: int = field_with_help(20, "default maximum number of instances")
+    max_concurrent_requests: int = field_with_help(2, "requests served at once; more wait up to request_wait_s")
+    request_wait_s: float = field_with_help(10.0, "how long a request may wait for a free slot (s)")
+    follow_trainer: bool = field_with_help(True, "activate each new version published by the trainer")
+    stream: bool = field_with_help(False, "segment the newest image of image_topic continuously")
+    image_topic: str = field_with_help("camera/color/image_raw", "input of the stream")
+    torch_threads: int = field_with_help(2, "CPU threads for inference")
+    autostart: bool = field_with_help(True, "configure and activate at start")
+
+    def __post_init__(self) -> None:
+        if self.max_concurrent_requests < 1:
+            raise ValueError("max_concurrent_requests must be >= 1")
+        if not 0.0 <= self.score_threshold <= 1.0:
+            raise ValueError("score_threshold must be in [0, 1]")
+        if self.input_width < 32 or self.input_height < 32:
+            raise ValueError("input size must be at least 32x32")
+
+
+class InferenceNode(LifecycleNode):
+    def __init__(self, **kwargs):
+        super().__init__("inference", **kwargs)
+        self.params = declare_config(self, InferenceParams, read_only=("device",))
+        torch.set_num_threads(max(self.params.torch_threads, 1))
+        self.registry: ModelRegistry | None = None
+        self._active = False
+        self._slots = threading.BoundedSemaphore(self.params.max_concurrent_requests)
+        self.served = {"ok": 0, "failed": 0}
+        self._swap_queue = WorkQueue(self._load_version, maxsize=4, on_error=self._on_swap_error, name="model-swap")
+        self._stream_queue: WorkQueue | None = None
+        services = ReentrantCallbackGroup()
+        self.create_service(SegmentImage, "segment_image", self._on_segment, callback_group=services)
+        self.create_service(ComputeDescriptors, "compute_descriptors", self._on_descriptors, callback_group=services)
+        self.create_service(FindCorrespondences, "find_correspondences", self._on_correspondences,
+                            callback_group=services)
+        self.create_service(LoadModel, "load_model", self._on_load_model, callback_group=services)
+        self.segmentation_pub = self.create_publisher(InstanceSegmentation, "inference/segmentation", 2)
+        self.overlay_pub = self.create_publisher(Image, "inference/overlay", 2)
+        self.active_pub = self.create_publisher(ModelVersion, "inference/active_models", LATCHED)
+        self.create_subscription(ModelVersion, "trainer/model_versions", self._on_model_version, LATCHED,
+                                 callback_group=MutuallyExclusiveCallbackGroup())
+        if self.params.autostart:
+            self.trigger_configure()
+            self.trigger_activate()
+
+    # ------------------------------------------------------------- lifecycle
+    def on_configure(self, state) -> TransitionCallbackReturn:
+        try:
+            self.registry = ModelRegistry(self.params.checkpoint_dir, device=self.params.device)
+        except (RuntimeError, ValueError) as exc:
+            self.get_logger().error(f"cannot use device {self.params.device!r}: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        for task in TASKS:
+            try:
+                loaded = self.registry.activate(task)
+                self.get_logger().info(f"serving {loaded.name} from {loaded.path}")
+                self._announce(loaded)
+            except ModelNotAvailableError:
+                pass
+            except CheckpointError as exc:
+                self.get_logger().error(f"newest {task} checkpoint unusable: {exc}")
+        if not self.registry.active_names():
+            self.get_logger().warning(f"no model in {self.params.checkpoint_dir} yet; waiting for the trainer")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state) -> TransitionCallbackReturn:
+        if self.params.stream:
+            self._stream_queue = WorkQueue(self._stream_one, maxsize=1, on_error=self._on_stream_error, name="stream")
+            self._stream_sub = self.create_subscription(Image, self.params.image_topic, self._stream_queue.put, 1)
+        self._active = True
+        return super().on_activate(state)
+
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
+        self._active = False
+        if self._stream_queue is not None:
+            self.destroy_subscription(self._stream_sub)
+            self._stream_queue.stop()
+            self._stream_queue = None
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state) -> TransitionCallbackReturn:
+        self.registry = None  # models are freed when the last request holding one ends
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
+        self._active = False
+        self._swap_queue.stop()
+        return TransitionCallbackReturn.SUCCESS
+
+    # ----------------------------------------------------------- model swap
+    def _on_model_version(self, msg: ModelVersion) -> None:
+        if self.params.follow_trainer:
+            self._swap_queue.put(msg)
+
+    def _load_version(self, msg: ModelVersion) -> None:
+        if self.registry is None:
+            return
+        current = self.registry.active_names().get(msg.task)
+        if current == f"{msg.task}/v{msg.version}":
+            return
+        loaded = self.registry.activate(msg.task, int(msg.version), msg.checkpoint_path or None)
+        self.get_logger().info(f"now serving {loaded.name}")
+        self._announce(loaded)
+
+    def _on_swap_error(self, msg, exc) -> None:
+        self.get_logger().error(f"could not load {msg.task} v{msg.version}: {exc}; keeping the current model")
+
+    def _announce(self, loaded) -> None:
+        msg = ModelVersion(task=loaded.task, version=loaded.version, step=int(loaded.meta.get("step", 0)),
+                           checkpoint_path=str(loaded.path))
+        msg.stamp = self.get_clock().now().to_msg()
+        self.active_pub.publish(msg)
+
+    # -------------------------------------------------------------- serving
+    def _serve(self, response, work) -> object:
+        """Run ``work(response)`` in a request slot, turning every bad request into a clear error."""
+        if not self._active or self.registry is None:
+            response.success, response.message = False, "inference node is not active (lifecycle state)"
+            return response
+        if not self._slots.acquire(timeout=self.params.request_wait_s):
+            response.success, response.message = False, "busy: no free request slot"
+            return response
+        try:
+            work(response)
+            response.success = True
+            self.served["ok"] += 1
+        except REQUEST_ERRORS as exc:
+            response.success, response.message = False, str(exc)
+            self.served["failed"] += 1
+        except Exception as exc:  # noqa: BLE001 - never let one request take the node down
+            response.success, response.message = False, f"internal error: {exc}"
+            self.served["failed"] += 1
+            self.get_logger().error(f"request failed: {exc}")
+        finally:
+            self._slots.release()
+        return response
+
+    def segment(self, rgb: np.ndarray, model_version: str = "", score_threshold: float = 0.0,
+                max_instances: int = 0, with_label_image: bool = True, header=None):
+        """(InstanceSegmentation message, list of core Instances) of one RGB image."""
+        p = self.params
+        loaded = self.registry.get("instance_segmentation", model_version)
+        instances = segment_instances(loaded.model, rgb, (p.input_width, p.input_height),
+                                      score_threshold=score_threshold or p.score_threshold,
+                                      max_instances=max_instances or p.max_instances)
+        out = InstanceSegmentation(model_version=loaded.name)
+        if header is not None:
+            out.header = header
+        for i, inst in enumerate(instances):
+            x0, y0, x1, y1 = inst.box
+            item = SegmentedInstance(id=i + 1, score=float(inst.score), mask=mask_to_msg(inst.mask[y0:y1 + 1, x0:x1 + 1]))
+            item.box = RegionOfInterest(x_offset=x0, y_offset=y0, width=x1 - x0 + 1, height=y1 - y0 + 1)
+            out.instances.append(item)
+        if with_label_image:
+            array_to_image(label_image(instances, rgb.shape[:2]), "mono16", out.label_image)
+        return out, instances
+
+    def _on_segment(self, request, response):
+        def work(res):
+            rgb = to_rgb8(request.image)
+            res.segmentation, _ = self.segment(rgb, request.model_version, request.score_threshold,
+                                            request.max_instances, request.return_label_image, request.image.header)
+            res.message = f"{len(res.segmentation.instances)} instances from {res.segmentation.model_version}"
+        return self._serve(response, work)
+
+    def _on_descriptors(self, request, response):
+        def work(res):
+            from selfsup_perception.core.descriptors.matching import compute_descriptor_image
+
+            rgb = to_rgb8(request.image)
+            loaded = self.registry.get("descriptors", request.model_version)
+            desc = compute_descriptor_image(loaded.model, rgb, device=self.registry.device)
+            d = res.descriptors
+            d.header, d.model_version = request.image.header, loaded.name
+            d.height, d.width, d.dimension = desc.shape
+            d.data = desc.reshape(-1).tolist()
+            res.message = f"{desc.shape[1]}x{desc.shape[0]}x{desc.shape[2]} from {loaded.name}"
+        return self._serve(response, work)
+
+    def _on_correspondences(self, request, response):
+        def work(res):
+            from selfsup_perception.core.descriptors.matching import compute_descriptor_image, find_correspondences
+
+            if len(request.reference_pixels) % 2:
+                raise ValueError("reference_pixels must hold (u, v) pairs")
+            ref, tgt = to_rgb8(request.reference_image), to_rgb8(request.target_image)
+            loaded = self.registry.get("descriptors", request.model_version)
+            pixels = np.asarray(request.reference_pixels, dtype=np.float64).reshape(-1, 2)
+            d_ref = compute_descriptor_image(loaded.model, ref, device=self.registry.device)
+            d_tgt = compute_descriptor_image(loaded.model, tgt, device=self.registry.device)
+            matched, confidence = find_correspondences(d_ref, d_tgt, pixels)
+            res.model_version = loaded.name
+            res.target_pixels = matched.astype(np.float32).reshape(-1).tolist()
+            res.confidences = confidence.astype(np.float32).tolist()
+            res.message = f"{len(pixels)} correspondences from {loaded.name}"
+        return self._serve(response, work)
+
+    def _on_load_model(self, request, response):
+        if self.registry is None:
+            response.success, response.message = False, "inference node is not configured"
+            return response
+        try:
+            loaded = self.registry.activate(request.task, int(request.version), request.checkpoint_path or None)
+        except (ModelNotAvailableError, CheckpointError, ValueError) as exc:
+            response.success, response.message = False, str(exc)
+            return response
+        self._announce(loaded)
+        response.success, response.message = True, f"serving {loaded.name}"
+        response.active = ModelVersion(task=loaded.task, version=loaded.version,
+                                       step=int(loaded.meta.get("step", 0)), checkpoint_path=str(loaded.path))
+        return response
+
+    # --------------------------------------------------------------- stream
+    def _stream_one(self, image: Image) -> None:
+        if self.registry is None:
+            return
+        rgb = to_rgb8(image)
+        seg, instances = self.segment(rgb, header=image.header)
+        self.segmentation_pub.publish(seg)
+        overlay = rgb
+        for inst in instances:
+            overlay = overlay_mask(overlay, inst.mask, color=(40, 200, 255))
+        self.overlay_pub.publish(rgb_to_msg(overlay, image.header.frame_id))
+
+    def _on_stream_error(self, image, exc) -> None:
+        if not isinstance(exc, ModelNotAvailableError):
+            self.get_logger().warning(f"stream frame skipped: {exc}")
+
+
+def main(args=None) -> None:
+    try:
+        with rclpy.init(args=args):
+            node = InferenceNode()
+            executor = MultiThreadedExecutor(num_threads=4)
+            executor.add_node(node)
+            try:
+                executor.spin()
+            finally:
+                node.destroy_node()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+"""Online trainer: keeps learning from the growing label store while the robot works.
+
+A worker thread (never the executor) runs training rounds: pick up new labels from
+``dataset_dir``, train ``steps_per_round`` steps, write a checkpoint version atomically to
+``checkpoint_dir`` and publish it on ``trainer/model_versions`` (ModelVersion, latched:
+late subscribers get the newest). ``trainer/status`` (TrainerStatus) reports progress once
+a second. ``trainer/pause`` (std_srvs/SetBool) pauses and resumes. After a restart the
+node resumes from the newest valid checkpoint.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import rclpy
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from std_srvs.srv import SetBool
+
+from selfsup_perception.core.learning.instance_task import InstanceTaskConfig
+from selfsup_perception.core.learning.online_training import OnlineInstanceTrainer, OnlineTrainingConfig
+from selfsup_perception.core.learning.trainer import NonFiniteLossError, TrainerConfig
+from selfsup_perception.msg import ModelVersion, TrainerStatus
+from selfsup_perception.ros.conversions import time_to_msg
+from selfsup_perception.ros.parameters import declare_config, field_with_help
+
+LATCHED = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+@dataclass(frozen=True)
+class TrainerParams:
+    task: str = field_with_help("instance_segmentation", "what to train (instance_segmentation)")
+    dataset_dir: str = field_with_help("data/interactions", "sample store written by interaction/labeler")
+    labeler: str = field_with_help("flow", "labels to learn from: flow | frame_difference")
+    checkpoint_dir: str = field_with_help("data/checkpoints", "where model versions are written")
+    update_interval_s: float = field_with_help(5.0, "pause between training rounds (s)")
+    steps_per_round: int = field_with_help(40, "optimizer steps per round (one model version per round)")
+    batch_size: int = field_with_help(8, "samples per step")
+    input_width: int = field_with_help(320, "training image width (images are resized)")
+    input_height: int = field_with_help(240, "training image height")
+    min_samples: int = field_with_help(4, "kept labels needed before training starts")
+    learning_rate: float = field_with_help(1e-3, "AdamW learning rate")
+    mask_loss: str = field_with_help("robust_set", "bce | robust_set | soft_iou")
+    objectness_loss: str = field_with_help("bootstrap", "bce | bootstrap")
+    co_teaching: bool = field_with_help(False, "train two networks on each other's small-loss samples")
+    max_rounds: int = field_with_help(0, "stop after this many rounds (0 = never)")
+    seed: int = field_with_help(0, "seed of initialisation and batch sampling")
+
+    def __post_init__(self) -> None:
+        if self.task != "instance_segmentation":
+            raise ValueError(f"task {self.task!r} is not trained online yet; use instance_segmentation")
+        if self.update_interval_s < 0 or self.steps_per_round < 1 or self.batch_size < 1:
+            raise ValueError("update_interval_s >= 0, steps_per_round >= 1 and batch_size >= 1 are required")
+        if self.mask_loss not in ("bce", "robust_set", "soft_iou"):
+            raise ValueError(f"mask_loss must be bce, robust_set or soft_iou, got {self.mask_loss!r}")
+        if self.objectness_loss not in ("bce", "bootstrap"):
+            raise ValueError(f"objectness_loss must be bce or bootstrap, got {self.objectness_loss!r}")
+
+
+def make_online_trainer(p: TrainerParams) -> OnlineInstanceTrainer:
+    return OnlineInstanceTrainer(
+        OnlineTrainingConfig(dataset_dir=p.dataset_dir, labeler=p.labeler, checkpoint_dir=p.checkpoint_dir,
+                             input_width=p.input_width, input_height=p.input_height, batch_size=p.batch_size,
+                             steps_per_round=p.steps_per_round, min_samples=p.min_samples, seed=p.seed),
+        InstanceTaskConfig(mask_loss=p.mask_loss, objectness_loss=p.objectness_loss, co_teaching=p.co_teaching),
+        TrainerConfig(lr=p.learning_rate, warmup_steps=20, seed=p.seed))
+
+
+class TrainerNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__("trainer", **kwargs)
+        self.params = declare_config(self, TrainerParams, read_only=(
+            "task", "dataset_dir", "checkpoint_dir", "input_width", "input_height", "co_teaching"))
+        self.online = make_online_trainer(self.params)
+        resumed = self.online.resume()
+        self.version_pub = self.create_publisher(ModelVersion, "trainer/model_versions", LATCHED)
+        self.status_pub = self.create_publisher(TrainerStatus, "trainer/status", 10)
+        self.state, self.message = "waiting_for_data", ""
+        self.rounds = 0
+        self._paused = threading.Event()
+        self._stop = threading.Event()
+        group = MutuallyExclusiveCallbackGroup()
+        self.create_service(SetBool, "trainer/pause", self._on_pause, callback_group=group)
+        self.create_timer(1.0, self._publish_status, callback_group=group)
+        if resumed is not None:
+            self.get_logger().info(f"resumed {self.params.task} at version {resumed}, step {self.online.trainer.step}")
+            self._publish_version()
+        self._worker = threading.Thread(target=self._loop, name="trainer", daemon=True)
+        self._worker.start()
+
+    def _on_pause(self, request, response):
+        (self._paused.set if request.data else self._paused.clear)()
+        response.success, response.message = True, "paused" if request.data else "training"
+        return response
+
+    def _loop(self) -> None:
+        p = self.params
+        while not self._stop.is_set():
+            if self._paused.is_set():
+                self.state = "paused"
+                self._stop.wait(0.2)
+                continue
+            try:
+                path = self.online.train_round()
+            except NonFiniteLossError as exc:
+                self.state, self.message = "error", f"training stopped: {exc}"
+                self.get_logger().error(self.message)
+                return
+            except Exception as exc:  # noqa: BLE001 - keep the node alive; retry next round
+                self.state, self.message = "error", f"round failed: {exc}"
+                self.get_logger().error(self.message)
+                self._stop.wait(max(p.update_interval_s, 1.0))
+                continue
+            if path is None:
+                self.state = "waiting_for_data"
+                self.message = f"{len(self.online.dataset)} of {p.min_samples} labels needed"
+            else:
+                self.rounds += 1
+                self.state, self.message = "training", f"version {self.online.version} written to {path}"
+                self._publish_version()
+                self.get_logger().info(
+                    f"model v{self.online.version}: step {self.online.trainer.step}, "
+                    f"loss {self.online.last_round.get('loss', float('nan')):.4f}, "
+                    f"{len(self.online.dataset)} labels, {self.online.last_round['steps_per_second']:.2f} steps/s")
+                if p.max_rounds and self.rounds >= p.max_rounds:
+                    self.state, self.message = "paused", f"max_rounds {p.max_rounds} reached"
+                    return
+            self._stop.wait(p.update_interval_s)
+
+    def _publish_version(self) -> None:
+        o = self.online
+        path = Path(self.params.checkpoint_dir) / self.params.task / f"v{int(o.version or 0):05d}"
+        msg = ModelVersion(task=self.params.task, version=int(o.version or 0), step=int(o.trainer.step),
+                           checkpoint_path=str(path))
+        msg.stamp = time_to_msg(time.time())
+        metrics = {k: v for k, v in o.last_round.items() if isinstance(v, float)}
+        msg.metric_names, msg.metric_values = list(metrics), [float(v) for v in metrics.values()]
+        self.version_pub.publish(msg)
+
+    def _publish_status(self) -> None:
+        o = self.online
+        msg = TrainerStatus(task=self.params.task, state=self.state, message=self.message,
+                            model_version=int(o.version or 0), step=int(o.trainer.step),
+                            dataset_size=len(o.dataset), num_positive=o.dataset.num_positive,
+                            num_negative=o.dataset.num_negative)
+        msg.header.stamp = self.get_clock().now().to_msg()
+        last = o.last_round
+        msg.loss = float(last.get("loss", 0.0))
+        losses = {k: v for k, v in last.items() if k not in ("steps", "seconds", "steps_per_second", "loss")
+                  and isinstance(v, float)}
+        msg.loss_names, msg.loss_values = list(losses), [float(v) for v in losses.values()]
+        msg.steps_per_second = float(last.get("steps_per_second", 0.0))
+        self.status_pub.publish(msg)
+
+    def destroy_node(self) -> None:
+        self._stop.set()
+        self._worker.join(timeout=30.0)
+        super().destroy_node()
+
+
+def main(args=None) -> None:
+    try:
+        with rclpy.init(args=args):
+            node = TrainerNode()
+            executor = MultiThreadedExecutor(num_threads=2)
+            executor.add_node(node)
+            try:
+                executor.spin()
+            finally:
+                node.destroy_node()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""Trainer and inference nodes over DDS: online rounds, resume after a kill, hot swap under load, bad requests."""
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import rclpy
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from ros_helpers import wait_for, wait_future
+from sample_factory import make_sample
+from sensor_msgs.msg import Image
+
+from selfsup_perception.core.dataset.sample_store import SampleStore
+from selfsup_perception.core.learning import checkpoint as ckpt
+from selfsup_perception.core.types import MaskLabel
+from selfsup_perception.msg import ModelVersion, TrainerStatus
+from selfsup_perception.nodes.inference_node import InferenceNode
+from selfsup_perception.nodes.trainer_node import TrainerNode
+from selfsup_perception.ros.conversions import rgb_to_msg
+from selfsup_perception.ros.service_calls import call_service
+from selfsup_perception.srv import LoadModel, SegmentImage
+
+pytestmark = pytest.mark.ros
+LATCHED = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+H, W = 48, 64
+
+
+def labeled_store(root, n=4):
+    store = SampleStore(root)
+    for i in range(n):
+        s = make_sample(f"s{i}", h=H, w=W, seed=i)
+        store.write_sample(s)
+        m = np.zeros((H, W), bool)
+        m[2:9, 1:8] = True  # around the action pixel (3, 4)
+        store.write_label(s.sample_id, MaskLabel(m, i == n - 1, True, "test", "flow"))
+    return store
+
+
+def trainer_params(tmp_path, rounds):
+    return [Parameter("dataset_dir", value=str(tmp_path / "ds")), Parameter("checkpoint_dir", value=str(tmp_path / "ck")),
+            Parameter("input_width", value=W), Parameter("input_height", value=H), Parameter("steps_per_round", value=2),
+            Parameter("batch_size", value=2), Parameter("min_samples", value=2), Parameter("update_interval_s", value=0.0),
+            Parameter("max_rounds", value=rounds), Parameter("mask_loss", value="bce")]
+
+
+def test_trainer_publishes_versions_and_resumes_after_a_kill(spinner, tmp_path):
+    labeled_store(tmp_path / "ds")
+    listener = spinner.add(rclpy.create_node("version_listener"))
+    versions, statuses = [], []
+    listener.create_subscription(ModelVersion, "trainer/model_versions", versions.append, LATCHED)
+    listener.create_subscription(TrainerStatus, "trainer/status", statuses.append, 10)
+    trainer = spinner.add(TrainerNode(parameter_overrides=trainer_params(tmp_path, rounds=2)))
+    assert wait_for(lambda: len(versions) >= 2, 120), "no model versions published"
+    assert [v.version for v in versions[:2]] == [1, 2] and versions[1].step == 4
+    assert wait_for(lambda: statuses and statuses[-1].dataset_size == 4, 10)
+    assert statuses[-1].num_negative == 1 and statuses[-1].num_positive == 3
+    # a killed writer leaves a temp directory behind; a restart must ignore it and lose nothing
+    (tmp_path / "ck" / "instance_segmentation" / ".tmp-v3-999999-dead").mkdir()
+    spinner.nodes.remove(trainer)
+    spinner.executor.remove_node(trainer)
+    trainer.destroy_node()
+    versions.clear()
+    restarted = spinner.add(TrainerNode(parameter_overrides=trainer_params(tmp_path, rounds=1)))
+    assert restarted.online.trainer.step == 4 and restarted.online.version == 2
+    assert wait_for(lambda: any(v.version == 3 for v in versions), 120)
+    assert [i.version for i in ckpt.list_versions(tmp_path / "ck", "instance_segmentation")] == [1, 2, 3]
+    assert ckpt.read_meta(tmp_path / "ck" / "instance_segmentation" / "v00003")["step"] == 6
+
+
+@pytest.fixture
+def trained(tmp_path):
+    """Two checkpoint versions trained on tiny images."""
+    from selfsup_perception.core.learning.online_training import OnlineInstanceTrainer, OnlineTrainingConfig
+
+    labeled_store(tmp_path / "ds")
+    online = OnlineInstanceTrainer(OnlineTrainingConfig(dataset_dir=str(tmp_path / "ds"),
+                                                        checkpoint_dir=str(tmp_path / "ck"), input_width=W,
+                                                        input_height=H, steps_per_round=1, batch_size=2,
+                                                        min_samples=2))
+    online.train_round()
+    online.train_round()
+    return tmp_path / "ck"
+
+
+def inference_params(ck):
+    return [Parameter("checkpoint_dir", value=str(ck)), Parameter("input_width", value=W),
+            Parameter("input_height", value=H), Parameter("max_concurrent_requests", value=2)]
+
+
+def test_hot_swap_under_concurrent_requests_drops_nothing(spinner, trained):
+    node = spinner.add(InferenceNode(parameter_overrides=inference_params(trained)))
+    client_node = spinner.add(rclpy.create_node("seg_clients"))
+    client = client_node.create_client(SegmentImage, "segment_image")
+    pub = client_node.create_publisher(ModelVersion, "trainer/model_versions", LATCHED)
+    image = rgb_to_msg(make_sample("q", h=H, w=W).before.rgb)
+    stop = threading.Event()
+    results = []
+
+    def hammer():
+        while not stop.is_set():
+            results.append(call_service(client, SegmentImage.Request(image=image, return_label_image=True), 30.0))
+
+    with ThreadPoolExecutor(3) as pool:
+        futures = [pool.submit(hammer) for _ in range(3)]
+        for version in (1, 2, 1, 2):
+            pub.publish(ModelVersion(task="instance_segmentation", version=version))
+            assert wait_for(lambda: node.registry.active_names().get("instance_segmentation")
+                            == f"instance_segmentation/v{version}", 30)
+            n = len(results)
+            assert wait_for(lambda: len(results) >= n + 2, 30)
+        stop.set()
+        for f in futures:
+            f.result()
+    assert results and all(r.success for r in results), [r.message for r in results if not r.success][:3]
+    served = {r.segmentation.model_version for r in results}
+    assert served == {"instance_segmentation/v1", "instance_segmentation/v2"}
+    label = results[-1].segmentation.label_image
+    assert (label.height, label.width, label.encoding) == (H, W, "mono16")
+
+
+def test_bad_requests_get_clear_errors_and_the_node_keeps_serving(spinner, trained):
+    spinner.add(InferenceNode(parameter_overrides=inference_params(trained)))
+    client_node = spinner.add(rclpy.create_node("bad_clients"))
+    seg = client_node.create_client(SegmentImage, "segment_image")
+    load = client_node.create_client(LoadModel, "load_model")
+    assert seg.wait_for_service(timeout_sec=10)
+    good = rgb_to_msg(make_sample("q", h=H, w=W).before.rgb)
+    cases = {
+        "empty image": (Image(encoding="rgb8"), "", "empty image"),
+        "wrong encoding": (Image(height=2, width=2, encoding="yuv422", step=4, data=bytes(8)), "", "yuv422"),
+        "unknown version": (good, "instance_segmentation/v42", "version 42 does not exist"),
+        "malformed version": (good, "latest please", "not of the form"),
+    }
+    for name, (image, version, expected) in cases.items():
+        res = wait_future(seg.call_async(SegmentImage.Request(image=image, model_version=version)), 20)
+        assert not res.success and expected in res.message, (name, res.message)
+    res = wait_future(load.call_async(LoadModel.Request(task="descriptors", version=-1)), 20)
+    assert not res.success and "no descriptors model" in res.message
+    res = wait_future(load.call_async(LoadModel.Request(task="instance_segmentation", version=1)), 20)
+    assert res.success and res.active.version == 1
+    res = wait_future(seg.call_async(SegmentImage.Request(image=good)), 20)
+    assert res.success and res.segmentation.model_version == "instance_segmentation/v1"
+
+
+def test_missing_model_is_a_clear_error(spinner, tmp_path):
+    spinner.add(InferenceNode(parameter_overrides=inference_params(tmp_path / "nothing")))
+    client_node = spinner.add(rclpy.create_node("no_model_client"))
+    seg = client_node.create_client(SegmentImage, "segment_image")
+    assert seg.wait_for_service(timeout_sec=10)
+    res = wait_future(seg.call_async(SegmentImage.Request(image=rgb_to_msg(np.zeros((H, W, 3), np.uint8)))), 20)
+    assert not res.success and "no instance_segmentation model is active" in res.message
