@@ -1,14 +1,23 @@
 """`make demo`: the self-supervised loop on the simulated tabletop, end to end.
 
-Stage 1 (interaction): starts the simulated world, camera capture and interaction nodes as
-separate processes (real DDS), performs N pushes through the ExecuteInteraction action on
-fresh random scenes, records every sample to disk and to a rosbag2 MCAP bag, and reads
-both back. Later stages label, train and evaluate on what was recorded.
+1. interaction: the simulated world, camera capture, interaction, labeler, trainer and
+   inference nodes run as separate processes over DDS. The robot pushes objects through the
+   ExecuteInteraction action on fresh random scenes; once the trainer has published a model,
+   the interaction node chooses objects from the inference node's hypotheses (the robot
+   tests its belief). Samples go to disk and to a rosbag2 MCAP bag.
+2. labels: the labeler node labels each push with optical flow while the robot works;
+   label quality is measured against simulator ground truth, frame differencing alongside.
+3. online learning: the trainer keeps training on the growing label set and publishes model
+   versions; the inference node hot-swaps to each.
+4. evaluation: AP on held-out scenes of novel objects, before (random weights, first version)
+   vs after (newest version), next to a bottom-up baseline; recall of the hypotheses over
+   time; a report (Markdown + PNG) in the run directory.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import threading
 import time
@@ -21,10 +30,12 @@ from rclpy.executors import SingleThreadedExecutor
 
 from selfsup_perception.action import ExecuteInteraction
 from selfsup_perception.core.dataset.sample_store import SampleStore
-from selfsup_perception.graph import interaction_graph
+from selfsup_perception.graph import learning_graph
 from selfsup_perception.launcher import GraphProcess
 from selfsup_perception.ros.service_calls import call_service
 from selfsup_perception.srv import SimResetScene
+
+TASK = "instance_segmentation"
 
 
 def _wait(future, timeout_s: float):
@@ -36,97 +47,59 @@ def _wait(future, timeout_s: float):
     return future.result()
 
 
-def run_interactions(num_pushes: int, scene_every: int, clutter: str, seed: int, log=print) -> list[dict]:
-    """Drive the running graph: reset scenes and push; returns one record per attempt."""
+class DemoClient:
+    """The demo's own node: drives the action and services of the running graph."""
+
+    def __init__(self):
+        self.node = rclpy.create_node("demo_client")
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(self.node)
+        self._spin = threading.Thread(target=self.executor.spin, daemon=True)
+        self._spin.start()
+        self.action = ActionClient(self.node, ExecuteInteraction, "execute_interaction")
+        self.reset = self.node.create_client(SimResetScene, "/sim/reset_scene")
+
+    def wait_ready(self, timeout_s: float = 90.0) -> None:
+        if not self.action.wait_for_server(timeout_sec=timeout_s):
+            raise TimeoutError(f"the interaction node did not come up within {timeout_s:.0f} s")
+
+    def push(self) -> ExecuteInteraction.Result:
+        goal = ExecuteInteraction.Goal(kind=ExecuteInteraction.Goal.KIND_PUSH, auto_select=True, record=True)
+        handle = _wait(self.action.send_goal_async(goal), 30.0)
+        if not handle.accepted:
+            raise RuntimeError("goal rejected")
+        return _wait(handle.get_result_async(), 180.0).result
+
+    def segment_round_trip(self, rgb) -> tuple[float, str]:
+        from selfsup_perception.ros.conversions import rgb_to_msg
+        from selfsup_perception.srv import SegmentImage
+
+        client = self.node.create_client(SegmentImage, "segment_image")
+        t = time.perf_counter()
+        res = call_service(client, SegmentImage.Request(image=rgb_to_msg(rgb)), 30.0)
+        ms = (time.perf_counter() - t) * 1000
+        return ms, (f"{len(res.segmentation.instances)} instances from {res.segmentation.model_version}"
+                    if res.success else res.message)
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+
+
+def run_interactions(client: DemoClient, num_pushes: int, scene_every: int, clutter: str, seed: int,
+                     log=print) -> list[dict]:
     records = []
-    node = rclpy.create_node("demo_client")
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    spin = threading.Thread(target=executor.spin, daemon=True)
-    spin.start()
-    try:
-        action = ActionClient(node, ExecuteInteraction, "execute_interaction")
-        reset = node.create_client(SimResetScene, "/sim/reset_scene")
-        if not action.wait_for_server(timeout_sec=60.0):
-            raise TimeoutError("the interaction node did not come up within 60 s")
-        for i in range(num_pushes):
-            if i % scene_every == 0:
-                res = call_service(reset, SimResetScene.Request(seed=seed + i, split="train", clutter=clutter), 30.0)
-                log(f"  scene {seed + i}: {res.message}")
-            t0 = time.monotonic()
-            goal = ExecuteInteraction.Goal(kind=ExecuteInteraction.Goal.KIND_PUSH, auto_select=True, record=True)
-            handle = _wait(action.send_goal_async(goal), 30.0)
-            if not handle.accepted:
-                log(f"  push {i + 1:2d}/{num_pushes}: goal rejected")
-                continue
-            result = _wait(handle.get_result_async(), 120.0).result
-            dt = time.monotonic() - t0
-            records.append({"ok": result.success, "code": result.error_code, "path": result.stored_path, "s": dt})
-            status = "ok " if result.success else f"failed [{result.error_code}]"
-            log(f"  push {i + 1:2d}/{num_pushes}: {status} {result.message} ({dt:.1f} s)")
-    finally:
-        executor.shutdown()
-        node.destroy_node()
+    for i in range(num_pushes):
+        if i % scene_every == 0:
+            res = call_service(client.reset, SimResetScene.Request(seed=seed + i, split="train", clutter=clutter), 30.0)
+            log(f"  scene {seed + i}: {res.message}")
+        t0 = time.monotonic()
+        result = client.push()
+        dt = time.monotonic() - t0
+        records.append({"ok": result.success, "code": result.error_code, "s": dt})
+        status = "ok " if result.success else f"failed [{result.error_code}]"
+        log(f"  push {i + 1:2d}/{num_pushes}: {status} {result.message} ({dt:.1f} s)")
     return records
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pushes", type=int, default=24, help="number of push interactions")
-    parser.add_argument("--scene-every", type=int, default=3, help="new random scene every K pushes")
-    parser.add_argument("--clutter", default="low", choices=["low", "medium", "high"])
-    parser.add_argument("--width", type=int, default=640)
-    parser.add_argument("--height", type=int, default=480)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="data/demo", help="runs are stored under OUT/run_<time>/")
-    args = parser.parse_args(argv)
-
-    run_dir = Path(args.out) / time.strftime("run_%Y%m%d_%H%M%S")
-    dataset_dir, bag_dir = run_dir / "interactions", run_dir / "bags"
-    print(f"selfsup_perception demo -> {run_dir}")
-    print(f"[1/1] interaction: {args.pushes} pushes on the simulated tabletop ({args.width}x{args.height})")
-    overrides = {
-        "sim_world": {"width": args.width, "height": args.height, "seed": args.seed, "clutter": args.clutter},
-        "interaction": {"dataset_dir": str(dataset_dir), "bag_dir": str(bag_dir), "record_bag": True,
-                        "sim_ground_truth": True, "seed": args.seed},
-        "labeler": {"dataset_dir": str(dataset_dir)},
-    }
-    t0 = time.monotonic()
-    with rclpy.init():
-        graph = GraphProcess(interaction_graph(with_simulator=True), overrides, log_dir=run_dir / "logs", echo=False)
-        with graph:
-            try:
-                records = run_interactions(args.pushes, args.scene_every, args.clutter, args.seed)
-            except TimeoutError as exc:
-                print(f"demo failed: {exc}; node logs in {run_dir / 'logs'}", file=sys.stderr)
-                return 1
-            wait_for_labels(SampleStore(dataset_dir), "flow", timeout_s=120.0)
-            dead = graph.dead()
-        if dead:
-            print(f"warning: nodes exited during the demo: {dead}", file=sys.stderr)
-
-    store = SampleStore(dataset_dir)
-    samples = list(store.iter_samples())
-    bags = sorted(bag_dir.glob("*"))
-    from selfsup_perception.msg import InteractionSample
-    from selfsup_perception.ros.bag_io import read_bag
-
-    bag_count = sum(1 for b in bags for _ in read_bag(b, InteractionSample))
-    ok = sum(r["ok"] for r in records)
-    moved = sum(1 for s in store.iter_samples(with_ground_truth=True) if s.ground_truth.get("moved_instance", 0))
-    print("\nsummary")
-    print(f"  pushes attempted / executed      {len(records)} / {ok}")
-    print(f"  samples on disk (read back)      {len(samples)}  ({dataset_dir})")
-    print(f"  samples in rosbag2 MCAP          {bag_count}  ({', '.join(str(b) for b in bags)})")
-    print(f"  pushes that moved an object (GT) {moved}")
-    print(f"  median time per push             {sorted(r['s'] for r in records)[len(records) // 2]:.1f} s"
-          if records else "")
-    print(f"  wall time                        {time.monotonic() - t0:.0f} s")
-
-    print("\n[2/2] labels: flow labels made online by the labeler node, frame differencing as the baseline")
-    report = label_report(store, run_dir)
-    print(report)
-    return 0 if len(samples) >= min(20, args.pushes) else 1
 
 
 def wait_for_labels(store: SampleStore, labeler: str, timeout_s: float) -> None:
@@ -134,6 +107,23 @@ def wait_for_labels(store: SampleStore, labeler: str, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while store.unlabeled_ids(labeler) and time.monotonic() < deadline:
         time.sleep(0.5)
+
+
+def wait_for_training(checkpoint_dir: Path, min_steps: int, timeout_s: float, log=print) -> None:
+    from selfsup_perception.core.learning import checkpoint as ckpt
+
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        latest = ckpt.latest_version(checkpoint_dir, TASK)
+        if latest is not None and latest.version != last:
+            last = latest.version
+            log(f"  model v{latest.version}: step {latest.meta['step']}, "
+                f"loss {latest.meta.get('metrics', {}).get('loss', float('nan')):.4f}, "
+                f"{latest.meta.get('dataset_size')} labels")
+            if latest.meta["step"] >= min_steps:
+                return
+        time.sleep(1.0)
 
 
 def label_report(store: SampleStore, run_dir: Path) -> str:
@@ -164,8 +154,190 @@ def label_report(store: SampleStore, run_dir: Path) -> str:
     if not rows:
         return "  no labels yet"
     sheet = contact_sheet(tiles, captions, run_dir / "labels_contact_sheet.png") if tiles else None
-    table = label_quality_table(rows)
-    return table + (f"\n  contact sheet: {sheet}" if sheet else "")
+    return label_quality_table(rows) + (f"\n  contact sheet: {sheet}" if sheet else "")
+
+
+def evaluation(checkpoint_dir: Path, num_scenes: int, input_size: tuple[int, int], seed: int) -> list[tuple]:
+    """AP rows (name, metrics) on held-out test scenes: untrained, first and newest version, bottom-up."""
+    import torch
+
+    from selfsup_perception.core.evaluation.bottom_up import bottom_up_instances
+    from selfsup_perception.core.evaluation.sim_scenes import evaluate_segmenter, render_test_scenes
+    from selfsup_perception.core.learning import checkpoint as ckpt
+    from selfsup_perception.core.learning.inference import segment_instances
+    from selfsup_perception.core.learning.instance_task import build_instance_model
+
+    scenes = render_test_scenes(num_scenes, seed=seed)
+    versions = ckpt.list_versions(checkpoint_dir, TASK)
+    rows = []
+    if versions:
+        torch.manual_seed(0)
+        untrained = build_instance_model(versions[0].meta["model_config"]).eval()
+        rows.append(("untrained (random weights)", untrained))
+        for info in ([versions[0], versions[-1]] if len(versions) > 1 else [versions[0]]):
+            model, meta = ckpt.load_model_for_inference(info.path)
+            rows.append((f"v{info.version} (step {meta['step']}, {meta.get('dataset_size')} labels)", model))
+    table = [(name, evaluate_segmenter(lambda s, m=m: segment_instances(m, s.rgb, input_size), scenes))
+             for name, m in rows]
+    table.append(("bottom-up baseline (graph-based RGB-D)", evaluate_segmenter(
+        lambda s: bottom_up_instances(s.frame), scenes)))
+    return table
+
+
+def format_ap_table(table: list[tuple]) -> str:
+    lines = [f"  {'model':44s} {'AP@0.3':>7s} {'AP@0.5':>7s} {'AP@0.75':>8s} {'AP':>6s}"]
+    for name, m in table:
+        lines.append(f"  {name:44s} {m['AP30']:7.3f} {m['AP50']:7.3f} {m['AP75']:8.3f} {m['AP']:6.3f}")
+    return "\n".join(lines)
+
+
+def hypothesis_summary(path: Path) -> str:
+    if not path.exists():
+        return "  no hypotheses recorded"
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    model = [r for r in records if r["candidate_source"] == "model"]
+    lines = [f"  pushes chosen from model hypotheses: {len(model)} of {len(records)}"]
+    if model:
+        half = max(len(model) // 2, 1)
+        early, late = model[:half], model[half:] or model[-1:]
+        lines.append(f"  hypothesis recall (IoU>=0.5 with ground-truth objects): first half "
+                     f"{sum(r['recall'] for r in early) / len(early):.2f}, second half "
+                     f"{sum(r['recall'] for r in late) / len(late):.2f}")
+    return "\n".join(lines)
+
+
+def write_report(run_dir: Path, checkpoint_dir: Path, sections: dict[str, str]) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from selfsup_perception.core.dataset.sample_store import atomic_write_bytes
+    from selfsup_perception.core.learning import checkpoint as ckpt
+
+    versions = ckpt.list_versions(checkpoint_dir, TASK)
+    if versions:
+        steps = [v.meta["step"] for v in versions]
+        losses = [v.meta.get("metrics", {}).get("loss", float("nan")) for v in versions]
+        sizes = [v.meta.get("dataset_size") or 0 for v in versions]
+        fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
+        ax[0].plot(steps, losses, marker="o")
+        ax[0].set_xlabel("training step")
+        ax[0].set_ylabel("loss (mean of the round)")
+        ax[1].plot(steps, sizes, marker="o")
+        ax[1].set_xlabel("training step")
+        ax[1].set_ylabel("labels in the training set")
+        fig.tight_layout()
+        fig.savefig(run_dir / "training.png", dpi=100)
+        plt.close(fig)
+    text = "# selfsup_perception demo report\n\n" + "\n\n".join(
+        f"## {title}\n\n```\n{body}\n```" for title, body in sections.items())
+    if versions:
+        text += "\n\n![training](training.png)\n\n![labels](labels_contact_sheet.png)\n"
+    path = run_dir / "report.md"
+    atomic_write_bytes(path, lambda f: f.write(text.encode()))
+    return path
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pushes", type=int, default=24, help="number of push interactions")
+    parser.add_argument("--scene-every", type=int, default=3, help="new random scene every K pushes")
+    parser.add_argument("--clutter", default="low", choices=["low", "medium", "high"])
+    parser.add_argument("--width", type=int, default=640)
+    parser.add_argument("--height", type=int, default=480)
+    parser.add_argument("--train-steps", type=int, default=240, help="keep training until this many steps")
+    parser.add_argument("--train-minutes", type=float, default=4.0, help="... or for at most this long")
+    parser.add_argument("--eval-scenes", type=int, default=12, help="held-out scenes of novel objects")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="data/demo", help="runs are stored under OUT/run_<time>/")
+    args = parser.parse_args(argv)
+
+    run_dir = Path(args.out) / time.strftime("run_%Y%m%d_%H%M%S")
+    dataset_dir, bag_dir, checkpoint_dir = run_dir / "interactions", run_dir / "bags", run_dir / "checkpoints"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    print(f"selfsup_perception demo -> {run_dir}")
+    overrides = {
+        "sim_world": {"width": args.width, "height": args.height, "seed": args.seed, "clutter": args.clutter},
+        "interaction": {"dataset_dir": str(dataset_dir), "bag_dir": str(bag_dir), "record_bag": True,
+                        "sim_ground_truth": True, "seed": args.seed, "use_model_hypotheses": True},
+        "labeler": {"dataset_dir": str(dataset_dir)},
+        "trainer": {"dataset_dir": str(dataset_dir), "checkpoint_dir": str(checkpoint_dir), "torch_threads": 1,
+                    "steps_per_round": 20, "update_interval_s": 1.0},
+        "inference": {"checkpoint_dir": str(checkpoint_dir), "torch_threads": 1},
+    }
+    t0 = time.monotonic()
+    sections: dict[str, str] = {}
+    with rclpy.init():
+        graph = GraphProcess(learning_graph(with_simulator=True), overrides, log_dir=run_dir / "logs", echo=False)
+        with graph:
+            client = DemoClient()
+            try:
+                client.wait_ready()
+                print(f"[1/4] interaction: {args.pushes} pushes on the simulated tabletop ({args.width}x{args.height}),"
+                      " labeled, trained on and served while the robot works")
+                records = run_interactions(client, args.pushes, args.scene_every, args.clutter, args.seed)
+                store = SampleStore(dataset_dir)
+                wait_for_labels(store, "flow", timeout_s=120.0)
+                print(f"[3/4] online learning: training until step {args.train_steps} "
+                      f"(at most {args.train_minutes:.0f} min)")
+                wait_for_training(checkpoint_dir, args.train_steps, args.train_minutes * 60)
+                from selfsup_perception.sim.tabletop import CameraConfig, SimConfig, TabletopSim
+
+                with TabletopSim(SimConfig(camera=CameraConfig(width=640, height=480))) as sim:
+                    sim.reset_scene(99_999, split="test", clutter="medium")
+                    rgb = sim.render().rgb
+                client.segment_round_trip(rgb)  # first call warms the model up
+                ms, answer = client.segment_round_trip(rgb)
+                sections["serving"] = f"segment_image round trip at 640x480: {ms:.0f} ms ({answer})"
+            except (TimeoutError, RuntimeError) as exc:
+                print(f"demo failed: {exc}; node logs in {run_dir / 'logs'}", file=sys.stderr)
+                return 1
+            finally:
+                client.close()
+            dead = graph.dead()
+        if dead:
+            print(f"warning: nodes exited during the demo: {dead}", file=sys.stderr)
+
+    samples = list(store.iter_samples())
+    from selfsup_perception.msg import InteractionSample
+    from selfsup_perception.ros.bag_io import read_bag
+
+    bags = sorted(bag_dir.glob("*"))
+    bag_count = sum(1 for b in bags for _ in read_bag(b, InteractionSample))
+    moved = sum(1 for s in store.iter_samples(with_ground_truth=True) if s.ground_truth.get("moved_instance", 0))
+    ok = sum(r["ok"] for r in records)
+    sections["interaction"] = "\n".join([
+        f"  pushes attempted / executed      {len(records)} / {ok}",
+        f"  samples on disk (read back)      {len(samples)}  ({dataset_dir})",
+        f"  samples in rosbag2 MCAP          {bag_count}  ({', '.join(str(b) for b in bags)})",
+        f"  pushes that moved an object (GT) {moved}",
+        f"  median time per push             {sorted(r['s'] for r in records)[len(records) // 2]:.1f} s",
+    ])
+    print(sections["interaction"])
+    print("[2/4] labels: flow labels made online by the labeler node, frame differencing as the baseline")
+    sections["labels"] = label_report(store, run_dir)
+    print(sections["labels"])
+    sections["hypotheses"] = hypothesis_summary(dataset_dir / "hypotheses.jsonl")
+    print(sections["hypotheses"])
+    print(f"  {sections.get('serving', '')}")
+    print(f"[4/4] evaluation: AP on {args.eval_scenes} held-out scenes of novel objects (640x480)")
+    sections["evaluation"] = format_ap_table(evaluation(checkpoint_dir, args.eval_scenes, _config_input_size(),
+                                                        seed=10_000 + args.seed))
+    print(sections["evaluation"])
+    report = write_report(run_dir, checkpoint_dir, sections)
+    print(f"\nreport: {report}\nwall time {time.monotonic() - t0:.0f} s")
+    return 0 if len(samples) >= min(20, args.pushes) else 1
+
+
+def _config_input_size() -> tuple[int, int]:
+    """The trainer's input size from config/trainer.yaml (what the models were trained at)."""
+    import yaml
+
+    from selfsup_perception.graph import TRAINER, config_dir
+
+    params = yaml.safe_load((config_dir() / TRAINER.params_file).read_text())["trainer"]["ros__parameters"]
+    return int(params["input_width"]), int(params["input_height"])
 
 
 if __name__ == "__main__":

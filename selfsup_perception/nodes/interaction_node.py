@@ -116,7 +116,8 @@ class InteractionNode(Node):
             bag_path.parent.mkdir(parents=True, exist_ok=True)
             self._bag = BagRecorder(bag_path, storage="mcap")
             self.get_logger().info(f"recording samples into {bag_path}")
-        self.hypothesis_log: list[dict] = []  # per interaction: did the model's chosen hypothesis move?
+        self.hypothesis_log: list[dict] = []  # per interaction: recall of the model's hypotheses (simulation)
+        self._last_hypotheses: list = []
         self._action_server = ActionServer(
             self, ExecuteInteraction, "execute_interaction", execute_callback=self._execute,
             goal_callback=self._on_goal, callback_group=MutuallyExclusiveCallbackGroup())
@@ -159,6 +160,8 @@ class InteractionNode(Node):
             m[y0:y0 + crop.shape[0], x0:x0 + crop.shape[1]] = crop[: h - y0, : w - x0]
             masks.append(m)
             scores.append(inst.score)
+        self._last_hypotheses = masks
+        self._last_model_version = res.segmentation.model_version
         return masks, scores
 
     # -------------------------------------------------------------- action
@@ -182,6 +185,7 @@ class InteractionNode(Node):
         def feedback(stage: str, progress: float) -> None:
             goal_handle.publish_feedback(ExecuteInteraction.Feedback(stage=stage, progress=float(progress)))
 
+        self._last_hypotheses, self._last_model_version = [], ""
         points = {}
         if not goal.auto_select:
             points = dict(start_point=point_from_msg(goal.start_point), end_point=point_from_msg(goal.end_point))
@@ -197,6 +201,8 @@ class InteractionNode(Node):
         sample = episode.sample
         if gt_store is not None and len(gt_store) == 2:
             sample.ground_truth = self._ground_truth(gt_store[0], gt_store[1])
+            if p.use_model_hypotheses:
+                self._track_hypotheses(sample)
         feedback("recording", 0.9)
         msg = sample_to_msg(sample, depth_encoding=p.depth_encoding, world_frame=p.world_frame)
         if goal.record:
@@ -211,6 +217,22 @@ class InteractionNode(Node):
         result.sample, result.success = msg, True
         goal_handle.succeed()
         return result
+
+    def _track_hypotheses(self, sample) -> None:
+        """Recall of the model's hypotheses against simulator ground truth, logged to hypotheses.jsonl."""
+        import json
+
+        from selfsup_perception.core.evaluation.hypotheses import hypothesis_recall
+
+        recall, n_objects = hypothesis_recall(self._last_hypotheses, sample.ground_truth["instance_mask_before"])
+        record = {"sample_id": sample.sample_id, "model_version": self._last_model_version,
+                  "num_hypotheses": len(self._last_hypotheses), "num_objects": n_objects, "recall": recall,
+                  "candidate_source": "model" if self._last_hypotheses else "geometry"}
+        self.hypothesis_log.append(record)
+        with open(Path(self.params.dataset_dir) / "hypotheses.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        self.get_logger().info(f"hypotheses of {record['model_version'] or 'no model'}: recall {recall:.2f} "
+                               f"of {n_objects} objects")
 
     @staticmethod
     def _ground_truth(before, after) -> dict:

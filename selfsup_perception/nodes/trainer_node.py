@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import rclpy
+import torch
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
@@ -50,6 +51,7 @@ class TrainerParams:
     co_teaching: bool = field_with_help(False, "train two networks on each other's small-loss samples")
     max_rounds: int = field_with_help(0, "stop after this many rounds (0 = never)")
     seed: int = field_with_help(0, "seed of initialisation and batch sampling")
+    torch_threads: int = field_with_help(2, "CPU threads for training (leave cores to the robot's other work)")
 
     def __post_init__(self) -> None:
         if self.task != "instance_segmentation":
@@ -76,6 +78,7 @@ class TrainerNode(Node):
         super().__init__("trainer", **kwargs)
         self.params = declare_config(self, TrainerParams, read_only=(
             "task", "dataset_dir", "checkpoint_dir", "input_width", "input_height", "co_teaching"))
+        torch.set_num_threads(max(self.params.torch_threads, 1))
         self.online = make_online_trainer(self.params)
         resumed = self.online.resume()
         self.version_pub = self.create_publisher(ModelVersion, "trainer/model_versions", LATCHED)
