@@ -208,16 +208,21 @@ def latest_version(directory: str | os.PathLike, task: str) -> CheckpointInfo | 
 
 
 def build_model_from_meta(meta: dict) -> torch.nn.Module:
-    """Rebuild a model from checkpoint metadata (plain dispatch on the task name).
-
-    Tasks other than instance segmentation must be passed a ``build_model`` to
-    :func:`load_model_for_inference` until their branch is added here.
-    """
+    """Rebuild a model from checkpoint metadata (plain dispatch on the task name)."""
     task = meta["task"]
+    config = meta["model_config"]
     if task == "instance_segmentation":
         from selfsup_perception.core.learning.instance_task import build_instance_model
 
-        return build_instance_model(meta["model_config"])
+        return build_instance_model(config)
+    if task == "semantic_segmentation":
+        from selfsup_perception.core.learning.models.semantic_segmentation import SemanticSegConfig, SemanticSegNet
+
+        return SemanticSegNet(SemanticSegConfig.from_dict(config))
+    if task == "descriptors":
+        from selfsup_perception.core.learning.descriptor_task import descriptor_model_from_config
+
+        return descriptor_model_from_config(config)
     raise CheckpointError(
         f"no model builder known for task {task!r}; pass build_model= to load_model_for_inference"
     )

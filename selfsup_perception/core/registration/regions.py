@@ -70,7 +70,12 @@ def cantor_pair(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     s = a + b
     if s.size and s.max() > _CANTOR_MAX_SUM:
         raise ValueError(f"a + b must be <= {_CANTOR_MAX_SUM} for int64 Cantor pairing")
-    return s * (s + 1) // 2 + b
+    return _triangular(s) + b
+
+
+def _triangular(w: np.ndarray) -> np.ndarray:
+    """w (w + 1) / 2 without the int64 overflow of w (w + 1) for w near 4.29e9."""
+    return np.where(w % 2 == 0, (w // 2) * (w + 1), w * ((w + 1) // 2))
 
 
 def cantor_unpair(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -85,9 +90,9 @@ def cantor_unpair(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     w = np.floor((np.sqrt(8.0 * z.astype(np.float64) + 1.0) - 1.0) / 2.0).astype(np.int64)
     # Fix float rounding: need w(w+1)/2 <= z < (w+1)(w+2)/2.
     for _ in range(2):
-        w = np.where(w * (w + 1) // 2 > z, w - 1, w)
-        w = np.where((w + 1) * (w + 2) // 2 <= z, w + 1, w)
-    b = z - w * (w + 1) // 2
+        w = np.where(_triangular(w) > z, w - 1, w)
+        w = np.where(_triangular(w + 1) <= z, w + 1, w)
+    b = z - _triangular(w)
     return w - b, b
 
 
