@@ -43,9 +43,17 @@ LOG = logging.getLogger("train_offline")
 #   {'rgb' (H,W,3) uint8, 'mask' (H,W) bool, 'action_pixel' (u,v), 'is_negative' bool,
 #    optional 'depth' (H,W) float32, optional 'gt_instances' (H,W) int (evaluation only)}
 # Written against core/dataset/sample_store.py as it stood when this was written; adjust here.
-def load_labeled_samples(dataset_dir: str | Path, labeler: str, with_ground_truth: bool = True) -> list[dict]:
-    """Labelled, kept samples of ``labeler`` from a SampleStore directory."""
+def load_labeled_samples(dataset_dir: str | Path, labeler: str, with_ground_truth: bool = True,
+                         size: tuple[int, int] | None = None) -> list[dict]:
+    """Labelled, kept samples of ``labeler`` from a SampleStore directory, resized to ``size`` = (W, H) if given.
+
+    The online trainer and the inference node work at a reduced size (config/trainer.yaml);
+    offline training should use the same so its checkpoints serve unchanged.
+    """
+    import cv2
+
     from selfsup_perception.core.dataset.sample_store import CorruptSampleError, SampleStore
+    from selfsup_perception.core.learning.online_training import resize_item
 
     store = SampleStore(dataset_dir)
     items = []
@@ -68,6 +76,11 @@ def load_labeled_samples(dataset_dir: str | Path, labeler: str, with_ground_trut
         gt = sample.ground_truth or {}
         if "instance_mask_before" in gt:  # simulator ground truth, evaluation only
             item["gt_instances"] = np.asarray(gt["instance_mask_before"])
+        if size is not None and item["rgb"].shape[1::-1] != tuple(size):
+            item.update(resize_item(item["rgb"], item["mask"], item["action_pixel"], size))
+            item["depth"] = cv2.resize(item["depth"], size, interpolation=cv2.INTER_NEAREST)
+            if "gt_instances" in item:
+                item["gt_instances"] = cv2.resize(item["gt_instances"], size, interpolation=cv2.INTER_NEAREST)
         items.append(item)
     return items
 # ============================================================================ end of adapter
@@ -140,6 +153,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--eval-fraction", type=float, default=0.1)
     ap.add_argument("--labeler", default="flow", help="label set to train on ('flow' | 'frame_difference')")
     ap.add_argument("--out", type=Path, required=True, help="output directory (checkpoints + report)")
+    ap.add_argument("--input-size", type=int, nargs=2, metavar=("W", "H"), default=(160, 120),
+                    help="train (and evaluate) at this size, as the online trainer does")
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--crop", type=int, nargs=2, metavar=("H", "W"), default=None, help="random training crop")
@@ -169,9 +184,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.synthetic is not None:
         items = synthetic_items(args.synthetic, height=96, width=128, seed=args.seed)
     else:
-        items = load_labeled_samples(args.dataset, args.labeler)
+        items = load_labeled_samples(args.dataset, args.labeler, size=tuple(args.input_size))
     if args.eval_dataset is not None:
-        train_items, eval_items = items, load_labeled_samples(args.eval_dataset, args.labeler)
+        train_items, eval_items = items, load_labeled_samples(args.eval_dataset, args.labeler,
+                                                              size=tuple(args.input_size))
     else:
         order = rng.permutation(len(items))
         n_eval = int(round(args.eval_fraction * len(items)))

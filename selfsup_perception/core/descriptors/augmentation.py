@@ -85,12 +85,12 @@ def warp_images(images: torch.Tensor, homographies: torch.Tensor) -> torch.Tenso
         raise ValueError(f"need images (B, C, H, W) and homographies (B, 3, 3); got {tuple(images.shape)}, {tuple(homographies.shape)}")
     b, _, h, w = images.shape
     ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
-    grid = torch.stack([xs, ys], -1).reshape(1, h * w, 2).expand(b, -1, -1)  # (B, HW, 2)
-    inv = torch.linalg.inv(homographies.to(torch.float64))
+    grid = torch.stack([xs, ys], -1).reshape(1, h * w, 2).expand(b, -1, -1)  # (B, HW, 2), CPU float64
+    inv = torch.linalg.inv(homographies.detach().cpu().to(torch.float64))
     src = apply_homography(inv, grid)  # (B, HW, 2)
     gx = 2.0 * src[..., 0] / (w - 1) - 1.0
     gy = 2.0 * src[..., 1] / (h - 1) - 1.0
-    sample = torch.stack([gx, gy], -1).reshape(b, h, w, 2).to(images.dtype)
+    sample = torch.stack([gx, gy], -1).reshape(b, h, w, 2).to(device=images.device, dtype=images.dtype)
     return F.grid_sample(images, sample, mode="bilinear", padding_mode="zeros", align_corners=True)
 
 
@@ -100,7 +100,8 @@ def color_jitter(images: torch.Tensor, rng: np.random.Generator, config: Augment
         raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
     b = images.shape[0]
     def factors(amount: float) -> torch.Tensor:
-        return torch.tensor(rng.uniform(1 - amount, 1 + amount, size=b), dtype=images.dtype).view(b, 1, 1, 1)
+        return torch.tensor(rng.uniform(1 - amount, 1 + amount, size=b), dtype=images.dtype,
+                            device=images.device).view(b, 1, 1, 1)
     out = images * factors(config.brightness)
     grey = (0.299 * out[:, 0:1] + 0.587 * out[:, 1:2] + 0.114 * out[:, 2:3])  # (B, 1, H, W)
     out = grey.mean(dim=(2, 3), keepdim=True) + factors(config.contrast) * (out - grey.mean(dim=(2, 3), keepdim=True))

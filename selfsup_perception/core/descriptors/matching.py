@@ -1,0 +1,93 @@
+"""Serving helpers: descriptor images and correspondences of query pixels (ROS-free).
+
+``find_correspondences`` returns, for each query pixel of the reference image,
+the pixel of the target image whose descriptor is nearest (L2) to the query's
+descriptor (the inference rule of the cycle-correspondence paper, Sec. III-A),
+and a confidence from the spread of the match heatmap
+``P = softmax(-||d - D_target||^2 / tau)``:
+``confidence = 1 / (1 + std)``, ``std = sqrt(var_x + var_y)`` in target pixels.
+A sharp, unique match gives std ~ 0 -> confidence ~ 1; a match spread over many
+similar pixels (no correspondence, repeated texture) gives a small confidence.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from selfsup_perception.core.descriptors.spatial_expectation import (
+    DEFAULT_TEMPERATURE,
+    expectation_and_variance_from_log_probs,
+    heatmap_log_probs,
+    sample_descriptors,
+)
+from selfsup_perception.core.learning.models.backbone import normalize_image
+
+
+def compute_descriptor_image(model: torch.nn.Module, rgb: np.ndarray, device: str | torch.device = "cpu") -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (H, W, D) float32 descriptor image, upsampled to the input size, unit L2 norm.
+
+    ``model`` is a :class:`~selfsup_perception.core.learning.models.descriptor_net.DescriptorNet`
+    (anything with ``dense(x)`` or returning (B, D, h, w) from ``forward``). Runs in eval mode without gradients.
+    """
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
+        raise ValueError(f"rgb must be a non-empty (H, W, 3) image, got shape {rgb.shape}")
+    if rgb.dtype != np.uint8:
+        raise ValueError(f"rgb must be uint8, got {rgb.dtype}")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            x = normalize_image(torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0)).to(device)  # (1, 3, H, W)
+            if hasattr(model, "dense"):
+                desc = model.dense(x)
+            else:
+                desc = F.normalize(F.interpolate(model(x), size=rgb.shape[:2], mode="bilinear", align_corners=False), dim=1)
+    finally:
+        model.train(was_training)
+    return desc[0].permute(1, 2, 0).contiguous().cpu().numpy().astype(np.float32)
+
+
+def find_correspondences(desc_ref: np.ndarray, desc_target: np.ndarray, pixels_ref: np.ndarray, *,
+                         temperature: float = DEFAULT_TEMPERATURE, chunk_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Matches of ``pixels_ref`` (N, 2) (x, y) of the reference image in the target image.
+
+    desc_ref (H, W, D), desc_target (H', W', D) float descriptor images. The query descriptor is sampled
+    bilinearly at each (sub-pixel) reference pixel. Returns ``pixels_target`` (N, 2) float64 = the nearest
+    descriptor's pixel (argmax of the heatmap) and ``confidence`` (N,) float64 in (0, 1] = ``1 / (1 + std)``.
+    """
+    dr, dt = np.asarray(desc_ref), np.asarray(desc_target)
+    if dr.ndim != 3 or dt.ndim != 3 or dr.shape[2] != dt.shape[2]:
+        raise ValueError(f"descriptor images must be (H, W, D) with equal D; got {dr.shape} and {dt.shape}")
+    if min(dr.shape[:2]) == 0 or min(dt.shape[:2]) == 0:
+        raise ValueError("empty descriptor image")
+    px = np.asarray(pixels_ref, dtype=np.float64)
+    if px.ndim != 2 or px.shape[1] != 2:
+        raise ValueError(f"pixels_ref must be (N, 2), got {px.shape}")
+    if not np.isfinite(px).all():
+        raise ValueError("pixels_ref contains NaN or inf")
+    h, w = dr.shape[:2]
+    if (px[:, 0] < 0).any() or (px[:, 0] > w - 1).any() or (px[:, 1] < 0).any() or (px[:, 1] > h - 1).any():
+        raise ValueError(f"pixels_ref must lie inside the {w}x{h} reference image")
+    n = len(px)
+    if n == 0:
+        return np.zeros((0, 2)), np.zeros(0)
+    ref = torch.from_numpy(np.ascontiguousarray(dr, dtype=np.float32)).permute(2, 0, 1).unsqueeze(0)  # (1, D, H, W)
+    tgt = torch.from_numpy(np.ascontiguousarray(dt, dtype=np.float32)).permute(2, 0, 1).unsqueeze(0)  # (1, D, H', W')
+    wt = tgt.shape[-1]
+    out_px = np.zeros((n, 2))
+    out_conf = np.zeros(n)
+    with torch.no_grad():
+        queries = sample_descriptors(ref, torch.from_numpy(px).float().unsqueeze(0))  # (1, N, D)
+        for start in range(0, n, chunk_size):
+            q = queries[:, start:start + chunk_size]
+            log_p = heatmap_log_probs(q, tgt, temperature)  # (1, n, H', W')
+            best = log_p.reshape(1, q.shape[1], -1).argmax(-1)[0]
+            _, var = expectation_and_variance_from_log_probs(log_p)
+            std = torch.sqrt(var[0].sum(-1))
+            out_px[start:start + len(best), 0] = (best % wt).numpy()
+            out_px[start:start + len(best), 1] = (best // wt).numpy()
+            out_conf[start:start + len(best)] = (1.0 / (1.0 + std)).double().numpy()
+    return out_px, out_conf
