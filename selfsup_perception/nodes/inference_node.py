@@ -30,7 +30,7 @@ from sensor_msgs.msg import Image, RegionOfInterest
 from selfsup_perception.core.dataset.visualization import overlay_mask
 from selfsup_perception.core.image_conversion import ImageConversionError, array_to_image, to_rgb8
 from selfsup_perception.core.learning.checkpoint import CheckpointError
-from selfsup_perception.core.learning.inference import label_image, segment_instances
+from selfsup_perception.core.learning.inference import label_image, segment_instances, segment_semantic
 from selfsup_perception.core.learning.model_registry import TASKS, ModelNotAvailableError, ModelRegistry
 from selfsup_perception.msg import InstanceSegmentation, ModelVersion, SegmentedInstance
 from selfsup_perception.ros.conversions import mask_to_msg, rgb_to_msg
@@ -48,6 +48,8 @@ class InferenceParams:
     device: str = field_with_help("cpu", "cpu | cuda | cuda:N")
     input_width: int = field_with_help(320, "segmentation input width (as trained)")
     input_height: int = field_with_help(240, "segmentation input height (as trained)")
+    semantic_input_width: int = field_with_help(160, "semantic segmentation input width (as trained)")
+    semantic_input_height: int = field_with_help(120, "semantic segmentation input height (as trained)")
     score_threshold: float = field_with_help(0.3, "default minimum instance score")
     max_instances: int = field_with_help(20, "default maximum number of instances")
     max_concurrent_requests: int = field_with_help(2, "requests served at once; more wait up to request_wait_s")
@@ -65,6 +67,14 @@ class InferenceParams:
             raise ValueError("score_threshold must be in [0, 1]")
         if self.input_width < 32 or self.input_height < 32:
             raise ValueError("input size must be at least 32x32")
+
+
+def default_class_names(meta: dict) -> list[str]:
+    """Class names of a semantic model: the simulated world's classes when the count matches."""
+    from selfsup_perception.sim.tabletop import SEMANTIC_CLASSES
+
+    n = int(meta.get("model_config", {}).get("num_classes", 0))
+    return list(SEMANTIC_CLASSES) if n == len(SEMANTIC_CLASSES) else [f"class_{i}" for i in range(n)]
 
 
 class InferenceNode(LifecycleNode):
@@ -203,11 +213,35 @@ class InferenceNode(LifecycleNode):
             out.instances.append(item)
         if with_label_image:
             array_to_image(label_image(instances, rgb.shape[:2]), "mono16", out.label_image)
+        self._add_semantic(out, rgb)
         return out, instances
+
+    def _add_semantic(self, out: InstanceSegmentation, rgb: np.ndarray) -> None:
+        """Fill the semantic image when a semantic segmentation model is active."""
+        try:
+            loaded = self.registry.active("semantic_segmentation")
+        except ModelNotAvailableError:
+            return
+        p = self.params
+        classes = segment_semantic(loaded.model, rgb, (p.semantic_input_width, p.semantic_input_height))
+        array_to_image(classes, "mono8", out.semantic_image)
+        out.class_names = list(loaded.meta.get("class_names") or default_class_names(loaded.meta))
 
     def _on_segment(self, request, response):
         def work(res):
             rgb = to_rgb8(request.image)
+            if self.registry.active_names().get("instance_segmentation") is None and not request.model_version:
+                # only a semantic model: answer with the semantic image alone
+                try:
+                    self.registry.active("semantic_segmentation")
+                except ModelNotAvailableError:
+                    pass
+                else:
+                    res.segmentation = InstanceSegmentation(header=request.image.header)
+                    self._add_semantic(res.segmentation, rgb)
+                    res.segmentation.model_version = self.registry.active_names()["semantic_segmentation"]
+                    res.message = f"semantic segmentation from {res.segmentation.model_version}"
+                    return
             res.segmentation, _ = self.segment(rgb, request.model_version, request.score_threshold,
                                             request.max_instances, request.return_label_image, request.image.header)
             res.message = f"{len(res.segmentation.instances)} instances from {res.segmentation.model_version}"

@@ -151,3 +151,29 @@ def test_missing_model_is_a_clear_error(spinner, tmp_path):
     assert seg.wait_for_service(timeout_sec=10)
     res = wait_future(seg.call_async(SegmentImage.Request(image=rgb_to_msg(np.zeros((H, W, 3), np.uint8)))), 20)
     assert not res.success and "no instance_segmentation model is active" in res.message
+
+
+def test_semantic_model_is_served_with_class_names(spinner, trained):
+    import torch
+
+    from selfsup_perception.core.learning.inference import segment_semantic
+    from selfsup_perception.core.learning.models.semantic_segmentation import SemanticSegConfig, SemanticSegNet
+    from selfsup_perception.sim.tabletop import SEMANTIC_CLASSES
+
+    torch.manual_seed(0)
+    cfg = SemanticSegConfig()
+    model = SemanticSegNet(cfg).eval()
+    ckpt.save_checkpoint(trained, task="semantic_segmentation", model=model, model_config=cfg.to_dict(), step=1)
+    spinner.add(InferenceNode(parameter_overrides=inference_params(trained) + [
+        Parameter("semantic_input_width", value=W), Parameter("semantic_input_height", value=H)]))
+    client_node = spinner.add(rclpy.create_node("semantic_client"))
+    seg = client_node.create_client(SegmentImage, "segment_image")
+    assert seg.wait_for_service(timeout_sec=10)
+    rgb = make_sample("q", h=2 * H, w=2 * W).before.rgb
+    res = wait_future(seg.call_async(SegmentImage.Request(image=rgb_to_msg(rgb))), 20)
+    assert res.success, res.message
+    sem = res.segmentation.semantic_image
+    assert (sem.height, sem.width, sem.encoding) == (2 * H, 2 * W, "mono8")
+    assert list(res.segmentation.class_names) == list(SEMANTIC_CLASSES)
+    expected = segment_semantic(model, rgb, (W, H))
+    assert np.array_equal(np.frombuffer(bytes(sem.data), np.uint8).reshape(2 * H, 2 * W), expected)

@@ -50,3 +50,18 @@ def label_image(instances: list[Instance], shape: tuple[int, int]) -> np.ndarray
     for i in reversed(range(len(instances))):
         out[instances[i].mask] = i + 1
     return out
+
+
+def segment_semantic(model, rgb: np.ndarray, input_size: tuple[int, int]) -> np.ndarray:
+    """(H, W) uint8 class ids of ``rgb``, predicted at ``input_size`` = (width, height) and upsampled."""
+    import torch
+
+    from selfsup_perception.core.learning.semantic_task import predict
+
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or rgb.size == 0:
+        raise ValueError(f"rgb must be a non-empty (H, W, 3) uint8 image, got {rgb.shape} {rgb.dtype}")
+    h, w = rgb.shape[:2]
+    small = cv2.resize(rgb, input_size, interpolation=cv2.INTER_AREA) if (w, h) != tuple(input_size) else rgb
+    with torch.no_grad():
+        classes = predict(model, torch.from_numpy(small).permute(2, 0, 1).unsqueeze(0))[0].numpy()
+    return cv2.resize(classes.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
