@@ -17,12 +17,10 @@ from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
-import rclpy
 from geometry_msgs.msg import Pose, PoseStamped
 from rclpy.duration import Duration
 from rclpy.time import Time
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
@@ -36,6 +34,7 @@ from selfsup_perception.ros.conversions import (
     pose_msg_to_matrix,
     time_from_msg,
 )
+from selfsup_perception.ros.node_runner import run_node
 from selfsup_perception.ros.parameters import declare_config, field_with_help
 from selfsup_perception.srv import CaptureView
 
@@ -175,14 +174,7 @@ class CameraCaptureNode(Node):
 
 
 def main(args=None) -> None:
-    try:
-        with rclpy.init(args=args):
-            node = CameraCaptureNode()
-            executor = MultiThreadedExecutor(num_threads=3)
-            executor.add_node(node)
-            executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+    run_node(CameraCaptureNode, num_threads=3, args=args)
 
 
 if __name__ == "__main__":

@@ -19,10 +19,8 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
-import rclpy
 import torch
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, RegionOfInterest
@@ -34,6 +32,7 @@ from selfsup_perception.core.learning.inference import label_image, segment_inst
 from selfsup_perception.core.learning.model_registry import TASKS, ModelNotAvailableError, ModelRegistry
 from selfsup_perception.msg import InstanceSegmentation, ModelVersion, SegmentedInstance
 from selfsup_perception.ros.conversions import mask_to_msg, rgb_to_msg
+from selfsup_perception.ros.node_runner import run_node
 from selfsup_perception.ros.parameters import declare_config, field_with_help
 from selfsup_perception.ros.work_queue import WorkQueue
 from selfsup_perception.srv import ComputeDescriptors, FindCorrespondences, LoadModel, SegmentImage
@@ -312,17 +311,7 @@ class InferenceNode(LifecycleNode):
 
 
 def main(args=None) -> None:
-    try:
-        with rclpy.init(args=args):
-            node = InferenceNode()
-            executor = MultiThreadedExecutor(num_threads=4)
-            executor.add_node(node)
-            try:
-                executor.spin()
-            finally:
-                node.destroy_node()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+    run_node(InferenceNode, num_threads=4, args=args)
 
 
 if __name__ == "__main__":

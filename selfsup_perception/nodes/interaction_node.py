@@ -18,10 +18,8 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-import rclpy
 from rclpy.action import ActionServer, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
@@ -37,6 +35,7 @@ from selfsup_perception.ros.conversions import (
     sample_to_msg,
     view_msg_to_frame,
 )
+from selfsup_perception.ros.node_runner import run_node
 from selfsup_perception.ros.parameters import declare_config, field_with_help
 from selfsup_perception.ros.service_calls import ServiceCallError, call_service
 from selfsup_perception.srv import CaptureView, SegmentImage, SimGroundTruth
@@ -260,17 +259,7 @@ class InteractionNode(Node):
 
 
 def main(args=None) -> None:
-    try:
-        with rclpy.init(args=args):
-            node = InteractionNode()
-            executor = MultiThreadedExecutor(num_threads=4)
-            executor.add_node(node)
-            try:
-                executor.spin()
-            finally:
-                node.destroy_node()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+    run_node(InteractionNode, num_threads=4, args=args)
 
 
 if __name__ == "__main__":

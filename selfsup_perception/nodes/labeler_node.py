@@ -14,8 +14,6 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
@@ -31,6 +29,7 @@ from selfsup_perception.core.labeling import (
 from selfsup_perception.msg import InteractionSample as InteractionSampleMsg
 from selfsup_perception.msg import LabeledSample
 from selfsup_perception.ros.conversions import label_to_msg, rgb_to_msg, sample_from_msg, sample_to_msg
+from selfsup_perception.ros.node_runner import run_node
 from selfsup_perception.ros.parameters import declare_config, field_with_help
 from selfsup_perception.ros.work_queue import WorkQueue
 
@@ -125,17 +124,7 @@ class LabelerNode(Node):
 
 
 def main(args=None) -> None:
-    try:
-        with rclpy.init(args=args):
-            node = LabelerNode()
-            executor = MultiThreadedExecutor(num_threads=2)
-            executor.add_node(node)
-            try:
-                executor.spin()
-            finally:
-                node.destroy_node()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+    run_node(LabelerNode, num_threads=2, args=args)
 
 
 if __name__ == "__main__":

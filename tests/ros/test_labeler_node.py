@@ -43,7 +43,7 @@ def pushes():
 
 
 def test_labels_published_samples_and_stores_them(spinner, tmp_path, pushes):
-    labeler = spinner.add(LabelerNode(parameter_overrides=[Parameter("dataset_dir", value=str(tmp_path))]))
+    spinner.add(LabelerNode(parameter_overrides=[Parameter("dataset_dir", value=str(tmp_path))]))
     node = spinner.add(rclpy.create_node("labeler_test"))
     labels, overlays = [], []
     node.create_subscription(LabeledSample, "labeler/labeled_samples", labels.append, RELIABLE)
