@@ -108,3 +108,24 @@ def test_train_and_test_object_sets_are_disjoint():
     assert not {(m.size, m.rgb) for m in train} & {(m.size, m.rgb) for m in test}
     with pytest.raises(ValueError, match="split"):
         make_object_set("val")
+
+
+def test_planned_grasp_moves_the_grasped_object_only(sim):
+    from selfsup_perception.core.interaction import PlannerConfig, find_object_candidates, fit_table_plane, plan_grasp
+
+    sim.reset_scene(seed=1)
+    frame = sim.render()
+    plane = fit_table_plane(frame, rng=np.random.default_rng(0))
+    candidates = find_object_candidates(frame, plane)
+    # the arm's base stands on the table at the origin: it is not an object to interact with
+    assert len(candidates) == len(sim.objects)
+    grasp = plan_grasp(frame, candidates, np.random.default_rng(1), PlannerConfig())
+    before = sim.object_poses()
+    ok, message = sim.execute_grasp(grasp.pick_point, grasp.place_point)
+    assert ok and "grasped and moved object" in message, message
+    after = sim.object_poses()
+    moved = {i: np.linalg.norm(after[i][0][:2] - before[i][0][:2]) for i in before}
+    held = int(message.rsplit(" ", 1)[1])
+    assert moved[held] > 0.05
+    assert np.linalg.norm(after[held][0][:2] - np.array(grasp.place_point[:2])) < 0.05  # released at the place
+    assert all(d < 0.005 for i, d in moved.items() if i != held)

@@ -149,7 +149,9 @@ def find_object_candidates(frame: RgbdFrame, plane: TablePlane,
     """Connected components of pixels between ``min_object_height`` and ``max_object_height`` above ``plane``.
 
     Components smaller than ``min_candidate_area_px`` (scaled to the image size)
-    are dropped; ids are 1..K in order of decreasing area.
+    are dropped, and so are components whose centroid lies outside the workspace
+    widened by ``reach_margin`` (the robot's own base, things beyond the table); ids
+    are 1..K in order of decreasing area.
     """
     config = config or PlannerConfig()
     frame.validate()
@@ -163,7 +165,8 @@ def find_object_candidates(frame: RgbdFrame, plane: TablePlane,
     out = []
     for i in order:
         cand = _make_candidate(len(out) + 1, labels == i, world, height, config, 1.0)
-        if cand is not None:
+        if cand is not None and _inside(cand.centroid_world[:2], config.workspace_x, config.workspace_y,
+                                        -config.reach_margin):
             out.append(cand)
     return out
 
