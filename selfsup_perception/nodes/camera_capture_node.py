@@ -72,7 +72,6 @@ class CameraCaptureNode(Node):
         self._cond = threading.Condition()
         self._latest: Optional[tuple[Image, Image, CameraInfo]] = None
         self._latest_seq = 0
-        self._latest_received = 0.0  # monotonic time of the newest synchronised set
         self._poses: collections.deque = collections.deque(maxlen=50)  # recent poses, to match image stamps
         self.dropped_messages = 0
         sensor_group = MutuallyExclusiveCallbackGroup()
@@ -108,7 +107,6 @@ class CameraCaptureNode(Node):
         with self._cond:
             self._latest = (rgb, depth, info)
             self._latest_seq += 1
-            self._latest_received = time.monotonic()
             self._cond.notify_all()
 
     def _camera_pose(self, rgb: Image) -> np.ndarray:
@@ -133,12 +131,17 @@ class CameraCaptureNode(Node):
         return pose_msg_to_matrix(pose.pose)
 
     def capture(self, timeout_s: float) -> RgbdView:
-        """Wait for a synchronised set received after this call and return it as a validated view."""
+        """Wait for a synchronised set *acquired* after this call and return it as a validated view.
+
+        The images' header stamps are compared with the time of the request (the node clock), so
+        a set that was taken before, say, an arm motion but delivered late is never returned.
+        """
         deadline = time.monotonic() + timeout_s
-        requested_at = time.monotonic()
+        requested_at = self.get_clock().now().nanoseconds * 1e-9
         while True:
             with self._cond:
-                ok = self._cond.wait_for(lambda: self._latest is not None and self._latest_received > requested_at,
+                ok = self._cond.wait_for(lambda: self._latest is not None
+                                         and time_from_msg(self._latest[0].header.stamp) >= requested_at,
                                          timeout=max(deadline - time.monotonic(), 0.0))
                 if not ok:
                     raise TimeoutError(
@@ -151,7 +154,7 @@ class CameraCaptureNode(Node):
             except (ImageConversionError, ValueError) as exc:
                 self.dropped_messages += 1
                 self.get_logger().warning(f"dropping a bad camera set: {exc}")
-                requested_at = time.monotonic()
+                requested_at = self.get_clock().now().nanoseconds * 1e-9
                 if time.monotonic() >= deadline:
                     raise TimeoutError(f"no valid camera set within {timeout_s:.1f} s; last error: {exc}") from exc
                 continue

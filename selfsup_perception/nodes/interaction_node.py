@@ -79,7 +79,11 @@ class InteractionParams:
 def make_arm_backend(node: Node, params: InteractionParams, callback_group):
     from selfsup_perception.robot.arm_backend import Workspace
 
-    workspace = Workspace(x=tuple(params.workspace_x), y=tuple(params.workspace_y))
+    # Objects stay inside workspace_x/y; the finger may start and end up to the planner's
+    # reach_margin outside it (behind an object at the edge), so the arm's goals may too.
+    m = PlannerConfig().reach_margin
+    workspace = Workspace(x=(params.workspace_x[0] - m, params.workspace_x[1] + m),
+                          y=(params.workspace_y[0] - m, params.workspace_y[1] + m))
     if params.backend == "sim":
         from selfsup_perception.robot.sim_backend import SimArmBackend
 

@@ -120,9 +120,9 @@ class SimWorldNode(Node):
     # ---------------------------------------------------------------- camera
     def _publish_camera(self) -> None:
         with self._lock:
+            stamp = self.get_clock().now().to_msg()  # acquisition time: after any arm motion has ended
             frame = self.sim.render()
         p = self.params
-        stamp = self.get_clock().now().to_msg()
         rgb = rgb_to_msg(frame.rgb, p.camera_frame)
         depth = depth_to_msg(frame.depth, p.depth_encoding, p.camera_frame)
         info = intrinsics_to_camera_info(frame.intrinsics, p.camera_frame)
