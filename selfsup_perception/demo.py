@@ -150,7 +150,8 @@ def label_report(store: SampleStore, run_dir: Path) -> str:
             iou = ""
             if gt_mask is not None and flow.kept and not flow.is_negative:
                 iou = f" IoU {mask_iou(flow.mask, gt_mask):.2f}"
-            captions.append(f"{sample.sample_id[-8:]} {'kept' if flow.kept else 'discarded'}{iou}")
+            status = "discarded" if not flow.kept else ("negative" if flow.is_negative else "kept")
+            captions.append(f"{sample.sample_id[-8:]} {status}{iou}")
     if not rows:
         return "  no labels yet"
     sheet = contact_sheet(tiles, captions, run_dir / "labels_contact_sheet.png") if tiles else None

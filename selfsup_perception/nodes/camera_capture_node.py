@@ -112,8 +112,11 @@ class CameraCaptureNode(Node):
     def _camera_pose(self, rgb: Image) -> np.ndarray:
         p = self.params
         if self._tf_buffer is not None:
-            tf = self._tf_buffer.lookup_transform(p.world_frame, rgb.header.frame_id, Time.from_msg(rgb.header.stamp),
-                                                  timeout=Duration(seconds=0.5))
+            try:
+                tf = self._tf_buffer.lookup_transform(p.world_frame, rgb.header.frame_id,
+                                                      Time.from_msg(rgb.header.stamp), timeout=Duration(seconds=0.5))
+            except Exception as exc:  # noqa: BLE001 - tf2's TransformException family
+                raise LookupError(f"no transform {p.world_frame} <- {rgb.header.frame_id}: {exc}") from exc
             pose = Pose()
             pose.position.x, pose.position.y, pose.position.z = (
                 tf.transform.translation.x, tf.transform.translation.y, tf.transform.translation.z)
@@ -157,6 +160,11 @@ class CameraCaptureNode(Node):
                 requested_at = self.get_clock().now().nanoseconds * 1e-9
                 if time.monotonic() >= deadline:
                     raise TimeoutError(f"no valid camera set within {timeout_s:.1f} s; last error: {exc}") from exc
+                continue
+            except LookupError as exc:  # the pose of these images has not arrived (yet)
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"no camera pose for the images within {timeout_s:.1f} s: {exc}") from exc
+                time.sleep(0.02)
                 continue
             view = RgbdView()
             view.header = rgb.header

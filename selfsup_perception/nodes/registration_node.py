@@ -343,7 +343,9 @@ class RegistrationNode(Node):
         return self._queue.idle()
 
     def destroy_node(self) -> None:
-        self._queue.stop()
+        queue = getattr(self, "_queue", None)  # absent when the constructor failed (e.g. a bad parameter)
+        if queue is not None:
+            queue.stop()
         super().destroy_node()
 
 
