@@ -9,7 +9,7 @@ ROS 2 install or `make setup`.
 from setuptools import setup
 
 NODES = ["sim_world_node", "camera_capture_node", "interaction_node", "labeler_node",
-         "trainer_node", "inference_node"]
+         "trainer_node", "inference_node", "registration_node"]
 
 setup(
     entry_points={

@@ -29,6 +29,7 @@ SIM_WORLD = NodeSpec("sim_world", f"{PACKAGE}.nodes.sim_world_node", "sim_world.
 CAMERA_CAPTURE = NodeSpec("camera_capture", f"{PACKAGE}.nodes.camera_capture_node", "camera_capture.yaml")
 INTERACTION = NodeSpec("interaction", f"{PACKAGE}.nodes.interaction_node", "interaction.yaml")
 LABELER = NodeSpec("labeler", f"{PACKAGE}.nodes.labeler_node", "labeler.yaml")
+REGISTRATION = NodeSpec("registration", f"{PACKAGE}.nodes.registration_node", "registration.yaml")
 TRAINER = NodeSpec("trainer", f"{PACKAGE}.nodes.trainer_node", "trainer.yaml")
 INFERENCE = NodeSpec("inference", f"{PACKAGE}.nodes.inference_node", "inference.yaml")
 
@@ -41,6 +42,15 @@ def interaction_graph(with_simulator: bool = True) -> list[NodeSpec]:
 def learning_graph(with_simulator: bool = True) -> list[NodeSpec]:
     """The whole self-supervised loop: interaction, labels, online training, inference."""
     return interaction_graph(with_simulator) + [TRAINER, INFERENCE]
+
+
+def pretraining_graph(with_simulator: bool = True) -> list[NodeSpec]:
+    """Views registered by depth and pose, region-consistency pre-training, semantic inference.
+
+    Run the trainer with ``task: semantic_segmentation`` (and the registration node with
+    ``drive_sim_camera: true`` in simulation).
+    """
+    return ([SIM_WORLD] if with_simulator else []) + [CAMERA_CAPTURE, REGISTRATION, TRAINER, INFERENCE]
 
 
 def config_dir() -> Path:

@@ -119,7 +119,8 @@ class LabelerNode(Node):
         return self._queue.idle()
 
     def destroy_node(self) -> None:
-        self._queue.stop()
+        if hasattr(self, "_queue"):  # absent when the constructor failed (e.g. a bad parameter)
+            self._queue.stop()
         super().destroy_node()
 
 

@@ -34,8 +34,10 @@ LATCHED = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durabilit
 
 @dataclass(frozen=True)
 class TrainerParams:
-    task: str = field_with_help("instance_segmentation", "what to train (instance_segmentation)")
-    dataset_dir: str = field_with_help("data/interactions", "sample store written by interaction/labeler")
+    task: str = field_with_help("instance_segmentation", "instance_segmentation (from interaction labels) | "
+                                "semantic_segmentation (region-consistency pre-training on registered views)")
+    dataset_dir: str = field_with_help("data/interactions", "instance: the sample store of interaction/labeler; "
+                                       "semantic: the registration node's pair store (data/registration)")
     labeler: str = field_with_help("flow", "labels to learn from: flow | frame_difference")
     checkpoint_dir: str = field_with_help("data/checkpoints", "where model versions are written")
     update_interval_s: float = field_with_help(5.0, "pause between training rounds (s)")
@@ -43,7 +45,7 @@ class TrainerParams:
     batch_size: int = field_with_help(8, "samples per step")
     input_width: int = field_with_help(320, "training image width (images are resized)")
     input_height: int = field_with_help(240, "training image height")
-    min_samples: int = field_with_help(4, "kept labels needed before training starts")
+    min_samples: int = field_with_help(4, "kept labels (instance) or usable view pairs (semantic) needed to start")
     learning_rate: float = field_with_help(1e-3, "AdamW learning rate")
     mask_loss: str = field_with_help("robust_set", "bce | robust_set | soft_iou")
     objectness_loss: str = field_with_help("bootstrap", "bce | bootstrap")
@@ -53,8 +55,8 @@ class TrainerParams:
     torch_threads: int = field_with_help(2, "CPU threads for training (leave cores to the robot's other work)")
 
     def __post_init__(self) -> None:
-        if self.task != "instance_segmentation":
-            raise ValueError(f"task {self.task!r} is not trained online yet; use instance_segmentation")
+        if self.task not in ("instance_segmentation", "semantic_segmentation"):
+            raise ValueError(f"task must be instance_segmentation or semantic_segmentation, got {self.task!r}")
         if self.update_interval_s < 0 or self.steps_per_round < 1 or self.batch_size < 1:
             raise ValueError("update_interval_s >= 0, steps_per_round >= 1 and batch_size >= 1 are required")
         if self.mask_loss not in ("bce", "robust_set", "soft_iou"):
@@ -63,7 +65,22 @@ class TrainerParams:
             raise ValueError(f"objectness_loss must be bce or bootstrap, got {self.objectness_loss!r}")
 
 
-def make_online_trainer(p: TrainerParams) -> OnlineInstanceTrainer:
+def make_online_trainer(p: TrainerParams):
+    """The online trainer of ``p.task``: both share resume(), train_round(), version, trainer, dataset, last_round."""
+    if p.task == "semantic_segmentation":
+        from selfsup_perception.core.learning.online_region_consistency import (
+            OnlineRegionConsistencyConfig,
+            OnlineRegionConsistencyTrainer,
+        )
+        from selfsup_perception.core.learning.region_consistency_task import RegionConsistencyConfig
+
+        return OnlineRegionConsistencyTrainer(
+            OnlineRegionConsistencyConfig(dataset_dir=p.dataset_dir, checkpoint_dir=p.checkpoint_dir,
+                                          input_width=p.input_width, input_height=p.input_height,
+                                          batch_size=p.batch_size, steps_per_round=p.steps_per_round,
+                                          min_pairs=p.min_samples, seed=p.seed),
+            RegionConsistencyConfig(seed=p.seed),
+            TrainerConfig(lr=p.learning_rate, warmup_steps=20, seed=p.seed, grad_clip_norm=5.0))
     return OnlineInstanceTrainer(
         OnlineTrainingConfig(dataset_dir=p.dataset_dir, labeler=p.labeler, checkpoint_dir=p.checkpoint_dir,
                              input_width=p.input_width, input_height=p.input_height, batch_size=p.batch_size,
@@ -148,8 +165,8 @@ class TrainerNode(Node):
         o = self.online
         msg = TrainerStatus(task=self.params.task, state=self.state, message=self.message,
                             model_version=int(o.version or 0), step=int(o.trainer.step),
-                            dataset_size=len(o.dataset), num_positive=o.dataset.num_positive,
-                            num_negative=o.dataset.num_negative)
+                            dataset_size=len(o.dataset), num_positive=getattr(o.dataset, "num_positive", 0),
+                            num_negative=getattr(o.dataset, "num_negative", 0))
         msg.header.stamp = self.get_clock().now().to_msg()
         last = o.last_round
         msg.loss = float(last.get("loss", 0.0))

@@ -9,14 +9,20 @@ from __future__ import annotations
 from typing import Callable
 
 import rclpy
+import rclpy.logging
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 
 
 def run_node(make_node: Callable[[], Node], *, num_threads: int = 2, args=None) -> None:
+    """Construct and spin a node; invalid parameters end the process with a one-line error (exit 2)."""
     try:
         with rclpy.init(args=args):
-            node = make_node()
+            try:
+                node = make_node()
+            except (ValueError, TypeError) as exc:
+                rclpy.logging.get_logger(getattr(make_node, "__name__", "node")).fatal(f"cannot start: {exc}")
+                raise SystemExit(2) from exc
             executor = MultiThreadedExecutor(num_threads=num_threads)
             executor.add_node(node)
             try:

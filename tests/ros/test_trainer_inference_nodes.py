@@ -177,3 +177,27 @@ def test_semantic_model_is_served_with_class_names(spinner, trained):
     assert list(res.segmentation.class_names) == list(SEMANTIC_CLASSES)
     expected = segment_semantic(model, rgb, (W, H))
     assert np.array_equal(np.frombuffer(bytes(sem.data), np.uint8).reshape(2 * H, 2 * W), expected)
+
+
+def test_trainer_pretrains_semantic_segmentation_on_registered_views(spinner, tmp_path):
+    from view_factory import H as VH
+    from view_factory import W as VW
+    from view_factory import add_plane_view
+
+    from selfsup_perception.core.registration.pair_store import PairStore
+
+    store = PairStore(tmp_path / "reg")
+    for tx in (0.0, 0.1, 0.2):
+        add_plane_view(store, tx, with_regions=False)
+    listener = spinner.add(rclpy.create_node("semantic_versions"))
+    versions = []
+    listener.create_subscription(ModelVersion, "trainer/model_versions", versions.append, LATCHED)
+    spinner.add(TrainerNode(parameter_overrides=[
+        Parameter("task", value="semantic_segmentation"), Parameter("dataset_dir", value=str(tmp_path / "reg")),
+        Parameter("checkpoint_dir", value=str(tmp_path / "ck")), Parameter("input_width", value=VW),
+        Parameter("input_height", value=VH), Parameter("steps_per_round", value=2), Parameter("batch_size", value=2),
+        Parameter("min_samples", value=1), Parameter("update_interval_s", value=0.0), Parameter("max_rounds", value=1)]))
+    assert wait_for(lambda: versions, 120), "no semantic model version published"
+    assert versions[0].task == "semantic_segmentation" and versions[0].step == 2
+    model, meta = ckpt.load_model_for_inference(versions[0].checkpoint_path)
+    assert meta["task"] == "semantic_segmentation" and type(model).__name__ == "SemanticSegNet"

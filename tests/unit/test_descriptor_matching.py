@@ -141,3 +141,31 @@ def test_task_model_config_round_trip_and_loss_runs():
         task.compute_loss(model, {"rgb_a": x})
     with pytest.raises(ValueError, match="mode"):
         DescriptorTaskConfig(mode="triplet")
+
+
+def test_trained_checkpoint_round_trip_and_cycle_init_from_identical(tmp_path):
+    """Trainer -> save_checkpoint -> load_model_for_inference serves the trained weights; a cycle task with
+    init_checkpoint starts from them (the paper initialises CCL from the identical-view checkpoint)."""
+    from selfsup_perception.core.learning import checkpoint as ckpt
+    from selfsup_perception.core.learning.trainer import Trainer, TrainerConfig
+
+    x = torch.randint(0, 255, (2, 3, 32, 40), dtype=torch.uint8)
+    ident = DescriptorTaskConfig(mode="identical", model=TINY, num_keypoints=16)
+    trainer = Trainer(DescriptorTask(ident), TrainerConfig(warmup_steps=0, log_every=0))
+    records = trainer.train_steps(iter([{"rgb_a": x}] * 2), 2)
+    assert [r["step"] for r in records] == [1, 2] and all(np.isfinite(r["identical"]) for r in records)
+    version_dir = trainer.save_checkpoint(tmp_path)
+    served, meta = ckpt.load_model_for_inference(version_dir)
+    assert meta["model_config"]["mode"] == "identical" and meta["step"] == 2
+    rgb = x[0].permute(1, 2, 0).numpy()
+    assert np.array_equal(compute_descriptor_image(served, rgb), compute_descriptor_image(trainer.model, rgb))
+
+    for where in (version_dir, tmp_path, tmp_path / "descriptors"):  # version dir, checkpoint root, task dir
+        cyc = DescriptorTask(DescriptorTaskConfig(mode="cycle", model=TINY, init_checkpoint=str(where)))
+        state = cyc.build_model().state_dict()
+        assert all(torch.equal(state[k], v) for k, v in trainer.model.state_dict().items())
+    other = DescriptorNetConfig(descriptor_dim=4, head_channels=16, backbone=TINY.backbone)
+    with pytest.raises(ValueError, match="not the configured"):
+        DescriptorTask(DescriptorTaskConfig(model=other, init_checkpoint=str(version_dir))).build_model()
+    with pytest.raises(ValueError, match="no descriptors checkpoint"):
+        DescriptorTask(DescriptorTaskConfig(model=TINY, init_checkpoint=str(tmp_path / "nothing"))).build_model()

@@ -68,7 +68,8 @@ def atomic_write_json(path: Path, obj) -> None:
     atomic_write_bytes(Path(path), lambda f: f.write(json.dumps(obj, indent=2, sort_keys=True).encode()))
 
 
-def _frame_arrays(prefix: str, frame: RgbdFrame) -> dict[str, np.ndarray]:
+def frame_to_arrays(prefix: str, frame: RgbdFrame) -> dict[str, np.ndarray]:
+    """The arrays of one frame under ``<prefix>_*`` keys, for an ``.npz`` archive (no pickle)."""
     k = frame.intrinsics
     return {
         f"{prefix}_rgb": frame.rgb,
@@ -79,7 +80,8 @@ def _frame_arrays(prefix: str, frame: RgbdFrame) -> dict[str, np.ndarray]:
     }
 
 
-def _frame_from(data, prefix: str) -> RgbdFrame:
+def frame_from_arrays(data, prefix: str) -> RgbdFrame:
+    """The validated frame stored by :func:`frame_to_arrays` under ``prefix``."""
     fx, fy, cx, cy, w, h = data[f"{prefix}_intrinsics"].tolist()
     return RgbdFrame(
         rgb=data[f"{prefix}_rgb"], depth=data[f"{prefix}_depth"],
@@ -114,7 +116,7 @@ class SampleStore:
         sample.after.validate()
         if sample.before.shape != sample.after.shape:
             raise ValueError(f"before {sample.before.shape} and after {sample.after.shape} images differ in size")
-        arrays = {**_frame_arrays("before", sample.before), **_frame_arrays("after", sample.after)}
+        arrays = {**frame_to_arrays("before", sample.before), **frame_to_arrays("after", sample.after)}
         meta = {
             "sample_id": sample.sample_id, "kind": int(sample.kind), "outcome": int(sample.outcome),
             "message": sample.message, "action_pixel": list(map(float, sample.action_pixel)),
@@ -156,7 +158,7 @@ class SampleStore:
                         gt["moved_instance"] = int(gt["moved_instance"])
                 return InteractionSample(
                     sample_id=meta["sample_id"], kind=InteractionKind(meta["kind"]),
-                    before=_frame_from(data, "before"), after=_frame_from(data, "after"),
+                    before=frame_from_arrays(data, "before"), after=frame_from_arrays(data, "after"),
                     action_pixel=tuple(meta["action_pixel"]), start_point=tuple(meta["start_point"]),
                     end_point=tuple(meta["end_point"]), outcome=InteractionOutcome(meta["outcome"]),
                     message=meta["message"], ground_truth=gt,

@@ -28,6 +28,7 @@ Losses (docs/descriptors.md has the formulas):
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -41,6 +42,7 @@ from selfsup_perception.core.descriptors.augmentation import (
     warp_images,
 )
 from selfsup_perception.core.descriptors.spatial_expectation import image_to_grid
+from selfsup_perception.core.learning import checkpoint as ckpt
 from selfsup_perception.core.learning.losses.alignment import FeatureAlignmentLoss, class_mix
 from selfsup_perception.core.learning.losses.correspondence import (
     CycleCorrespondenceLoss,
@@ -69,6 +71,9 @@ class DescriptorTaskConfig:
     mix_probability: float = 0.0  # ClassMix of A and A_alt when semantic_a is given
     ignore_index: int = 255
     seed: int = 0
+    # initial weights: a descriptors checkpoint version directory (or a checkpoint root / task directory, newest
+    # version); "" = random init. The paper initialises CCL from the identical-view checkpoint (Sec. IV-C).
+    init_checkpoint: str = ""
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -82,6 +87,35 @@ class DescriptorTaskConfig:
 def descriptor_model_from_config(config: dict) -> DescriptorNet:
     """Rebuild the network from :meth:`DescriptorTask.model_config` (for inference from a checkpoint)."""
     return DescriptorNet(DescriptorNetConfig.from_dict(config["descriptor_net"]))
+
+
+def resolve_descriptor_checkpoint(path: str | Path) -> Path:
+    """The version directory meant by ``path``: a version directory itself, or the newest valid ``descriptors``
+    version under a checkpoint root (``<root>/descriptors/v*``) or a task directory. ValueError if there is none."""
+    path = Path(path)
+    if (path / ckpt.META_FILE).is_file():
+        return path
+    info = ckpt.latest_version(path, DescriptorTask.name)  # path = checkpoint root
+    if info is None and path.name == DescriptorTask.name:  # path = <root>/descriptors
+        info = ckpt.latest_version(path.parent, DescriptorTask.name)
+    if info is not None:
+        return info.path
+    raise ValueError(f"no descriptors checkpoint at {path}")
+
+
+def load_initial_weights(model: DescriptorNet, path: str | Path) -> Path:
+    """Load a descriptors checkpoint into ``model`` (strict); ValueError if it is not a descriptors model of the
+    same architecture. Returns the version directory used."""
+    version_dir = resolve_descriptor_checkpoint(path)
+    try:
+        meta = ckpt.validate_version(version_dir, DescriptorTask.name)
+        saved = DescriptorNetConfig.from_dict(meta["model_config"]["descriptor_net"])
+    except (ckpt.CheckpointError, KeyError, TypeError) as e:
+        raise ValueError(f"{version_dir} is not a usable descriptors checkpoint: {e}") from e
+    if saved != model.config:
+        raise ValueError(f"{version_dir} holds a {saved} network, not the configured {model.config}")
+    model.load_state_dict(ckpt.load_state_dict(version_dir), strict=True)
+    return version_dir
 
 
 def _images(batch: dict, key: str) -> torch.Tensor:
@@ -109,7 +143,11 @@ class DescriptorTask:
         self.alignment_loss = FeatureAlignmentLoss(metric=c.alignment_metric)
 
     def build_model(self) -> torch.nn.Module:
-        return DescriptorNet(self.config.model)
+        """A fresh network: random init, or the weights of ``config.init_checkpoint``."""
+        model = DescriptorNet(self.config.model)
+        if self.config.init_checkpoint:
+            load_initial_weights(model, self.config.init_checkpoint)
+        return model
 
     def model_config(self) -> dict:
         return {"descriptor_net": self.config.model.to_dict(), "mode": self.config.mode,

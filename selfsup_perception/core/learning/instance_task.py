@@ -72,6 +72,13 @@ class InstanceTaskConfig:
     mask_weight: float = 1.0
     negative_radius: float = 12.0  # px, full resolution
     negative_weight: float = 4.0
+    # objectness class balance: labelled-mask pixels of a positive are up-weighted so that they
+    # carry as much total weight as the rest of that image (one object is ~1 % of the pixels;
+    # unbalanced BCE learns "nothing is an object" and no query point reaches the peak threshold)
+    balance_objectness: bool = True
+    # weight of the unlabelled pixels (outside the labelled mask) of a positive sample, before
+    # balancing; < 1 treats them as the weak negatives they are (other objects are unlabelled)
+    unlabelled_weight: float = 1.0
     # plain BCE for this many steps before the noisy-label losses switch on: both papers apply
     # them to a pre-trained network (COCO DeepMask; passive pre-training), and on a random
     # network the robust-set refinement and bootstrapping act on meaningless predictions
@@ -200,7 +207,15 @@ class InstanceSegmentationTask:
         d2 = (xs[None, None, :] - ap[:, 0, None, None]) ** 2 + (ys[None, :, None] - ap[:, 1, None, None]) ** 2
         known_bg = (d2 <= c.negative_radius**2) & neg[:, None, None]  # (B, h4, w4)
         target = mask4 & ~neg[:, None, None]
-        base_w = valid4 * (1.0 + c.negative_weight * known_bg.float()) * labelled[:, None, None].float()
+        pos_px = target & (valid4 > 0)  # (B, h4, w4)
+        unl_w = torch.where(neg[:, None, None], torch.ones_like(valid4), torch.full_like(valid4, c.unlabelled_weight))
+        base_w = valid4 * torch.where(target, torch.ones_like(valid4), unl_w)
+        base_w = base_w * (1.0 + c.negative_weight * known_bg.float()) * labelled[:, None, None].float()
+        if c.balance_objectness:
+            n_pos = pos_px.flatten(1).sum(1).float()  # (B,)
+            rest = (base_w * (~pos_px).float()).flatten(1).sum(1)  # (B,)
+            scale = torch.where(n_pos > 0, rest / n_pos.clamp_min(1.0), torch.ones_like(rest)).clamp_min(1.0)
+            base_w = torch.where(pos_px, base_w * scale[:, None, None], base_w)
 
         # -- objectness
         if c.objectness_loss == "bootstrap" and noisy_on:

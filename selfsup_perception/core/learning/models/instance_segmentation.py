@@ -44,6 +44,7 @@ class InstanceSegConfig:
     widths: tuple[int, ...] = (16, 32, 48, 64)  # backbone widths (stem, stage1 stride 4, stage2 stride 8, stage3)
     decoder_channels: int = 32
     embedding_dim: int = 16
+    output_stride: int = 4  # 4, or 2 (adds the stem's stride-2 features: finer masks of small objects)
     use_depth: bool = False  # 4th input channel: depth in metres, (d - 1.0) / 0.5, NaN -> 0 (off by default)
     init_scale: float = 10.0  # initial s
     init_bias: float = -5.0  # initial b (so <e(x), e(q)> > 0.5 means "same object" at start)
@@ -105,6 +106,11 @@ class InstanceSegNet(nn.Module):
         self.mask_scale = nn.Parameter(torch.tensor(math.log(config.init_scale)))  # s = exp(.)
         self.mask_bias = nn.Parameter(torch.tensor(float(config.init_bias)))
         self.locality = nn.Parameter(torch.tensor(0.0))  # g = softplus(.)
+        if config.output_stride not in (2, 4):
+            raise ValueError(f"output_stride must be 2 or 4, got {config.output_stride}")
+        if config.output_stride == 2:
+            self.lateral2 = nn.Conv2d(config.widths[0], c, 1)
+            self.fuse2 = _conv_bn_relu(c, c)
         nn.init.constant_(self.objectness_head.bias, -2.0)  # start mostly "background"
 
     def forward(self, rgb: torch.Tensor, depth: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -113,6 +119,10 @@ class InstanceSegNet(nn.Module):
         f4, f8 = feats[1], feats[-1]  # (B, w1, H/4, W/4), (B, w_last, H/8, W/8)
         top = F.interpolate(self.lateral8(f8), size=f4.shape[-2:], mode="bilinear", align_corners=False)
         f = self.fuse(top + self.lateral4(f4))  # (B, C, H/4, W/4)
+        if self.config.output_stride == 2:
+            f2 = feats[0]  # (B, w0, H/2, W/2)
+            up = F.interpolate(f, size=f2.shape[-2:], mode="bilinear", align_corners=False)
+            f = self.fuse2(up + self.lateral2(f2))  # (B, C, H/2, W/2)
         emb = F.normalize(self.embedding_head(f), dim=1)  # (B, D, H/4, W/4)
         return {"objectness": self.objectness_head(f), "embedding": emb}
 

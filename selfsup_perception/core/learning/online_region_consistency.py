@@ -1,0 +1,192 @@
+"""Online RegConsist pre-training from a growing :class:`PairStore` (ROS-free).
+
+The semantic-segmentation counterpart of :class:`~selfsup_perception.core.learning.online_training.
+OnlineInstanceTrainer`, for the pre-training stage: each :meth:`OnlineRegionConsistencyTrainer.train_round`
+picks up view pairs the registration node stored since the last round, takes ``steps_per_round``
+steps of :class:`RegionConsistencyTask` (Barlow Twins on positive pixel pairs) on random batches of all
+pairs so far, and writes a new ``semantic_segmentation`` checkpoint version atomically (rebuilt by
+:func:`~selfsup_perception.core.learning.checkpoint.build_model_from_meta`). After a restart
+:meth:`resume` continues from the newest valid checkpoint; the data is re-read from the store.
+
+Views are resized to ``input_width`` x ``input_height`` (RGB area-averaged, depth nearest, intrinsics
+scaled). Regions come from the store when the node precomputed them (resized nearest), else
+Felzenszwalb runs here once per view at the input size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Optional
+
+import cv2
+import numpy as np
+import torch
+
+from selfsup_perception.core.learning.region_consistency_task import (
+    RegionConsistencyConfig,
+    RegionConsistencyData,
+    RegionConsistencyDataConfig,
+    RegionConsistencyTask,
+)
+from selfsup_perception.core.learning.trainer import Trainer, TrainerConfig
+from selfsup_perception.core.registration.pair_store import PairStore
+from selfsup_perception.core.registration.regions import felzenszwalb_regions
+from selfsup_perception.core.registration.view_pairs import ViewPair
+from selfsup_perception.core.types import RgbdFrame
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OnlineRegionConsistencyConfig:
+    dataset_dir: str = "data/registration"  # the registration node's PairStore
+    checkpoint_dir: str = "data/checkpoints"
+    input_width: int = 160  # views are resized to this before pre-training
+    input_height: int = 120
+    batch_size: int = 4  # directed view pairs per step (pixel pairs per view pair: data.sampler.num_pairs)
+    steps_per_round: int = 20
+    min_pairs: int = 1  # usable view pairs needed before the first round
+    data: RegionConsistencyDataConfig = field(default_factory=RegionConsistencyDataConfig)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.input_width < 16 or self.input_height < 16:
+            raise ValueError("input size must be at least 16x16")
+        if self.batch_size < 1 or self.steps_per_round < 1 or self.min_pairs < 1:
+            raise ValueError("batch_size, steps_per_round and min_pairs must be >= 1")
+
+
+def resize_frame(frame: RgbdFrame, size: tuple[int, int]) -> RgbdFrame:
+    """``frame`` at ``size`` = (width, height): RGB area-averaged, depth nearest (no mixed depths)."""
+    w, h = size
+    if frame.shape == (h, w):
+        return frame
+    rgb = cv2.resize(frame.rgb, (w, h), interpolation=cv2.INTER_AREA)
+    depth = cv2.resize(frame.depth, (w, h), interpolation=cv2.INTER_NEAREST)
+    return RgbdFrame(rgb, depth.astype(np.float32), frame.intrinsics.scaled(w, h), frame.camera_to_world,
+                     frame.stamp, frame.frame_id).validate()
+
+
+def resize_regions(regions: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    w, h = size
+    if regions.shape == (h, w):
+        return regions
+    return cv2.resize(regions.astype(np.int32), (w, h), interpolation=cv2.INTER_NEAREST).astype(np.int64)
+
+
+class RegisteredPairDataset:
+    """View pairs of a :class:`PairStore`, loaded incrementally; one :class:`RegionConsistencyData` per pair.
+
+    Keeping one small ``RegionConsistencyData`` per view pair lets new pairs be added without
+    recomputing the correspondences and region matches of the old ones.
+    """
+
+    def __init__(self, store: PairStore, size: tuple[int, int], config: RegionConsistencyDataConfig):
+        self.store = store
+        self.size = size
+        self.config = config
+        self.views: dict[str, tuple[RgbdFrame, np.ndarray]] = {}
+        self.items: list[RegionConsistencyData] = []
+        self.pair_ids: list[str] = []
+        self._seen: set[str] = set()
+        self.num_unusable = 0  # pairs without enough correspondences / matched regions, or a lost view
+
+    def _view(self, view_id: str) -> Optional[tuple[RgbdFrame, np.ndarray]]:
+        if view_id not in self.views:
+            loaded = self.store.load_view_or_quarantine(view_id, with_regions=True)
+            if loaded is None:
+                return None
+            frame, regions = loaded
+            frame = resize_frame(frame, self.size)
+            regions = (resize_regions(regions, self.size) if regions is not None
+                       else felzenszwalb_regions(frame.rgb, self.config.felzenszwalb))
+            self.views[view_id] = (frame, regions)
+        return self.views[view_id]
+
+    def refresh(self) -> int:
+        """Load pairs stored since the last call; returns how many usable pairs were added."""
+        self.store.reload()
+        added = 0
+        for p in self.store.pairs():
+            if p.pair_id in self._seen:
+                continue
+            self._seen.add(p.pair_id)
+            a, b = self._view(p.view_a), self._view(p.view_b)
+            if a is None or b is None:
+                LOG.warning("skipping pair %s: a view is missing or corrupt", p.pair_id)
+                self.num_unusable += 1
+                continue
+            try:
+                data = RegionConsistencyData([a[0], b[0]], [ViewPair(0, 1, p.iou)], self.config, regions=[a[1], b[1]])
+            except ValueError as exc:
+                LOG.info("pair %s not usable: %s", p.pair_id, exc)
+                self.num_unusable += 1
+                continue
+            self.items.append(data)
+            self.pair_ids.append(p.pair_id)
+            added += 1
+        return added
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def sample_batch(self, batch_size: int, rng: np.random.Generator) -> dict:
+        """``batch_size`` view pairs (uniform over pairs, random direction) for RegionConsistencyTask."""
+        idx = rng.choice(len(self.items), size=batch_size, replace=len(self.items) < batch_size)
+        parts = [self.items[int(i)].sample_batch(1, rng) for i in idx]
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+    def batches(self, batch_size: int, rng: np.random.Generator) -> Iterator[dict]:
+        while True:
+            yield self.sample_batch(batch_size, rng)
+
+
+class OnlineRegionConsistencyTrainer:
+    """Same surface as OnlineInstanceTrainer: ``resume()``, ``train_round()``, ``version``, ``trainer``,
+    ``dataset``, ``last_round``."""
+
+    def __init__(self, config: OnlineRegionConsistencyConfig = OnlineRegionConsistencyConfig(),
+                 task_config: RegionConsistencyConfig = RegionConsistencyConfig(),
+                 trainer_config: Optional[TrainerConfig] = None):
+        self.config = config
+        self.task = RegionConsistencyTask(task_config)
+        tc = trainer_config or TrainerConfig(lr=1e-3, warmup_steps=20, seed=config.seed, grad_clip_norm=5.0)
+        self.trainer = Trainer(self.task, tc)
+        self.store = PairStore(config.dataset_dir)
+        self.dataset = RegisteredPairDataset(self.store, (config.input_width, config.input_height), config.data)
+        self._rng = np.random.default_rng(config.seed)
+        self.version: Optional[int] = None
+        self.last_round: dict = {}
+
+    def resume(self) -> Optional[int]:
+        info = self.trainer.resume(self.config.checkpoint_dir)
+        if info is not None:
+            self.version = info.version
+            self._rng = np.random.default_rng([self.config.seed, info.version])
+        return self.version
+
+    def ready(self) -> bool:
+        return len(self.dataset) >= self.config.min_pairs
+
+    def train_round(self) -> Optional[Path]:
+        """Refresh the pairs, train one round and checkpoint it; None when there are too few pairs yet."""
+        self.dataset.refresh()
+        if not self.ready():
+            return None
+        t0 = time.perf_counter()
+        records = self.trainer.train_steps(self.dataset.batches(self.config.batch_size, self._rng),
+                                           self.config.steps_per_round)
+        elapsed = time.perf_counter() - t0
+        self.trainer.config = dataclasses.replace(self.trainer.config, dataset_size=len(self.dataset))
+        path = self.trainer.save_checkpoint(self.config.checkpoint_dir)
+        self.version = int(path.name.lstrip("v"))
+        losses = {k: float(np.mean([r[k] for r in records if k in r])) for k in records[0]
+                  if k not in ("step", "time_s", "lr")} if records else {}
+        self.last_round = {"steps": len(records), "seconds": elapsed,
+                           "steps_per_second": len(records) / elapsed if elapsed > 0 else 0.0,
+                           "pairs": len(self.dataset), "views": len(self.dataset.views), **losses}
+        return path
