@@ -53,6 +53,16 @@ def pretraining_graph(with_simulator: bool = True) -> list[NodeSpec]:
     return ([SIM_WORLD] if with_simulator else []) + [CAMERA_CAPTURE, REGISTRATION, TRAINER, INFERENCE]
 
 
+def pretraining_overrides(with_simulator: bool = True) -> dict[str, dict]:
+    """Parameter overrides that turn the shared configs into the pre-training graph."""
+    out = {"trainer": {"task": "semantic_segmentation", "dataset_dir": "data/registration", "min_samples": 1,
+                       "batch_size": 4, "torch_threads": 1}}
+    if with_simulator:
+        # one static scene: two arcs of views, then the trainer works on their pairs
+        out["registration"] = {"drive_sim_camera": True, "collect_period_s": 5.0, "max_timer_collections": 2}
+    return out
+
+
 def config_dir() -> Path:
     """config/ of the source tree, else the installed share directory."""
     src = Path(__file__).resolve().parents[1] / "config"

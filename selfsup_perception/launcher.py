@@ -20,7 +20,14 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from selfsup_perception.graph import NodeSpec, config_dir, interaction_graph, learning_graph
+from selfsup_perception.graph import (
+    NodeSpec,
+    config_dir,
+    interaction_graph,
+    learning_graph,
+    pretraining_graph,
+    pretraining_overrides,
+)
 
 
 def _format_value(v) -> str:
@@ -127,10 +134,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--no-sim", action="store_true", help="do not start the simulated world (real robot)")
     parser.add_argument("--no-learning", action="store_true", help="without the trainer and inference nodes")
+    parser.add_argument("--pretraining", action="store_true",
+                        help="registered views and region-consistency pre-training instead of interaction")
     parser.add_argument("-p", "--param", action="append", default=[], help="node.param:=value override")
     args = parser.parse_args(argv)
-    specs = (interaction_graph if args.no_learning else learning_graph)(with_simulator=not args.no_sim)
-    graph = GraphProcess(specs, parse_overrides(args.param))
+    with_sim = not args.no_sim
+    overrides: dict[str, dict] = {}
+    if args.pretraining:
+        specs, overrides = pretraining_graph(with_sim), pretraining_overrides(with_sim)
+    else:
+        specs = (interaction_graph if args.no_learning else learning_graph)(with_simulator=with_sim)
+    for node, params in parse_overrides(args.param).items():
+        overrides.setdefault(node, {}).update(params)
+    graph = GraphProcess(specs, overrides)
     graph.start()
     try:
         while not graph.dead():

@@ -59,6 +59,7 @@ class RegistrationParams:
     capture_timeout_s: float = field_with_help(5.0, "timeout of one capture (s)")
     views_per_collection: int = field_with_help(8, "views captured per registration/collect call")
     collect_period_s: float = field_with_help(0.0, "timer mode: queue a collection this often when idle (0 = off)")
+    max_timer_collections: int = field_with_help(0, "timer mode: stop after this many collections (0 = never)")
     capture_interval_s: float = field_with_help(0.0, "pause between captures (robot mode: let the camera move)")
     drive_sim_camera: bool = field_with_help(False, "simulation: move the camera on an arc via sim_camera_service")
     sim_camera_service: str = field_with_help("/sim/set_camera", "SimSetCamera service of the simulator")
@@ -185,7 +186,8 @@ class RegistrationNode(Node):
         return response
 
     def _on_timer(self) -> None:
-        if self._queue.idle():
+        limit = self.params.max_timer_collections
+        if self._queue.idle() and not (limit and self._collections_queued >= limit):
             self._enqueue_collection()
 
     def _enqueue_collection(self) -> tuple[bool, str]:
