@@ -201,3 +201,21 @@ def test_trainer_pretrains_semantic_segmentation_on_registered_views(spinner, tm
     assert versions[0].task == "semantic_segmentation" and versions[0].step == 2
     model, meta = ckpt.load_model_for_inference(versions[0].checkpoint_path)
     assert meta["task"] == "semantic_segmentation" and type(model).__name__ == "SemanticSegNet"
+
+
+def test_stream_mode_segments_the_newest_image(spinner, trained):
+    from selfsup_perception.msg import InstanceSegmentation
+
+    spinner.add(InferenceNode(parameter_overrides=inference_params(trained) + [
+        Parameter("stream", value=True), Parameter("image_topic", value="stream_test/rgb")]))
+    node = spinner.add(rclpy.create_node("stream_client"))
+    segmentations, overlays = [], []
+    node.create_subscription(InstanceSegmentation, "inference/segmentation", segmentations.append, 2)
+    node.create_subscription(Image, "inference/overlay", overlays.append, 2)
+    pub = node.create_publisher(Image, "stream_test/rgb", 1)
+    assert wait_for(lambda: pub.get_subscription_count() > 0, 10)
+    image = rgb_to_msg(make_sample("q", h=H, w=W).before.rgb, "cam")
+    image.header.stamp.sec = 42
+    assert wait_for(lambda: (pub.publish(image), segmentations and overlays)[1], 20)
+    assert segmentations[0].header.stamp.sec == 42 and segmentations[0].model_version.startswith("instance_segmentation/v")
+    assert (overlays[0].height, overlays[0].width, overlays[0].encoding) == (H, W, "rgb8")
