@@ -6,13 +6,18 @@ in view A come from depth + camera poses (backproject, transform, project) with 
 check (observed depth in B >= projected depth - tol). Metrics: PCK@3/5/10/25/50 px, AUC of PCK over 1..50 px,
 mean pixel error normalised by the image diagonal.
 
-Methods: descriptor networks trained for the same number of steps from random init with identical-view,
-cycle, cycle + 0.1 identical, and geometric (depth + pose correspondences, distributional loss) supervision;
-SIFT and ORB matching of the query pixels. Then the same pairs with B rendered under a random appearance
-(lighting/colours), for the networks and for cycle + identical trained with cross-appearance feature alignment.
+Methods (every network trained through the shared ``Trainer`` and written as a real checkpoint, then evaluated on
+the model rebuilt from that checkpoint with the inference node's calls, i.e. the served path): identical view;
+cycle, cycle + 0.1 identical, and cycle + identical with cross-appearance alignment, each initialised from the
+identical-view pre-training checkpoint as in the paper (``--no-init-from-identical``: random init); geometric
+(depth + pose correspondences, distributional loss, random init). Every method gets the same total step budget
+``--steps`` (identical-view rows: ``--pretrain-steps`` of pre-training + the rest); an untrained network, SIFT and
+ORB for reference. Then the same pairs with B rendered under a random appearance. Finally the descriptor services
+of an inference node process at 640x480 (median ms per call) and the core steps behind them.
 
-    PYTHONPATH=. python bench/descriptor_matching.py            # full (~10-12 min on 2 CPU cores)
-    PYTHONPATH=. python bench/descriptor_matching.py --quick    # smoke run (< 2 min), numbers meaningless
+    PYTHONPATH=. python bench/descriptor_matching.py            # full: 950 s measured at load 7-9.6 (280 s CPU); ~7 min at load 4 (extrapolated)
+    PYTHONPATH=. python bench/descriptor_matching.py --quick    # smoke run (~1 min), numbers meaningless
+    (export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST and a ROS_DOMAIN_ID of your own for the service part)
 """
 
 from __future__ import annotations
@@ -21,7 +26,13 @@ import argparse
 import dataclasses
 import json
 import math
+import os
+import statistics
+import tempfile
+import threading
 import time
+from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -30,9 +41,12 @@ from selfsup_perception.core.descriptors.classical_baseline import match_classic
 from selfsup_perception.core.descriptors.matching import compute_descriptor_image, find_correspondences
 from selfsup_perception.core.descriptors.metrics import matching_metrics, pixel_errors
 from selfsup_perception.core.geometry import backproject_pixels, project, transform_points
+from selfsup_perception.core.learning import checkpoint as ckpt
 from selfsup_perception.core.learning.descriptor_task import DescriptorTask, DescriptorTaskConfig
-from selfsup_perception.core.learning.models.backbone import BackboneConfig
+from selfsup_perception.core.descriptors.spatial_expectation import grid_to_image, image_to_grid
+from selfsup_perception.core.learning.models.backbone import BackboneConfig, normalize_image
 from selfsup_perception.core.learning.models.descriptor_net import DescriptorNetConfig
+from selfsup_perception.core.learning.trainer import Trainer, TrainerConfig
 from selfsup_perception.core.types import RgbdFrame
 from selfsup_perception.sim.tabletop import CameraConfig, SimConfig, TabletopSim, look_at
 
@@ -93,19 +107,11 @@ def to_tensor(frames: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).contiguous()  # (B, 3, H, W) uint8
 
 
-def train(task_cfg: DescriptorTaskConfig, data: list[dict], steps: int, batch_size: int, lr: float, seed: int,
-          use_alt: bool) -> tuple[torch.nn.Module, float, dict]:
-    torch.manual_seed(seed)
-    task = DescriptorTask(task_cfg)
-    model = task.build_model()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+def batches(data: list[dict], batch_size: int, seed: int, use_alt: bool) -> Iterator[dict]:
+    """Endless random batches in the DescriptorTask batch contract."""
     rng = np.random.default_rng(seed)
-    t0 = time.time()
-    stats: dict = {}
-    model.train()
-    for step in range(steps):
-        idx = rng.choice(len(data), size=batch_size, replace=False)
-        items = [data[i] for i in idx]
+    while True:
+        items = [data[i] for i in rng.choice(len(data), size=batch_size, replace=False)]
         batch = {"rgb_a": to_tensor([it["a"].rgb for it in items]), "rgb_b": to_tensor([it["b"].rgb for it in items]),
                  "corr_a": torch.from_numpy(np.stack([it["corr_a"] for it in items])),
                  "corr_b": torch.from_numpy(np.stack([it["corr_b"] for it in items])),
@@ -113,15 +119,31 @@ def train(task_cfg: DescriptorTaskConfig, data: list[dict], steps: int, batch_si
         if use_alt:
             batch["rgb_a_alt"] = to_tensor([it["a_alt"].rgb for it in items])
             batch["semantic_a"] = torch.from_numpy(np.stack([it["sem_a"] for it in items]))
-        loss, stats = task.compute_loss(model, batch)
-        if not torch.isfinite(loss):
-            raise RuntimeError(f"non-finite loss at step {step}: {stats}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        opt.step()
-    model.eval()
-    return model, time.time() - t0, stats
+        yield batch
+
+
+@dataclasses.dataclass
+class RunResult:
+    checkpoint: Path  # version directory written by Trainer.save_checkpoint
+    steps: int  # optimizer steps in this run (pre-training not included)
+    wall_s: float
+    cpu_s: float  # process CPU time (all threads) -- meaningful when the machine is shared
+    final: dict  # mean task metrics over the last steps
+
+
+def train_run(task_cfg: DescriptorTaskConfig, trainer_cfg: TrainerConfig, data: list[dict], steps: int,
+              batch_size: int, seed: int, use_alt: bool) -> RunResult:
+    """Train ``steps`` steps through the shared Trainer (the trainer node's loop) and write a real checkpoint into
+    ``trainer_cfg.checkpoint_dir``. With ``task_cfg.init_checkpoint`` the network starts from that checkpoint's
+    weights (fresh optimizer, its own warm-up + cosine schedule over ``steps``)."""
+    w0, c0 = time.perf_counter(), time.process_time()
+    trainer = Trainer(DescriptorTask(task_cfg), trainer_cfg)
+    records = trainer.train_steps(batches(data, batch_size, seed, use_alt), steps)
+    if len(records) != steps:
+        raise RuntimeError(f"took {len(records)} of {steps} steps ({trainer.skipped_steps} skipped)")
+    path = trainer.save_checkpoint()
+    return RunResult(path, steps, time.perf_counter() - w0, time.process_time() - c0,
+                     trainer.recent_metrics(max(1, min(20, steps))))
 
 
 def make_queries(test: list[dict], rng: np.random.Generator, per_pair: int, appearance: bool):
@@ -148,74 +170,208 @@ def evaluate(match_fn, queries, width: int, height: int) -> dict[str, float]:
     return matching_metrics(np.concatenate(errors), width, height)
 
 
-def net_matcher(model):
+def checkpoint_matcher(version_dir: Path):
+    """Matcher on the model *as served*: rebuilt from the checkpoint (load_model_for_inference), then the same
+    compute_descriptor_image + find_correspondences calls as the inference node."""
+    model, _ = ckpt.load_model_for_inference(version_dir)
+
     def fn(rgb_a, rgb_b, px):
         return find_correspondences(compute_descriptor_image(model, rgb_a), compute_descriptor_image(model, rgb_b), px)
     return fn
 
 
+def median_ms(fn, calls: int) -> float:
+    times = []
+    for _ in range(calls):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1000.0)
+    return float(statistics.median(times))
+
+
+def service_round_trip(checkpoint_root: Path, calls: int, n_pixels: int, threads: int, seed: int,
+                       width: int = 640, height: int = 480) -> dict[str, float]:
+    """Median ms of ``compute_descriptors`` / ``find_correspondences`` calls to an inference node process serving
+    the newest descriptors model in ``checkpoint_root``, plus the core steps timed in this process."""
+    import array
+
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    from selfsup_perception.graph import INFERENCE
+    from selfsup_perception.launcher import GraphProcess
+    from selfsup_perception.ros.conversions import rgb_to_msg
+    from selfsup_perception.ros.service_calls import call_service
+    from selfsup_perception.srv import ComputeDescriptors, FindCorrespondences
+
+    rng = np.random.default_rng(seed)
+    with TabletopSim(SimConfig(seed=seed, camera=CameraConfig(width=width, height=height))) as sim:
+        sim.reset_scene(10_500, split="train", clutter="medium")
+        sim.set_camera_pose(random_view(rng))
+        rgb_a = sim.render().rgb
+        sim.set_camera_pose(random_view(rng))
+        rgb_b = sim.render().rgb
+    px = np.stack([rng.uniform(0, width - 1, n_pixels), rng.uniform(0, height - 1, n_pixels)], 1)
+    out: dict[str, float] = {}
+
+    # core steps in this process (what the node does per request)
+    model, _ = ckpt.load_model_for_inference(ckpt.latest_version(checkpoint_root, "descriptors").path)
+    n_core = max(2, calls // 2)
+    desc = compute_descriptor_image(model, rgb_a)
+    desc_b = compute_descriptor_image(model, rgb_b)
+    out["core_compute_descriptor_image_ms"] = median_ms(lambda: compute_descriptor_image(model, rgb_a), n_core)
+    out["core_find_correspondences_ms"] = median_ms(lambda: find_correspondences(desc, desc_b, px), n_core)
+    out["core_tolist_ms"] = median_ms(lambda: desc.reshape(-1).tolist(), n_core)
+    # alternative: match on the stride-s grid the network outputs (no upsampling), then map back to pixels
+    x_a = normalize_image(torch.from_numpy(rgb_a).permute(2, 0, 1).unsqueeze(0))
+    x_b = normalize_image(torch.from_numpy(rgb_b).permute(2, 0, 1).unsqueeze(0))
+    with torch.no_grad():
+        low = lambda x: model(x)[0].permute(1, 2, 0).contiguous().numpy()  # noqa: E731  (h, w, D)
+        out["core_descriptor_grid_ms"] = median_ms(lambda: low(x_a), n_core)
+        low_a, low_b = low(x_a), low(x_b)
+    stride = model.stride
+    g = image_to_grid(px, stride).clip(0, [low_a.shape[1] - 1, low_a.shape[0] - 1])
+    out["core_find_correspondences_grid_ms"] = median_ms(lambda: find_correspondences(low_a, low_b, g), n_core)
+    full_match = find_correspondences(desc, desc_b, px)[0]
+    grid_match = grid_to_image(find_correspondences(low_a, low_b, g)[0], stride)
+    out["grid_vs_full_match_median_px"] = float(np.median(np.linalg.norm(full_match - grid_match, axis=1)))
+    msg = ComputeDescriptors.Response()
+    out["msg_assign_list_ms"] = median_ms(lambda: setattr(msg.descriptors, "data", desc.reshape(-1).tolist()), n_core)
+
+    def assign_buffer():
+        buf = array.array("f")
+        buf.frombytes(np.ascontiguousarray(desc, dtype=np.float32).tobytes())
+        msg.descriptors.data = buf
+    out["msg_assign_array_ms"] = median_ms(assign_buffer, n_core)
+
+    overrides = {"inference": {"checkpoint_dir": str(checkpoint_root), "torch_threads": threads}}
+    with rclpy.init(), GraphProcess([INFERENCE], overrides, echo=False) as graph:
+        node = rclpy.create_node("bench_descriptor_client")
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        threading.Thread(target=executor.spin, daemon=True).start()
+        cd = node.create_client(ComputeDescriptors, "compute_descriptors")
+        fc = node.create_client(FindCorrespondences, "find_correspondences")
+        if not (cd.wait_for_service(timeout_sec=60) and fc.wait_for_service(timeout_sec=60)):
+            raise SystemExit(f"inference node did not come up: {graph.logs.get('inference', [])[-5:]}")
+        req_d = ComputeDescriptors.Request(image=rgb_to_msg(rgb_a))
+        req_f = FindCorrespondences.Request(reference_image=rgb_to_msg(rgb_a), target_image=rgb_to_msg(rgb_b),
+                                            reference_pixels=px.astype(np.float32).reshape(-1).tolist())
+        warm = {}
+        for req, client in ((req_d, cd), (req_f, fc)):  # warm-up, and check the answer
+            warm[client.srv_name] = res = call_service(client, req, 120.0)
+            if not res.success:
+                raise SystemExit(f"{client.srv_name} failed: {res.message}")
+        d = warm[cd.srv_name].descriptors
+        served = np.asarray(d.data, dtype=np.float32).reshape(d.height, d.width, d.dimension)
+        out["service_matches_core_max_abs"] = float(np.abs(served - desc).max())
+        out["compute_descriptors_ms"] = median_ms(lambda: call_service(cd, req_d, 120.0), calls)
+        out["find_correspondences_ms"] = median_ms(lambda: call_service(fc, req_f, 120.0), calls)
+        executor.shutdown()
+        node.destroy_node()
+    out["response_mb"] = width * height * int(desc.shape[2]) * 4 / 1e6
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="tiny smoke run (< 2 min)")
+    ap.add_argument("--quick", action="store_true", help="tiny smoke run (< 2 min), numbers meaningless")
     ap.add_argument("--width", type=int, default=160)
     ap.add_argument("--height", type=int, default=120)
     ap.add_argument("--train-scenes", type=int, default=48)
     ap.add_argument("--test-scenes", type=int, default=24)
-    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--steps", type=int, default=400, help="total optimizer steps per method (pre-training included)")
+    ap.add_argument("--pretrain-steps", type=int, default=-1,
+                    help="identical-view pre-training steps the cycle modes start from (default: steps / 2)")
+    ap.add_argument("--no-init-from-identical", dest="init_from_identical", action="store_false",
+                    help="train the cycle modes from random init for all --steps (the paper initialises them from "
+                         "the identical-view checkpoint)")
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--queries-per-pair", type=int, default=25)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--checkpoint-dir", type=str, default="", help="keep the checkpoints here (default: a temp dir)")
+    ap.add_argument("--no-service", dest="service", action="store_false",
+                    help="skip the 640x480 descriptor-service round trip")
+    ap.add_argument("--service-calls", type=int, default=5)
+    ap.add_argument("--service-pixels", type=int, default=100)
     ap.add_argument("--json", type=str, default="", help="write the results here as JSON")
     args = ap.parse_args()
     if args.quick:
-        args.train_scenes, args.test_scenes, args.steps = 8, 4, 6
+        args.train_scenes, args.test_scenes, args.steps, args.service_calls = 8, 4, 6, 1
+    steps = args.steps
+    pre = (steps // 2 if args.pretrain_steps < 0 else args.pretrain_steps) if args.init_from_identical else 0
+    if not 0 <= pre < steps:
+        raise SystemExit("--pretrain-steps must be in [0, --steps)")
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)
-    t0 = time.time()
-    sim = TabletopSim(SimConfig(seed=args.seed, camera=CameraConfig(width=args.width, height=args.height)))
-    try:
+    t0, c0 = time.perf_counter(), time.process_time()
+    tmp = None if args.checkpoint_dir else tempfile.TemporaryDirectory(prefix="desc_bench_")
+    root = Path(args.checkpoint_dir or tmp.name)
+    with TabletopSim(SimConfig(seed=args.seed, camera=CameraConfig(width=args.width, height=args.height))) as sim:
         train_data = render_pair_set(sim, list(range(args.train_scenes)), rng, with_alt=True, n_corr=400)
         test_data = render_pair_set(sim, list(range(10_000, 10_000 + args.test_scenes)), rng, with_alt=True, n_corr=1)
-    finally:
-        sim.close()
     n_gt = np.mean([it["corr_valid"].mean() for it in train_data])
     print(f"data: {len(train_data)} train / {len(test_data)} test scene pairs at {args.width}x{args.height}, "
-          f"{time.time() - t0:.0f} s; geometric GT valid fraction {n_gt:.2f}")
+          f"{time.perf_counter() - t0:.0f} s; geometric GT valid fraction {n_gt:.2f}", flush=True)
     qrng = np.random.default_rng(args.seed + 1)
     queries = make_queries(test_data, qrng, args.queries_per_pair, appearance=False)
     queries_app = [(it, px, gt, it["b_alt"].rgb) for it, px, gt, _ in queries]
-    print(f"queries: {sum(len(q[1]) for q in queries)} object pixels over {len(queries)} test pairs")
+    print(f"queries: {sum(len(q[1]) for q in queries)} object pixels over {len(queries)} test pairs", flush=True)
 
     model_cfg = DescriptorNetConfig(descriptor_dim=64, head_channels=64,
                                     backbone=BackboneConfig(widths=(16, 32, 48, 64), output_stride=8))
     base = DescriptorTaskConfig(model=model_cfg, num_keypoints=128, seed=args.seed)
-    runs = {
-        "identical-view": (dataclasses.replace(base, mode="identical"), False),
-        "cycle": (dataclasses.replace(base, mode="cycle"), False),
-        "cycle+identical": (dataclasses.replace(base, mode="cycle_identical"), False),
-        "geometric (depth+pose)": (dataclasses.replace(base, mode="geometric"), False),
-        "cycle+identical +align": (dataclasses.replace(base, mode="cycle_identical", alignment_weight=1.0,
-                                                        mix_probability=0.5), True),
-    }
+
+    def trainer_cfg(sub: str, n: int) -> TrainerConfig:
+        return TrainerConfig(lr=args.lr, warmup_steps=min(20, max(1, n // 10)), schedule="cosine", total_steps=n,
+                             log_every=0, checkpoint_dir=str(root / sub), dataset_size=len(train_data), seed=args.seed)
+
     results: dict[str, dict] = {}
-    torch.manual_seed(args.seed)
-    untrained = DescriptorTask(base).build_model().eval()  # sanity floor: random-init network, BN in eval mode
-    fn = net_matcher(untrained)
-    results["untrained network"] = {"same": evaluate(fn, queries, args.width, args.height),
-                                    "appearance": evaluate(fn, queries_app, args.width, args.height)}
-    for name, (cfg, use_alt) in runs.items():
-        model, secs, stats = train(cfg, train_data, args.steps, args.batch_size, args.lr, args.seed, use_alt)
-        fn = net_matcher(model)
-        results[name] = {"same": evaluate(fn, queries, args.width, args.height),
-                         "appearance": evaluate(fn, queries_app, args.width, args.height),
-                         "train_s": secs, "final": stats}
-        print(f"trained {name}: {args.steps} steps in {secs:.0f} s, last stats {json.dumps({k: round(v, 3) for k, v in stats.items()})}")
+    timing: dict[str, dict] = {}
+
+    def record(name: str, matcher, run: RunResult | None = None) -> None:
+        results[name] = {"same": evaluate(matcher, queries, args.width, args.height),
+                         "appearance": evaluate(matcher, queries_app, args.width, args.height)}
+        if run is not None:
+            results[name].update(checkpoint=str(run.checkpoint), final=run.final)
+            timing[name] = {"steps": run.steps, "wall_s": run.wall_s, "cpu_s": run.cpu_s}
+            print(f"trained {name}: {run.steps} steps in {run.wall_s:.0f} s wall / {run.cpu_s:.0f} s CPU "
+                  f"({run.wall_s / run.steps:.2f} s/step) -> {run.checkpoint.relative_to(root)}; last metrics "
+                  f"{json.dumps({k: round(v, 3) for k, v in run.final.items() if k in KEY_METRICS})}", flush=True)
+
+    # floor: random-init network, saved and served like the others
+    untrained = Trainer(DescriptorTask(base), trainer_cfg("untrained", 1)).save_checkpoint()
+    record("untrained network", checkpoint_matcher(untrained))
+
+    # identical view: pre-training (the cycle modes' initialisation), then the rest of the budget
+    ident = dataclasses.replace(base, mode="identical")
+    if pre:
+        pretrain = train_run(ident, trainer_cfg("pretrain_identical", pre), train_data, pre, args.batch_size,
+                             args.seed, False)
+        timing["identical pre-training"] = {"steps": pre, "wall_s": pretrain.wall_s, "cpu_s": pretrain.cpu_s}
+        print(f"pre-trained identical view: {pre} steps in {pretrain.wall_s:.0f} s -> "
+              f"{pretrain.checkpoint.relative_to(root)}", flush=True)
+    init = str(pretrain.checkpoint) if pre else ""
+    seed2 = args.seed + 1  # fresh batches/augmentations after pre-training
+    runs = [
+        ("identical-view", dataclasses.replace(ident, init_checkpoint=init, seed=seed2), False),
+        ("cycle", dataclasses.replace(base, mode="cycle", init_checkpoint=init, seed=seed2), False),
+        ("cycle+identical", dataclasses.replace(base, mode="cycle_identical", init_checkpoint=init, seed=seed2), False),
+        ("cycle+identical +align", dataclasses.replace(base, mode="cycle_identical", init_checkpoint=init, seed=seed2,
+                                                       alignment_weight=1.0, mix_probability=0.5), True),
+    ]
+    for name, cfg, use_alt in runs:
+        run = train_run(cfg, trainer_cfg(slug(name), steps - pre), train_data, steps - pre, args.batch_size, seed2,
+                        use_alt)
+        record(name, checkpoint_matcher(run.checkpoint), run)
+    geo = dataclasses.replace(base, mode="geometric")  # supervised reference: random init, the full budget
+    run = train_run(geo, trainer_cfg("geometric", steps), train_data, steps, args.batch_size, args.seed, False)
+    record("geometric (depth+pose)", checkpoint_matcher(run.checkpoint), run)
     for method in ("sift", "orb"):
-        fn = lambda a, b, p, m=method: match_classical(a, b, p, method=m)  # noqa: E731
-        results[method.upper()] = {"same": evaluate(fn, queries, args.width, args.height),
-                                   "appearance": evaluate(fn, queries_app, args.width, args.height)}
+        record(method.upper(), lambda a, b, p, m=method: match_classical(a, b, p, method=m))
+    train_eval_s, train_eval_cpu = time.perf_counter() - t0, time.process_time() - c0
 
     keys = ["pck@3", "pck@5", "pck@10", "pck@25", "pck@50", "auc", "nme"]
     for cond, title in (("same", "same appearance (viewpoint change)"), ("appearance", "viewpoint + appearance change")):
@@ -224,10 +380,35 @@ def main() -> None:
         print("|---" * (len(keys) + 1) + "|")
         for name, r in results.items():
             print(f"| {name} | " + " | ".join(f"{r[cond][k]:.3f}" for k in keys) + " |")
-    print(f"\ntotal {time.time() - t0:.0f} s")
+    budget = f"{pre} identical-view pre-training + {steps - pre}" if pre else f"{steps}"
+    print(f"\nstep budget per method: {steps} ({budget} for the identical/cycle rows; geometric {steps} from "
+          f"random init); data + training + evaluation {train_eval_s:.0f} s wall, {train_eval_cpu:.0f} s CPU "
+          f"(this process)", flush=True)
+
+    service = None
+    if args.service:
+        service = service_round_trip(root / slug("cycle+identical"), args.service_calls, args.service_pixels,
+                                     args.threads, args.seed)
+        print(f"\n### descriptor services at 640x480 (inference node process, {args.threads} torch thread(s), "
+              f"median of {args.service_calls} calls, {args.service_pixels} query pixels)")
+        for k, v in service.items():
+            print(f"{k}: {v:.4g}")
+    total = time.perf_counter() - t0
+    print(f"\ntotal {total:.0f} s wall, {time.process_time() - c0:.0f} s CPU (this process); "
+          f"load average {os.getloadavg()[0]:.1f}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(results, f, indent=1, default=float)
+            json.dump({"args": vars(args), "results": results, "timing": timing, "service": service,
+                       "total_s": total}, f, indent=1, default=float)
+    if tmp is not None:
+        tmp.cleanup()
+
+
+KEY_METRICS = ("loss", "identical", "cycle", "cycle_kept_error_px", "geometric", "alignment")
+
+
+def slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name).strip("_")
 
 
 if __name__ == "__main__":

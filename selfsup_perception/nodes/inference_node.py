@@ -15,6 +15,7 @@ with, so no request is dropped. With ``stream`` set, the newest image of ``image
 
 from __future__ import annotations
 
+import array
 import threading
 from dataclasses import dataclass
 
@@ -256,7 +257,7 @@ class InferenceNode(LifecycleNode):
             d = res.descriptors
             d.header, d.model_version = request.image.header, loaded.name
             d.height, d.width, d.dimension = desc.shape
-            d.data = desc.reshape(-1).tolist()
+            d.data = array.array("f", np.ascontiguousarray(desc, dtype=np.float32).tobytes())  # no Python floats
             res.message = f"{desc.shape[1]}x{desc.shape[0]}x{desc.shape[2]} from {loaded.name}"
         return self._serve(response, work)
 
