@@ -158,8 +158,14 @@ def label_report(store: SampleStore, run_dir: Path) -> str:
     return label_quality_table(rows) + (f"\n  contact sheet: {sheet}" if sheet else "")
 
 
-def evaluation(checkpoint_dir: Path, num_scenes: int, input_size: tuple[int, int], seed: int) -> list[tuple]:
-    """AP rows (name, metrics) on held-out test scenes: untrained, first and newest version, bottom-up."""
+def evaluation(checkpoint_dir: Path, num_scenes: int, input_size: tuple[int, int], seed: int,
+               max_versions: int = 5) -> tuple[list[tuple], list[dict]]:
+    """AP on held-out test scenes: table rows (name, metrics) and the AP curve over model versions.
+
+    Rows: untrained weights, up to ``max_versions`` evenly spaced versions (first and newest
+    included), the bottom-up baseline. Curve: one point per evaluated version with the number
+    of labels it was trained on.
+    """
     import torch
 
     from selfsup_perception.core.evaluation.bottom_up import bottom_up_instances
@@ -175,14 +181,19 @@ def evaluation(checkpoint_dir: Path, num_scenes: int, input_size: tuple[int, int
         torch.manual_seed(0)
         untrained = build_instance_model(versions[0].meta["model_config"]).eval()
         rows.append(("untrained (random weights)", untrained))
-        for info in ([versions[0], versions[-1]] if len(versions) > 1 else [versions[0]]):
+        picks = sorted({round(i * (len(versions) - 1) / max(max_versions - 1, 1)) for i in range(max_versions)})
+        for info in [versions[i] for i in picks]:
             model, meta = ckpt.load_model_for_inference(info.path)
-            rows.append((f"v{info.version} (step {meta['step']}, {meta.get('dataset_size')} labels)", model))
-    table = [(name, evaluate_segmenter(lambda s, m=m: segment_instances(m, s.rgb, input_size), scenes))
-             for name, m in rows]
+            rows.append((f"v{info.version} (step {meta['step']}, {meta.get('dataset_size')} labels)", model, meta))
+    table, curve = [], []
+    for name, model, *meta in rows:
+        metrics = evaluate_segmenter(lambda s, m=model: segment_instances(m, s.rgb, input_size), scenes)
+        table.append((name, metrics))
+        if meta:
+            curve.append({"labels": meta[0].get("dataset_size") or 0, "step": meta[0]["step"], **metrics})
     table.append(("bottom-up baseline (graph-based RGB-D)", evaluate_segmenter(
         lambda s: bottom_up_instances(s.frame), scenes)))
-    return table
+    return table, curve
 
 
 def format_ap_table(table: list[tuple]) -> str:
@@ -207,7 +218,7 @@ def hypothesis_summary(path: Path) -> str:
     return "\n".join(lines)
 
 
-def write_report(run_dir: Path, checkpoint_dir: Path, sections: dict[str, str]) -> Path:
+def write_report(run_dir: Path, checkpoint_dir: Path, sections: dict[str, str], curve: list[dict]) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -221,13 +232,18 @@ def write_report(run_dir: Path, checkpoint_dir: Path, sections: dict[str, str]) 
         steps = [v.meta["step"] for v in versions]
         losses = [v.meta.get("metrics", {}).get("loss", float("nan")) for v in versions]
         sizes = [v.meta.get("dataset_size") or 0 for v in versions]
-        fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
+        fig, ax = plt.subplots(1, 3, figsize=(13, 3.2))
         ax[0].plot(steps, losses, marker="o")
         ax[0].set_xlabel("training step")
         ax[0].set_ylabel("loss (mean of the round)")
         ax[1].plot(steps, sizes, marker="o")
         ax[1].set_xlabel("training step")
         ax[1].set_ylabel("labels in the training set")
+        for key, label in (("AP30", "AP@0.3"), ("AP50", "AP@0.5")):
+            ax[2].plot([c["labels"] for c in curve], [c[key] for c in curve], marker="o", label=label)
+        ax[2].set_xlabel("labels the version was trained on")
+        ax[2].set_ylabel("AP on held-out novel objects")
+        ax[2].legend()
         fig.tight_layout()
         fig.savefig(run_dir / "training.png", dpi=100)
         plt.close(fig)
@@ -323,10 +339,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(sections["hypotheses"])
     print(f"  {sections.get('serving', '')}")
     print(f"[4/4] evaluation: AP on {args.eval_scenes} held-out scenes of novel objects (640x480)")
-    sections["evaluation"] = format_ap_table(evaluation(checkpoint_dir, args.eval_scenes, _config_input_size(),
-                                                        seed=10_000 + args.seed))
+    table, curve = evaluation(checkpoint_dir, args.eval_scenes, _config_input_size(), seed=10_000 + args.seed)
+    sections["evaluation"] = format_ap_table(table)
     print(sections["evaluation"])
-    report = write_report(run_dir, checkpoint_dir, sections)
+    report = write_report(run_dir, checkpoint_dir, sections, curve)
     print(f"\nreport: {report}\nwall time {time.monotonic() - t0:.0f} s")
     return 0 if len(samples) >= min(20, args.pushes) else 1
 
