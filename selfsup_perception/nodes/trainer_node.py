@@ -35,7 +35,8 @@ LATCHED = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durabilit
 @dataclass(frozen=True)
 class TrainerParams:
     task: str = field_with_help("instance_segmentation", "instance_segmentation (from interaction labels) | "
-                                "semantic_segmentation (region-consistency pre-training on registered views)")
+                                "semantic_segmentation (region-consistency pre-training on registered views) | "
+                                "descriptors (cycle correspondence on the interactions' images)")
     dataset_dir: str = field_with_help("data/interactions", "instance: the sample store of interaction/labeler; "
                                        "semantic: the registration node's pair store (data/registration)")
     labeler: str = field_with_help("flow", "labels to learn from: flow | frame_difference")
@@ -55,8 +56,9 @@ class TrainerParams:
     torch_threads: int = field_with_help(2, "CPU threads for training (leave cores to the robot's other work)")
 
     def __post_init__(self) -> None:
-        if self.task not in ("instance_segmentation", "semantic_segmentation"):
-            raise ValueError(f"task must be instance_segmentation or semantic_segmentation, got {self.task!r}")
+        if self.task not in ("instance_segmentation", "semantic_segmentation", "descriptors"):
+            raise ValueError(f"task must be instance_segmentation, semantic_segmentation or descriptors, "
+                             f"got {self.task!r}")
         if self.update_interval_s < 0 or self.steps_per_round < 1 or self.batch_size < 1:
             raise ValueError("update_interval_s >= 0, steps_per_round >= 1 and batch_size >= 1 are required")
         if self.mask_loss not in ("bce", "robust_set", "soft_iou"):
@@ -81,6 +83,14 @@ def make_online_trainer(p: TrainerParams):
                                           min_pairs=p.min_samples, seed=p.seed),
             RegionConsistencyConfig(seed=p.seed),
             TrainerConfig(lr=p.learning_rate, warmup_steps=20, seed=p.seed, grad_clip_norm=5.0))
+    if p.task == "descriptors":
+        from selfsup_perception.core.learning.online_descriptors import OnlineDescriptorConfig, OnlineDescriptorTrainer
+
+        return OnlineDescriptorTrainer(
+            OnlineDescriptorConfig(dataset_dir=p.dataset_dir, checkpoint_dir=p.checkpoint_dir,
+                                   input_width=p.input_width, input_height=p.input_height, batch_size=p.batch_size,
+                                   steps_per_round=p.steps_per_round, min_samples=p.min_samples, seed=p.seed),
+            trainer_config=TrainerConfig(lr=p.learning_rate, warmup_steps=20, seed=p.seed))
     return OnlineInstanceTrainer(
         OnlineTrainingConfig(dataset_dir=p.dataset_dir, labeler=p.labeler, checkpoint_dir=p.checkpoint_dir,
                              input_width=p.input_width, input_height=p.input_height, batch_size=p.batch_size,

@@ -219,3 +219,30 @@ def test_stream_mode_segments_the_newest_image(spinner, trained):
     assert wait_for(lambda: (pub.publish(image), segmentations and overlays)[1], 20)
     assert segmentations[0].header.stamp.sec == 42 and segmentations[0].model_version.startswith("instance_segmentation/v")
     assert (overlays[0].height, overlays[0].width, overlays[0].encoding) == (H, W, "rgb8")
+
+
+def test_trainer_learns_descriptors_from_interaction_images_and_inference_serves_them(spinner, tmp_path):
+    from selfsup_perception.srv import ComputeDescriptors
+
+    labeled_store(tmp_path / "ds")
+    listener = spinner.add(rclpy.create_node("descriptor_versions"))
+    versions = []
+    listener.create_subscription(ModelVersion, "trainer/model_versions", versions.append, LATCHED)
+    spinner.add(TrainerNode(parameter_overrides=[
+        Parameter("task", value="descriptors"), Parameter("dataset_dir", value=str(tmp_path / "ds")),
+        Parameter("checkpoint_dir", value=str(tmp_path / "ck")), Parameter("input_width", value=W),
+        Parameter("input_height", value=H), Parameter("steps_per_round", value=1), Parameter("batch_size", value=2),
+        Parameter("min_samples", value=2), Parameter("update_interval_s", value=0.0), Parameter("max_rounds", value=1)]))
+    assert wait_for(lambda: versions, 120), "no descriptor model version published"
+    assert versions[0].task == "descriptors" and versions[0].step == 1
+    spinner.add(InferenceNode(parameter_overrides=inference_params(tmp_path / "ck")))
+    client_node = spinner.add(rclpy.create_node("descriptor_client"))
+    client = client_node.create_client(ComputeDescriptors, "compute_descriptors")
+    assert client.wait_for_service(timeout_sec=10)
+    rgb = make_sample("q", h=H, w=W).before.rgb
+    res = wait_future(client.call_async(ComputeDescriptors.Request(image=rgb_to_msg(rgb))), 30)
+    assert res.success, res.message
+    d = res.descriptors
+    assert (d.height, d.width) == (H, W) and d.model_version == "descriptors/v1"
+    desc = np.asarray(d.data, dtype=np.float32).reshape(H, W, d.dimension)
+    np.testing.assert_allclose(np.linalg.norm(desc, axis=-1), 1.0, atol=1e-4)
