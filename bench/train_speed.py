@@ -30,6 +30,7 @@ from selfsup_perception.core.learning.models.instance_segmentation import (
     count_parameters,
     predict_instances,
 )
+from selfsup_perception.core.learning.inference import segment_instances
 from selfsup_perception.core.learning.trainer import Trainer, TrainerConfig
 
 
@@ -53,9 +54,10 @@ def batches(items, batch_size, crop, rng):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer repeats and steps (< 2 min)")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[4, 8])
-    ap.add_argument("--crop", type=int, nargs=2, default=[120, 160], metavar=("H", "W"), help="training crop")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 4])
+    ap.add_argument("--crop", type=int, nargs=2, default=[120, 160], metavar=("H", "W"),
+                    help="training crop (default: the whole 160x120 input of config/trainer.yaml)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -70,19 +72,24 @@ def main() -> None:
     print(f"InstanceSegNet {cfg}: {count_parameters(net):,} parameters; torch threads = {args.threads}")
     print("\n| input | forward ms (median) | predict_instances ms (median) |\n|---|---|---|")
     rng = np.random.default_rng(args.seed)
-    for h, w in ((480, 640), (240, 320)):
+    for h, w in ((480, 640), (240, 320), (120, 160)):
         x = torch.from_numpy(rng.integers(0, 256, (1, 3, h, w), dtype=np.uint8))
         with torch.no_grad():
             fwd = median_ms(lambda: net(x), repeats)
         scene = synthetic_items(1, height=h, width=w, seed=1)[0]["rgb"]
         pred = median_ms(lambda: predict_instances(net, scene, score_threshold=0.0), repeats)
         print(f"| {w}x{h} | {fwd:.1f} | {pred:.1f} |")
+    # what the inference node does: a 640x480 image resized to the 160x120 training size
+    big = synthetic_items(1, height=480, width=640, seed=1)[0]["rgb"]
+    seg = median_ms(lambda: segment_instances(net, big, (160, 120), score_threshold=0.0), repeats)
+    print(f"\nsegment_instances(640x480 image, input_size 160x120): {seg:.1f} ms (median)")
 
     print(f"\n| training variant | batch | crop HxW | steps/s | ms/step |\n|---|---|---|---|---|")
     items = synthetic_items(64, height=args.crop[0] + 40, width=args.crop[1] + 40, seed=2)
     variants = {
         "bce": InstanceTaskConfig(mask_loss="bce", objectness_loss="bce"),
-        "robust_set + bootstrap": InstanceTaskConfig(),
+        "defaults (soft_iou + bootstrap, balanced objectness)": InstanceTaskConfig(),
+        "robust_set + bootstrap": InstanceTaskConfig(mask_loss="robust_set"),
         "co-teaching (+ robust_set + bootstrap)": InstanceTaskConfig(co_teaching=True),
     }
     for name, tcfg in variants.items():
@@ -105,8 +112,10 @@ def main() -> None:
     test = synthetic_items(40, height=h, width=w, negative_fraction=0.0, label_noise=0.0, seed=4)
     print(f"\n| sanity (toy {w}x{h} scenes, {steps} steps, batch 8) | AP30 | AP50 | AP | train s |\n|---|---|---|---|---|")
     for name, tcfg in (("bce", InstanceTaskConfig(mask_loss="bce", objectness_loss="bce")),
-                       ("robust_set + bootstrap", InstanceTaskConfig()),
-                       ("robust_set + bootstrap after 250 BCE steps", InstanceTaskConfig(noisy_loss_warmup_steps=250))):
+                       ("defaults (soft_iou + bootstrap, balanced objectness)", InstanceTaskConfig()),
+                       ("robust_set + bootstrap", InstanceTaskConfig(mask_loss="robust_set")),
+                       ("robust_set + bootstrap after 250 BCE steps",
+                        InstanceTaskConfig(mask_loss="robust_set", noisy_loss_warmup_steps=250))):
         trainer = Trainer(InstanceSegmentationTask(tcfg), TrainerConfig(lr=3e-3, log_every=0))
         t0 = time.perf_counter()
         trainer.train_steps(batches(train, 8, (h, w), np.random.default_rng(0)), steps)

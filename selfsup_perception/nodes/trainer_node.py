@@ -48,7 +48,7 @@ class TrainerParams:
     input_height: int = field_with_help(240, "training image height")
     min_samples: int = field_with_help(4, "kept labels (instance) or usable view pairs (semantic) needed to start")
     learning_rate: float = field_with_help(1e-3, "AdamW learning rate")
-    mask_loss: str = field_with_help("robust_set", "bce | robust_set | soft_iou")
+    mask_loss: str = field_with_help("soft_iou", "bce | robust_set | soft_iou (bench/ap_table.py: docs/learning.md)")
     objectness_loss: str = field_with_help("bootstrap", "bce | bootstrap")
     co_teaching: bool = field_with_help(False, "train two networks on each other's small-loss samples")
     max_rounds: int = field_with_help(0, "stop after this many rounds (0 = never)")

@@ -1,5 +1,7 @@
 """Instance segmentation model, task loss, collate and inference."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -148,3 +150,84 @@ def test_predict_instances_on_a_learned_blob_map():
     with pytest.raises(ValueError, match="uint8"):
         predict_instances(net, rgb.astype(np.float32))
     assert predict_instances(net, rgb, score_threshold=1.01) == []
+
+
+def _one_positive_batch():
+    """A 32x32 image whose labelled object covers 2x2 cells of the 8x8 stride-4 grid (1/16 of the pixels)."""
+    rgb = np.full((32, 32, 3), 100, np.uint8)
+    mask = np.zeros((32, 32), bool)
+    mask[8:16, 8:16] = True
+    return collate_samples([(rgb, mask, (10.0, 10.0), False)], hflip_prob=0.0, rng=np.random.default_rng(0))
+
+
+def _objectness_loss_for_constant_logit(task_config, logit: float) -> float:
+    """loss_objectness of a network whose objectness is ``logit`` everywhere (reference: plain BCE sums)."""
+    torch.manual_seed(0)
+    task = InstanceSegmentationTask(task_config)
+    net = task.build_model()
+    real_forward = net.forward
+
+    def forward(x, depth=None):
+        out = real_forward(x, depth)
+        return {**out, "objectness": torch.full_like(out["objectness"], logit)}
+
+    net.forward = forward
+    _, metrics = task.compute_loss(net, {**_one_positive_batch(), "step": 0})
+    return metrics["loss_objectness"]
+
+
+def test_balanced_objectness_weights_the_object_like_the_rest_of_the_image():
+    logit = 0.3
+    p = 1 / (1 + np.exp(-logit))
+    pos_bce, neg_bce = -np.log(p), -np.log(1 - p)
+    plain = InstanceTaskConfig(model=TINY, objectness_loss="bce", balance_objectness=False, unlabelled_weight=1.0)
+    # 4 of 64 cells are object: plain mean BCE
+    assert _objectness_loss_for_constant_logit(plain, logit) == pytest.approx((4 * pos_bce + 60 * neg_bce) / 64, rel=1e-5)
+    balanced = replace(plain, balance_objectness=True)
+    assert _objectness_loss_for_constant_logit(balanced, logit) == pytest.approx((pos_bce + neg_bce) / 2, rel=1e-5)
+    # unlabelled pixels at weight 0.25: 60 * 0.25 = 15 units of background against 15 of object
+    weak = replace(balanced, unlabelled_weight=0.25)
+    assert _objectness_loss_for_constant_logit(weak, logit) == pytest.approx((pos_bce + neg_bce) / 2, rel=1e-5)
+    weak_unbalanced = replace(plain, unlabelled_weight=0.25)
+    assert _objectness_loss_for_constant_logit(weak_unbalanced, logit) == pytest.approx(
+        (4 * pos_bce + 15 * neg_bce) / 19, rel=1e-5)
+
+
+def test_output_stride_2_doubles_the_map_resolution():
+    torch.manual_seed(0)
+    cfg = InstanceSegConfig(widths=(8, 8, 16, 16), decoder_channels=8, embedding_dim=8, output_stride=2)
+    net = InstanceSegNet(cfg)
+    out = net(torch.randint(0, 255, (1, 3, 36, 52), dtype=torch.uint8))
+    assert out["objectness"].shape == (1, 1, 18, 26) and out["embedding"].shape == (1, 8, 18, 26)
+    assert net.mask_logits(out["embedding"], torch.tensor([[[10.0, 10.0]]]), (36, 52)).shape == (1, 1, 18, 26)
+    assert InstanceSegConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="output_stride"):
+        InstanceSegNet(InstanceSegConfig(widths=(8, 8, 16, 16), output_stride=8))
+    task = InstanceSegmentationTask(InstanceTaskConfig(model=cfg))
+    loss, _ = task.compute_loss(task.build_model(), {**collate_samples(synthetic_items(2, height=32, width=40),
+                                                                        rng=np.random.default_rng(0)), "step": 0})
+    assert torch.isfinite(loss)
+
+
+def test_every_peak_proposes_a_mask_without_greedy_cover():
+    """Two objectness peaks on one object: greedy cover queries it once; without it, NMS removes the duplicate."""
+    torch.manual_seed(0)
+    net = InstanceSegNet(TINY).eval()
+    rgb = np.full((40, 48, 3), 100, np.uint8)
+
+    def fake_forward(x, depth=None):
+        obj = torch.full((1, 1, 10, 12), -4.0)
+        obj[0, 0, 2:5, 2:9] = 2.0  # one wide object, cells (2..4, 2..8)
+        obj[0, 0, 3, 3], obj[0, 0, 3, 7] = 4.0, 3.5  # two separated local maxima on it
+        same = torch.zeros(1, 8, 10, 12)
+        same[0, 0] = (obj[0, 0] > 0).float()
+        same[0, 1] = (obj[0, 0] <= 0).float()
+        return {"objectness": obj, "embedding": same}
+
+    net.forward = fake_forward
+    with torch.no_grad():
+        net.locality.fill_(-20.0)
+    for cover in (True, False):
+        inst = predict_instances(net, rgb, config=InferenceConfig(min_area=10, greedy_cover=cover, peak_window=3))
+        assert len(inst) == 1
+        assert inst[0].box[0] <= 10 and inst[0].box[2] >= 32  # the whole object, from either peak

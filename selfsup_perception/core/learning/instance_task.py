@@ -17,7 +17,9 @@ key                shape / dtype          meaning
 Training signal per sample, at stride 4 (targets are area-downsampled masks > 0.5):
 
 * objectness o: positives -> target = mask over all valid pixels (other objects are
-  unlabelled, hence hard bootstrapping, Eitel et al. Sec. III-C); negatives -> target 0,
+  unlabelled, hence hard bootstrapping, Eitel et al. Sec. III-C, and ``unlabelled_weight`` < 1
+  on the pixels outside the mask); with ``balance_objectness`` the mask pixels are up-weighted
+  to carry as much weight as the rest of the image (our addition); negatives -> target 0,
   with weight ``1 + negative_weight`` in a disk of ``negative_radius`` px around the action
   pixel (known background: pushing there moved nothing), which bootstrapping never ignores.
 * point-conditioned mask m_q (positives only): ``queries_per_sample`` query pixels -- the
@@ -57,7 +59,9 @@ from selfsup_perception.core.learning.models.instance_segmentation import (
 @dataclass(frozen=True)
 class InstanceTaskConfig:
     model: InstanceSegConfig = field(default_factory=InstanceSegConfig)
-    mask_loss: str = "robust_set"  # 'bce' | 'robust_set' | 'soft_iou' (BCE + soft-IoU hinge)
+    # 'bce' | 'robust_set' | 'soft_iou' (BCE + soft-IoU hinge); soft_iou measured best from random
+    # weights on the simulated tabletop (docs/learning.md, bench/ap_table.py)
+    mask_loss: str = "soft_iou"
     objectness_loss: str = "bootstrap"  # 'bce' | 'bootstrap'
     bootstrap_beta: float = 0.7  # Reed et al. / aeitel/self_deepmask
     ignore_confident_foreground: bool = True  # Eitel et al. Sec. III-C
@@ -78,7 +82,7 @@ class InstanceTaskConfig:
     balance_objectness: bool = True
     # weight of the unlabelled pixels (outside the labelled mask) of a positive sample, before
     # balancing; < 1 treats them as the weak negatives they are (other objects are unlabelled)
-    unlabelled_weight: float = 1.0
+    unlabelled_weight: float = 0.3
     # plain BCE for this many steps before the noisy-label losses switch on: both papers apply
     # them to a pre-trained network (COCO DeepMask; passive pre-training), and on a random
     # network the robust-set refinement and bootstrapping act on meaningless predictions

@@ -21,8 +21,8 @@ the point-conditioned mask the role of its mask head. The network is trained fro
 weights (no COCO pre-training is available here).
 
 Inference (:func:`predict_instances`): query points are local maxima of the objectness map,
-visited in decreasing objectness (greedy cover: a point already inside an accepted mask is
-skipped); each gives a mask, score = objectness(q) * mean mask probability inside the mask;
+visited in decreasing objectness (optionally greedy cover: a point already inside an accepted
+mask is skipped; off by default); each gives a mask, score = objectness(q) * mean mask probability inside the mask;
 masks are filtered by area and suppressed by mask-IoU NMS (0.4, as ``aeitel/self_deepmask``).
 """
 
@@ -203,12 +203,15 @@ class InferenceConfig:
     score_threshold: float = 0.3  # keep instances scoring at least this
     max_instances: int = 20
     peak_threshold: float = 0.3  # objectness probability for a query point
-    peak_window: int = 5  # local-maximum window at stride 4 (odd)
+    peak_window: int = 3  # local-maximum window in output cells (odd); 5 merged adjacent small objects
     max_queries: int = 64
     mask_threshold: float = 0.5  # mask probability
     nms_iou: float = 0.4  # as aeitel/self_deepmask
     min_area: int = 30  # pixels at full resolution
     max_area_fraction: float = 0.25  # drop masks larger than this fraction of the image (reference: 0.1 at 640x480)
+    # skip a query point already inside an accepted mask; False: a mask from every peak, then NMS
+    # (an accepted mask that spills onto a neighbour no longer hides the neighbour's peak)
+    greedy_cover: bool = False
 
 
 def mask_iou_matrix(masks: np.ndarray) -> np.ndarray:
@@ -292,7 +295,7 @@ def predict_instances(
         covered = torch.zeros((h4, w4), dtype=torch.bool, device=device)
         chosen: list[int] = []
         for i in range(len(ys)):
-            if covered[ys[i], xs[i]] or not binm[i].any():
+            if (config.greedy_cover and covered[ys[i], xs[i]]) or not binm[i].any():
                 continue
             chosen.append(i)
             covered |= binm[i]

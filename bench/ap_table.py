@@ -1,0 +1,314 @@
+"""Does self-supervised instance segmentation learn on the simulated tabletop? The AP table of the papers.
+
+Steps (issue 4's evaluation bench; the table structure of Eitel et al. Table I / Pathak et al. Table 1):
+
+1. Collect push interactions in the simulator (train objects, low + medium clutter, pushes
+   planned by our planner, 3 pushes per scene as ``bench/label_quality.py``). Each push keeps the
+   before image, the action pixel, and the ground-truth mask of the moved object (the object
+   whose position moved most, > 5 mm, taken from the *before* instance mask; none moved ->
+   a true negative). Cached under ``bench/results/ap_table_cache/`` (one .npz per push), so a
+   rerun with the same collection settings skips the simulator.
+2. Three label sets from the same interactions: frame differencing (``FrameDifferenceLabeler``),
+   optical flow (``FlowMaskLabeler``) -- kept labels and negatives only, as the online trainer
+   (``LabeledDataset``) uses them -- and the ground-truth masks of the moved objects (upper bound;
+   every executed push, true negatives included).
+3. One model per label set, same budget: same steps, batch, input size (160x120 as
+   config/trainer.yaml; images resized with ``online_training.resize_item`` and batched with
+   ``collate_samples`` as ``LabeledDataset.batches``), the shared ``Trainer``.
+4. Held-out scenes of *novel* objects (``render_test_scenes(n, split='test')`` at 640x480, all
+   clutter levels), ``segment_instances(model, rgb, (160, 120))``, ``evaluate_segmenter``:
+   AP@0.3, AP@0.5, AP@0.75, AP@[.5:.95] for the bottom-up baseline, random weights and the three
+   trained models.
+
+Usage::
+
+    PYTHONPATH=. python bench/ap_table.py            # full (~15 min on 2 shared cores)
+    PYTHONPATH=. python bench/ap_table.py --quick    # < 3 min (fewer pushes, steps, test scenes)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from selfsup_perception.core.evaluation.bottom_up import bottom_up_instances
+from selfsup_perception.core.evaluation.sim_scenes import evaluate_segmenter, render_test_scenes
+from selfsup_perception.core.interaction import PlannerConfig, find_object_candidates, fit_table_plane, plan_push
+from selfsup_perception.core.labeling import FlowMaskLabeler, FrameDifferenceLabeler
+from selfsup_perception.core.learning.inference import segment_instances
+from selfsup_perception.core.learning.instance_task import (
+    InstanceSegmentationTask,
+    InstanceTaskConfig,
+    collate_samples,
+)
+from selfsup_perception.core.learning.models.instance_segmentation import InferenceConfig
+from selfsup_perception.core.learning.online_training import resize_item
+from selfsup_perception.core.learning.trainer import Trainer, TrainerConfig
+from selfsup_perception.core.types import InteractionKind, InteractionOutcome, InteractionSample
+from selfsup_perception.sim.tabletop import SimConfig, TabletopSim, replace_camera
+
+LABEL_SETS = ("frame_difference", "flow", "ground_truth")
+CACHE_VERSION = 1
+
+
+def cpu_s() -> float:
+    """CPU seconds of this process and its waited-for children (less sensitive to other jobs than wall time)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+# --------------------------------------------------------------------------- 1. collection
+
+
+def collect_pushes(num_pushes: int, *, seed0: int, pushes_per_scene: int, clutters: tuple[str, ...],
+                   width: int = 640, height: int = 480):
+    """Yield dicts {rgb, gt_mask or None, action_pixel, moved_m, labels: {name: (mask, kept, negative)}, scene}."""
+    labelers = {"flow": FlowMaskLabeler(), "frame_difference": FrameDifferenceLabeler()}
+    done, k = 0, 0
+    with TabletopSim(replace_camera(SimConfig(seed=0), width=width, height=height)) as sim:
+        while done < num_pushes:
+            seed = seed0 + k
+            clutter = clutters[k % len(clutters)]
+            k += 1
+            sim.reset_scene(seed, split="train", clutter=clutter)
+            rng = np.random.default_rng([seed, 17])
+            for _ in range(pushes_per_scene):
+                if done >= num_pushes:
+                    break
+                before, gt_b = sim.render_with_ground_truth()
+                plane = fit_table_plane(before, rng=np.random.default_rng(0))
+                push = plan_push(before, find_object_candidates(before, plane), rng, PlannerConfig())
+                if push is None:
+                    break
+                p0 = sim.object_poses()
+                ok, msg = sim.execute_push(push.start_point, push.end_point)
+                if not ok:
+                    continue
+                p1 = sim.object_poses()
+                after = sim.render()
+                moved = {i: float(np.linalg.norm(p1[i][0][:2] - p0[i][0][:2])) for i in p0}
+                best = max(moved, key=moved.get)
+                gt = (gt_b["instance_mask"] == best) if moved[best] > 0.005 else None
+                sample = InteractionSample(f"{clutter}-{seed}", InteractionKind.PUSH, before, after, push.action_pixel,
+                                           push.start_point, push.end_point, InteractionOutcome.EXECUTED, msg)
+                labels = {}
+                for name, lab in labelers.items():
+                    label = lab.label(sample)
+                    labels[name] = (label.mask.astype(bool), bool(label.kept), bool(label.is_negative))
+                done += 1
+                yield {"rgb": before.rgb, "gt_mask": gt, "action_pixel": tuple(float(x) for x in push.action_pixel),
+                       "moved_m": moved[best], "labels": labels, "scene": f"{clutter}-{seed}"}
+
+
+def _save_push(path: Path, p: dict) -> None:
+    arrays = {"rgb": p["rgb"], "action_pixel": np.asarray(p["action_pixel"], np.float32),
+              "moved_m": np.float32(p["moved_m"]), "has_gt": np.bool_(p["gt_mask"] is not None),
+              "gt_mask": p["gt_mask"] if p["gt_mask"] is not None else np.zeros(p["rgb"].shape[:2], bool)}
+    for name, (mask, kept, neg) in p["labels"].items():
+        arrays[f"{name}_mask"], arrays[f"{name}_kept"], arrays[f"{name}_negative"] = mask, np.bool_(kept), np.bool_(neg)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def _load_push(path: Path) -> dict:
+    z = np.load(path)
+    labels = {n: (z[f"{n}_mask"], bool(z[f"{n}_kept"]), bool(z[f"{n}_negative"])) for n in ("flow", "frame_difference")}
+    return {"rgb": z["rgb"], "gt_mask": z["gt_mask"] if bool(z["has_gt"]) else None,
+            "action_pixel": tuple(float(x) for x in z["action_pixel"]), "moved_m": float(z["moved_m"]),
+            "labels": labels}
+
+
+def load_or_collect(cache_dir: Path, num_pushes: int, seed0: int, pushes_per_scene: int,
+                    clutters: tuple[str, ...]) -> tuple[list[dict], float]:
+    """The first ``num_pushes`` pushes of the collection (seed0, pushes_per_scene, clutters), cached."""
+    settings = {"version": CACHE_VERSION, "seed": seed0, "pushes_per_scene": pushes_per_scene,
+                "clutters": list(clutters), "size": [640, 480]}
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    meta_path = cache_dir / "settings.json"
+    if meta_path.exists() and json.loads(meta_path.read_text()) != settings:
+        for f in cache_dir.glob("push_*.npz"):
+            f.unlink()
+    meta_path.write_text(json.dumps(settings))
+    have = sorted(cache_dir.glob("push_*.npz"))
+    t0 = time.perf_counter()
+    if len(have) < num_pushes:
+        # the collection is deterministic, so a longer run repeats the cached prefix and extends it
+        for i, p in enumerate(collect_pushes(num_pushes, seed0=seed0, pushes_per_scene=pushes_per_scene,
+                                             clutters=clutters)):
+            path = cache_dir / f"push_{i:04d}.npz"
+            if not path.exists():
+                _save_push(path, p)
+            if (i + 1) % 10 == 0:
+                print(f"  collected {i + 1}/{num_pushes} pushes ({time.perf_counter() - t0:.0f} s)", flush=True)
+    pushes = [_load_push(cache_dir / f"push_{i:04d}.npz") for i in range(num_pushes)]
+    return pushes, time.perf_counter() - t0
+
+
+# --------------------------------------------------------------------------- 2. label sets
+
+
+def label_set(pushes: list[dict], name: str, size: tuple[int, int]) -> list[dict]:
+    """Training items (resized to ``size`` = (w, h)) of one label set; see module doc."""
+    items = []
+    for p in pushes:
+        if name == "ground_truth":
+            neg = p["gt_mask"] is None
+            mask = np.zeros(p["rgb"].shape[:2], bool) if neg else p["gt_mask"]
+        else:
+            mask, kept, neg = p["labels"][name]
+            if not kept:
+                continue
+        item = resize_item(p["rgb"], mask, p["action_pixel"], size)
+        item["is_negative"] = bool(neg)
+        if not neg and not item["mask"].any():
+            continue
+        items.append(item)
+    return items
+
+
+def label_quality(pushes: list[dict], name: str) -> tuple[int, int, float]:
+    """(positives, negatives, mean IoU of the positives with the ground-truth mask)."""
+    pos = neg = 0
+    ious = []
+    for p in pushes:
+        mask, kept, is_neg = p["labels"][name]
+        if not kept:
+            continue
+        if is_neg:
+            neg += 1
+            continue
+        pos += 1
+        gt = p["gt_mask"] if p["gt_mask"] is not None else np.zeros_like(mask)
+        union = (mask | gt).sum()
+        ious.append((mask & gt).sum() / union if union else 0.0)
+    return pos, neg, float(np.mean(ious)) if ious else float("nan")
+
+
+# --------------------------------------------------------------------------- 3. training
+
+
+def batches(items: list[dict], batch_size: int, rng: np.random.Generator):
+    """As ``LabeledDataset.batches``: random batches with horizontal flips of the whole resized images."""
+    while True:
+        idx = rng.choice(len(items), size=min(batch_size, len(items)), replace=False)
+        yield collate_samples([items[i] for i in idx], rng=rng)
+
+
+def train_model(items: list[dict], task_config: InstanceTaskConfig, trainer_config: TrainerConfig, steps: int,
+                batch_size: int, seed: int):
+    trainer = Trainer(InstanceSegmentationTask(task_config), trainer_config)
+    records = trainer.train_steps(batches(items, batch_size, np.random.default_rng(seed)), steps)
+    return trainer.model.eval(), records
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="40 pushes, 150 steps, 9 test scenes (< 3 min with a warm cache)")
+    ap.add_argument("--pushes", type=int, default=120, help="push interactions collected")
+    ap.add_argument("--pushes-per-scene", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=400, help="optimizer steps per model")
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--input", type=int, nargs=2, default=[160, 120], metavar=("W", "H"))
+    ap.add_argument("--test-scenes", type=int, default=30)
+    d = InstanceTaskConfig()
+    ap.add_argument("--mask-loss", default=d.mask_loss, choices=["bce", "robust_set", "soft_iou"])
+    ap.add_argument("--objectness-loss", default=d.objectness_loss, choices=["bce", "bootstrap"])
+    ap.add_argument("--unlabelled-weight", type=float, default=d.unlabelled_weight)
+    ap.add_argument("--noisy-warmup", type=int, default=d.noisy_loss_warmup_steps, help="noisy_loss_warmup_steps")
+    ap.add_argument("--label-sets", nargs="+", default=list(LABEL_SETS), choices=LABEL_SETS)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads")
+    ap.add_argument("--seed", type=int, default=1000, help="first training-scene seed")
+    ap.add_argument("--cache-dir", default="bench/results/ap_table_cache")
+    ap.add_argument("--collect-only", action="store_true")
+    args = ap.parse_args()
+    if args.quick:
+        args.pushes, args.steps, args.test_scenes = min(args.pushes, 40), 150, 9
+    torch.set_num_threads(args.threads)
+    cv2.setNumThreads(1)
+    size = (args.input[0], args.input[1])
+    t_start, c_start = time.perf_counter(), cpu_s()
+    print(f"# AP table: {args.pushes} pushes (train objects, low+medium clutter, {args.pushes_per_scene} per scene, "
+          f"seed {args.seed}); {args.steps} steps, batch {args.batch_size}, lr {args.lr}, input {size[0]}x{size[1]}, "
+          f"mask loss {args.mask_loss}, objectness loss {args.objectness_loss} (balanced, unlabelled weight "
+          f"{args.unlabelled_weight}), noisy warm-up {args.noisy_warmup}; {InferenceConfig()}; "
+          f"{args.test_scenes} test scenes (novel objects, 640x480, low/medium/high); torch threads {args.threads}; "
+          f"load average {os.getloadavg()[0]:.1f}", flush=True)
+
+    pushes, collect_s = load_or_collect(Path(args.cache_dir), args.pushes, args.seed, args.pushes_per_scene,
+                                        ("low", "medium"))
+    n_moved = sum(p["gt_mask"] is not None for p in pushes)
+    print(f"pushes: {len(pushes)} ({n_moved} moved an object), collection/cache load {collect_s:.0f} s")
+    for name in ("frame_difference", "flow"):
+        pos, neg, miou = label_quality(pushes, name)
+        print(f"  {name:17s} kept positives {pos:3d}, negatives {neg:3d}, mIoU of kept positives with GT {miou:.3f}")
+    if args.collect_only:
+        return
+
+    t0 = time.perf_counter()
+    scenes = render_test_scenes(args.test_scenes, split="test")
+    print(f"test scenes rendered in {time.perf_counter() - t0:.0f} s", flush=True)
+
+    task_config = InstanceTaskConfig(mask_loss=args.mask_loss, objectness_loss=args.objectness_loss,
+                                     unlabelled_weight=args.unlabelled_weight,
+                                     noisy_loss_warmup_steps=args.noisy_warmup)
+    trainer_config = TrainerConfig(lr=args.lr, warmup_steps=20, schedule="cosine", total_steps=args.steps,
+                                   log_every=0, seed=0)
+    infer = InferenceConfig()
+    rows: list[tuple[str, str, dict, float, float]] = []
+
+    def evaluate(model) -> tuple[dict, float]:
+        t = time.perf_counter()
+        r = evaluate_segmenter(lambda s: segment_instances(model, s.rgb, size, config=infer), scenes)
+        return r, 1000 * (time.perf_counter() - t) / len(scenes)
+
+    t = time.perf_counter()
+    r = evaluate_segmenter(lambda s: bottom_up_instances(s.frame), scenes)
+    rows.append(("bottom-up (Felzenszwalb on RGB above the table)", "-", r, 0.0,
+                 1000 * (time.perf_counter() - t) / len(scenes)))
+    print(rows[-1][0], {k: round(v, 3) for k, v in r.items()}, flush=True)
+    random_model = Trainer(InstanceSegmentationTask(task_config), trainer_config).model.eval()
+    r, ms = evaluate(random_model)
+    rows.append(("random weights", "-", r, 0.0, ms))
+    print(rows[-1][0], {k: round(v, 3) for k, v in r.items()}, flush=True)
+    for name in args.label_sets:
+        items = label_set(pushes, name, size)
+        n_pos = sum(not it["is_negative"] for it in items)
+        t, c = time.perf_counter(), cpu_s()
+        model, records = train_model(items, task_config, trainer_config, args.steps, args.batch_size, seed=0)
+        train_s, train_cpu = time.perf_counter() - t, cpu_s() - c
+        r, ms = evaluate(model)
+        last = records[-20:]
+        tail = {k: float(np.mean([x[k] for x in last if k in x])) for k in ("loss", "mask_iou") if any(k in x for x in last)}
+        rows.append((f"{name} labels", f"{n_pos}+{len(items) - n_pos}", r, train_s, ms))
+        print(f"{rows[-1][0]}: {len(items)} items, train {train_s:.0f} s wall / {train_cpu:.0f} s CPU, "
+              f"last-20 {tail}", {k: round(v, 3) for k, v in r.items()}, flush=True)
+
+    print("\n| method | train labels (pos+neg) | AP@0.3 | AP@0.5 | AP@0.75 | AP@[.5:.95] | train s | ms/image |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, n, r, ts, ms in rows:
+        print(f"| {name} | {n} | {r['AP30']:.3f} | {r['AP50']:.3f} | {r['AP75']:.3f} | {r['AP']:.3f} | "
+              f"{ts:.0f} | {ms:.0f} |")
+    byname = {name: r for name, _, r, _, _ in rows}
+    if "flow labels" in byname and "ground_truth labels" in byname and byname["ground_truth labels"]["AP50"] > 0:
+        ratio = byname["flow labels"]["AP50"] / byname["ground_truth labels"]["AP50"]
+        print(f"\nflow / GT-label AP@0.5 = {ratio:.2f} (target >= 0.9)")
+    print(f"# total {time.perf_counter() - t_start:.0f} s wall, {cpu_s() - c_start:.0f} s CPU, "
+          f"load average {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
