@@ -33,7 +33,7 @@ import json
 import os
 import resource
 import time
-from dataclasses import replace
+
 from pathlib import Path
 
 import cv2

@@ -29,7 +29,7 @@ masks are filtered by area and suppressed by mask-IoU NMS (0.4, as ``aeitel/self
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
