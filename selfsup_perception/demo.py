@@ -31,7 +31,7 @@ from rclpy.executors import SingleThreadedExecutor
 from selfsup_perception.action import ExecuteInteraction
 from selfsup_perception.core.dataset.sample_store import SampleStore
 from selfsup_perception.graph import learning_graph
-from selfsup_perception.launcher import GraphProcess
+from selfsup_perception.launcher import GraphProcess, exit_on_sigterm
 from selfsup_perception.ros.service_calls import call_service
 from selfsup_perception.srv import SimResetScene
 
@@ -263,12 +263,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--clutter", default="low", choices=["low", "medium", "high"])
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
-    parser.add_argument("--train-steps", type=int, default=240, help="keep training until this many steps")
-    parser.add_argument("--train-minutes", type=float, default=4.0, help="... or for at most this long")
+    parser.add_argument("--train-steps", type=int, default=600, help="keep training until this many steps")
+    parser.add_argument("--train-minutes", type=float, default=5.0, help="... or for at most this long")
     parser.add_argument("--eval-scenes", type=int, default=12, help="held-out scenes of novel objects")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="data/demo", help="runs are stored under OUT/run_<time>/")
     args = parser.parse_args(argv)
+    exit_on_sigterm()
 
     run_dir = Path(args.out) / time.strftime("run_%Y%m%d_%H%M%S")
     dataset_dir, bag_dir, checkpoint_dir = run_dir / "interactions", run_dir / "bags", run_dir / "checkpoints"

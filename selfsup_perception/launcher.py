@@ -38,6 +38,21 @@ def _format_value(v) -> str:
     return str(v)
 
 
+def _die_with_parent() -> None:
+    """In the child: receive SIGTERM when the launcher dies, however it dies (Linux prctl)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit so context managers stop the graph (e.g. under `timeout`)."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def node_command(spec: NodeSpec, overrides: Optional[dict] = None, python: str = sys.executable) -> list[str]:
     cmd = [python, "-m", spec.module, "--ros-args", "-r", f"__node:={spec.name}",
            "--params-file", str(config_dir() / spec.params_file)]
@@ -63,7 +78,7 @@ class GraphProcess:
         for spec in self.specs:
             proc = subprocess.Popen(node_command(spec, self.overrides.get(spec.name)), stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, text=True, bufsize=1, env=os.environ.copy(),
-                                    start_new_session=True)
+                                    start_new_session=True, preexec_fn=_die_with_parent)
             self.procs[spec.name] = proc
             self.logs[spec.name] = []
             t = threading.Thread(target=self._pump, args=(spec.name, proc), daemon=True)
@@ -138,6 +153,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="registered views and region-consistency pre-training instead of interaction")
     parser.add_argument("-p", "--param", action="append", default=[], help="node.param:=value override")
     args = parser.parse_args(argv)
+    exit_on_sigterm()
     with_sim = not args.no_sim
     overrides: dict[str, dict] = {}
     if args.pretraining:

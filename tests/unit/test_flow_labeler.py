@@ -129,6 +129,20 @@ def test_no_motion_is_a_negative_example():
     assert fd.is_negative and fd.kept and not fd.mask.any()
 
 
+def test_motion_the_flow_misses_is_not_trusted_as_a_negative():
+    # A plain object jumps far: pass a zero flow (what DIS reports there); its depth changed.
+    plain = np.full((H, W, 3), 90, np.uint8)
+    m0 = _square(140, 100, 36)
+    sample = _sample([(plain, m0)], [(plain, _shift(m0, 60, 0))], (158.0, 118.0))
+    label = FlowMaskLabeler().label(sample, flow=np.zeros((H, W, 2), np.float32))
+    assert not label.kept and not label.is_negative
+    assert "not trusted as a negative" in label.reason and label.stats["changed_near_action"] > 0.3
+    # the same zero flow on unchanged images stays a negative
+    still = _sample([(plain, m0)], [(plain, m0)], (158.0, 118.0))
+    label = FlowMaskLabeler().label(still, flow=np.zeros((H, W, 2), np.float32))
+    assert label.is_negative and label.kept and label.stats["changed_near_action"] == 0.0
+
+
 def test_texture_moving_on_the_table_is_filtered_out():
     # A patch of table texture (no height: a sheet of paper / a shadow) moves: no object label.
     tex = _texture(5)

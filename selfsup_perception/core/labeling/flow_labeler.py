@@ -96,6 +96,14 @@ class FlowLabelerConfig:
     # 'image' (reference), 'textured', or 'textured_outside_mask' (default).
     mean_flow_region: str = "textured_outside_mask"
     texture_threshold: float = 20.0  # Sobel gradient magnitude (gray 0..255) of an observable pixel
+    # A negative ("nothing moved") is only trusted when the depth did not change near the action
+    # pixel either: DIS misses large motions of plain objects, and a wrong negative teaches that an
+    # object pixel is background. Depth, not colour: a moving shadow or sheet of paper changes the
+    # colours but is rightly a negative. Changed pixels: |depth difference| > negative_depth_change_m
+    # within negative_check_radius_px (scaled) of the action pixel.
+    negative_check_radius_px: float = 25.0
+    negative_depth_change_m: float = 0.01
+    negative_max_changed_fraction: float = 0.05
 
     def __post_init__(self) -> None:
         if not 0 < self.max_area_fraction <= 1:
@@ -197,6 +205,20 @@ class FlowMaskLabeler:
         gy = cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3)
         return cv2.magnitude(gx, gy) > threshold
 
+    def changed_fraction_near_action(self, sample: InteractionSample, radius: float) -> float:
+        """Fraction of pixels within ``radius`` of the action pixel whose depth changed (invalid depth: unchanged)."""
+        cfg = self.config
+        h, w = sample.before.shape
+        u, v = sample.action_pixel
+        yy, xx = np.ogrid[:h, :w]
+        disk = (xx - u) ** 2 + (yy - v) ** 2 <= radius * radius
+        if not disk.any():
+            return 0.0
+        d0, d1 = sample.before.depth, sample.after.depth
+        with np.errstate(invalid="ignore"):
+            changed = np.abs(d1 - d0) > cfg.negative_depth_change_m  # NaN compares False
+        return float(changed[disk].mean())
+
     def label(self, sample: InteractionSample, plane: Optional[TablePlane] = None,
               flow: Optional[np.ndarray] = None) -> MaskLabel:
         """Label one interaction.
@@ -251,6 +273,11 @@ class FlowMaskLabeler:
         if moving_area < min_area:
             mask = np.zeros((h, w), dtype=bool)
             stats.update(area=0, flow_std=0.0, mask_mean_flow=0.0)
+            changed = self.changed_fraction_near_action(sample, cfg.negative_check_radius_px * s)
+            stats["changed_near_action"] = changed
+            if changed > cfg.negative_max_changed_fraction:
+                return out(False, f"flow saw no motion but the depth changed at {100 * changed:.0f} % of the "
+                                  f"pixels near the action pixel: not trusted as a negative")
             return out(True, f"nothing moved ({moving_area} px < {min_area:.0f} px): negative example",
                        negative=True)
         if seg == 0:
