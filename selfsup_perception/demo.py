@@ -258,7 +258,7 @@ def write_report(run_dir: Path, checkpoint_dir: Path, sections: dict[str, str], 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pushes", type=int, default=24, help="number of push interactions")
+    parser.add_argument("--pushes", type=int, default=36, help="number of push interactions")
     parser.add_argument("--scene-every", type=int, default=3, help="new random scene every K pushes")
     parser.add_argument("--clutter", default="low", choices=["low", "medium", "high"])
     parser.add_argument("--width", type=int, default=640)

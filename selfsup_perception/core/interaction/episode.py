@@ -42,23 +42,26 @@ class EpisodeResult:
 
 def choose_action(frame: RgbdFrame, kind: InteractionKind, rng: np.random.Generator,
                   planner: PlannerConfig, hypotheses: Optional[Sequence[np.ndarray]] = None,
-                  hypothesis_scores: Optional[Sequence[float]] = None):
+                  hypothesis_scores: Optional[Sequence[float]] = None, exclude: Sequence[tuple] = ()):
     """Plan a push or grasp on ``frame``; candidates come from model hypotheses when given, else geometry.
 
+    When no hypothesis allows a feasible action, geometric candidates are tried. ``exclude``
+    lists (source, candidate_id) pairs that failed already (e.g. unreachable for the arm).
     Returns (action or None, candidate source).
     """
     plane = fit_table_plane(frame, rng=rng)
-    source = "geometry"
-    candidates = []
+    sources = []
     if hypotheses:
-        candidates = candidates_from_masks(frame, plane, hypotheses, scores=hypothesis_scores, config=planner)
-        source = "model"
-    if not candidates:
-        candidates = find_object_candidates(frame, plane, planner)
-        source = "geometry"
-    if kind == InteractionKind.PUSH:
-        return plan_push(frame, candidates, rng, planner), source
-    return plan_grasp(frame, candidates, rng, planner), source
+        sources.append(("model", lambda: candidates_from_masks(frame, plane, hypotheses, scores=hypothesis_scores,
+                                                               config=planner)))
+    sources.append(("geometry", lambda: find_object_candidates(frame, plane, planner)))
+    plan = plan_push if kind == InteractionKind.PUSH else plan_grasp
+    for source, make in sources:
+        candidates = [c for c in make() if (source, c.candidate_id) not in exclude]
+        action = plan(frame, candidates, rng, planner) if candidates else None
+        if action is not None:
+            return action, source
+    return None, sources[-1][0]
 
 
 def run_episode(
@@ -74,12 +77,15 @@ def run_episode(
     hypotheses: Optional[Callable[[RgbdFrame], tuple[list, list]]] = None,
     feedback: Callable[[str, float], None] = lambda stage, progress: None,
     sample_id: Optional[str] = None,
+    max_attempts: int = 3,
 ) -> EpisodeResult:
     """Run one interaction. With ``start_point``/``end_point`` given, execute them; otherwise plan.
 
     ``capture`` returns a validated frame or raises (TimeoutError, ValueError...);
     ``arm`` is an :class:`~selfsup_perception.robot.arm_backend.ArmBackend`;
     ``hypotheses(frame) -> (masks, scores)`` supplies a segmentation model's beliefs.
+    A planned action the arm reports UNREACHABLE is replanned without that candidate, up
+    to ``max_attempts`` times (nothing moved, so the before view still holds).
     """
     planner = planner or PlannerConfig()
     timings = {}
@@ -96,7 +102,8 @@ def run_episode(
     feedback("planning", 0.2)
     t1 = time.monotonic()
     action = None
-    if start_point is not None and end_point is not None:
+    explicit = start_point is not None and end_point is not None
+    if explicit:
         s, e = tuple(map(float, start_point)), tuple(map(float, end_point))
         if not (np.all(np.isfinite(s)) and np.all(np.isfinite(e))):
             return EpisodeResult(False, "start/end points must be finite", "INVALID_GOAL")
@@ -105,29 +112,35 @@ def run_episode(
             k = before.intrinsics
             action_pixel = (k.fx * pc[0] / pc[2] + k.cx, k.fy * pc[1] / pc[2] + k.cy) if pc[2] > 0 else (-1.0, -1.0)
         pixel = tuple(map(float, action_pixel))
-    else:
-        masks, scores = hypotheses(before) if hypotheses is not None else ([], [])
-        try:
-            action, source = choose_action(before, kind, rng, planner, masks, scores)
-        except ValueError as exc:
-            return EpisodeResult(False, f"cannot plan on this view: {exc}", NO_CANDIDATE)
-        if action is None:
-            return EpisodeResult(False, "no object candidate with a feasible action", NO_CANDIDATE)
-        if isinstance(action, PushAction):
-            s, e, pixel = action.start_point, action.end_point, action.action_pixel
-        else:
-            assert isinstance(action, GraspAction)
-            s, e, pixel = action.pick_point, action.place_point, action.action_pixel
-        timings["candidate_source"] = source
-    timings["plan_s"] = time.monotonic() - t1
+    masks, scores = ([], [])
+    if not explicit and hypotheses is not None:
+        masks, scores = hypotheses(before)
+    failed: list[tuple] = []
+    for _ in range(1 if explicit else max_attempts):
+        if not explicit:
+            try:
+                action, source = choose_action(before, kind, rng, planner, masks, scores, exclude=failed)
+            except ValueError as exc:
+                return EpisodeResult(False, f"cannot plan on this view: {exc}", NO_CANDIDATE)
+            if action is None:
+                why = "no object candidate with a feasible action"
+                return EpisodeResult(False, why + (f" the arm can reach ({len(failed)} unreachable)" if failed else ""),
+                                     NO_CANDIDATE, timings=timings)
+            if isinstance(action, PushAction):
+                s, e, pixel = action.start_point, action.end_point, action.action_pixel
+            else:
+                assert isinstance(action, GraspAction)
+                s, e, pixel = action.pick_point, action.place_point, action.action_pixel
+            timings["candidate_source"] = source
+        timings["plan_s"] = time.monotonic() - t1
 
-    feedback("executing", 0.4)
-    t2 = time.monotonic()
-    if kind == InteractionKind.PUSH:
-        motion = arm.execute_push(s, e)
-    else:
-        motion = arm.execute_grasp(s, e)
-    timings["execute_s"] = time.monotonic() - t2
+        feedback("executing", 0.4)
+        t2 = time.monotonic()
+        motion = arm.execute_push(s, e) if kind == InteractionKind.PUSH else arm.execute_grasp(s, e)
+        timings["execute_s"] = time.monotonic() - t2
+        if motion.error_code != "UNREACHABLE" or action is None:
+            break
+        failed.append((source, action.candidate_id))  # nothing moved: plan again without that candidate
     if not motion.success:
         arm.move_out_of_view()
         return EpisodeResult(False, motion.message, motion.error_code, action=action, timings=timings)
