@@ -84,7 +84,7 @@ def main() -> None:
     seg = median_ms(lambda: segment_instances(net, big, (160, 120), score_threshold=0.0), repeats)
     print(f"\nsegment_instances(640x480 image, input_size 160x120): {seg:.1f} ms (median)")
 
-    print(f"\n| training variant | batch | crop HxW | steps/s | ms/step |\n|---|---|---|---|---|")
+    print("\n| training variant | batch | crop HxW | steps/s | ms/step |\n|---|---|---|---|---|")
     items = synthetic_items(64, height=args.crop[0] + 40, width=args.crop[1] + 40, seed=2)
     variants = {
         "bce": InstanceTaskConfig(mask_loss="bce", objectness_loss="bce"),

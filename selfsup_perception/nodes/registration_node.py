@@ -30,9 +30,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
-import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_srvs.srv import Trigger
@@ -43,6 +41,7 @@ from selfsup_perception.core.registration.pair_store import PairStore, StoredPai
 from selfsup_perception.core.types import RgbdFrame
 from selfsup_perception.msg import RegisteredViewPair
 from selfsup_perception.ros.conversions import frame_to_view_msg, matrix_to_pose_msg, time_to_msg, view_msg_to_frame
+from selfsup_perception.ros.node_runner import run_node
 from selfsup_perception.ros.parameters import declare_config, field_with_help
 from selfsup_perception.ros.service_calls import ServiceCallError, call_service
 from selfsup_perception.ros.work_queue import WorkQueue
@@ -352,17 +351,7 @@ class RegistrationNode(Node):
 
 
 def main(args=None) -> None:
-    try:
-        with rclpy.init(args=args):
-            node = RegistrationNode()
-            executor = MultiThreadedExecutor(num_threads=3)
-            executor.add_node(node)
-            try:
-                executor.spin()
-            finally:
-                node.destroy_node()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+    run_node(RegistrationNode, num_threads=3, args=args)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,7 @@ paper 002) needs nothing else. Same surface as :class:`OnlineInstanceTrainer`:
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Optional
 
 import cv2
@@ -22,6 +20,7 @@ import torch
 
 from selfsup_perception.core.dataset.sample_store import CorruptSampleError, SampleStore
 from selfsup_perception.core.learning.descriptor_task import DescriptorTask, DescriptorTaskConfig
+from selfsup_perception.core.learning.online_training import OnlineTrainer
 from selfsup_perception.core.learning.trainer import Trainer, TrainerConfig
 
 LOG = logging.getLogger(__name__)
@@ -91,38 +90,19 @@ class InteractionImages:
         return {"rgb_a": to_tensor(a), "rgb_b": to_tensor(b)}  # (B, 3, H, W) uint8
 
 
-class OnlineDescriptorTrainer:
+class OnlineDescriptorTrainer(OnlineTrainer):
     def __init__(self, config: OnlineDescriptorConfig = OnlineDescriptorConfig(),
                  task_config: Optional[DescriptorTaskConfig] = None, trainer_config: Optional[TrainerConfig] = None):
         self.config = config
         self.task = DescriptorTask(task_config or DescriptorTaskConfig())
         self.trainer = Trainer(self.task, trainer_config or TrainerConfig(lr=1e-3, warmup_steps=20, seed=config.seed))
         self.dataset = InteractionImages(SampleStore(config.dataset_dir), (config.input_width, config.input_height))
-        self._rng = np.random.default_rng(config.seed)
-        self.version: Optional[int] = None
-        self.last_round: dict = {}
+        self._init_round_state()
 
-    def resume(self) -> Optional[int]:
-        info = self.trainer.resume(self.config.checkpoint_dir)
-        if info is not None:
-            self.version = info.version
-            self._rng = np.random.default_rng([self.config.seed, info.version])
-        return self.version
+    def ready(self) -> bool:
+        return len(self.dataset) >= self.config.min_samples
 
-    def train_round(self) -> Optional[Path]:
-        self.dataset.refresh()
-        if len(self.dataset) < self.config.min_samples:
-            return None
+    def _batches(self):
         c = self.config
-        batches = (self.dataset.batch(c.batch_size, c.same_interaction_fraction, self._rng)
-                   for _ in range(c.steps_per_round))
-        t0 = time.perf_counter()
-        records = self.trainer.train_steps(batches, c.steps_per_round)
-        elapsed = time.perf_counter() - t0
-        path = self.trainer.save_checkpoint(c.checkpoint_dir)
-        self.version = int(path.name.lstrip("v"))
-        keys = [k for k in (records[0] if records else {}) if k not in ("step", "time_s", "lr")]
-        self.last_round = {"steps": len(records), "seconds": elapsed,
-                           "steps_per_second": len(records) / elapsed if elapsed > 0 else 0.0,
-                           **{k: float(np.mean([r[k] for r in records if k in r])) for k in keys}}
-        return path
+        return (self.dataset.batch(c.batch_size, c.same_interaction_fraction, self._rng)
+                for _ in range(c.steps_per_round))

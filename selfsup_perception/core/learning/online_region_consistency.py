@@ -15,11 +15,8 @@ Felzenszwalb runs here once per view at the input size.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterator, Optional
 
 import cv2
@@ -32,6 +29,7 @@ from selfsup_perception.core.learning.region_consistency_task import (
     RegionConsistencyDataConfig,
     RegionConsistencyTask,
 )
+from selfsup_perception.core.learning.online_training import OnlineTrainer
 from selfsup_perception.core.learning.trainer import Trainer, TrainerConfig
 from selfsup_perception.core.registration.pair_store import PairStore
 from selfsup_perception.core.registration.regions import felzenszwalb_regions
@@ -145,7 +143,7 @@ class RegisteredPairDataset:
             yield self.sample_batch(batch_size, rng)
 
 
-class OnlineRegionConsistencyTrainer:
+class OnlineRegionConsistencyTrainer(OnlineTrainer):
     """Same surface as OnlineInstanceTrainer: ``resume()``, ``train_round()``, ``version``, ``trainer``,
     ``dataset``, ``last_round``."""
 
@@ -158,35 +156,13 @@ class OnlineRegionConsistencyTrainer:
         self.trainer = Trainer(self.task, tc)
         self.store = PairStore(config.dataset_dir)
         self.dataset = RegisteredPairDataset(self.store, (config.input_width, config.input_height), config.data)
-        self._rng = np.random.default_rng(config.seed)
-        self.version: Optional[int] = None
-        self.last_round: dict = {}
-
-    def resume(self) -> Optional[int]:
-        info = self.trainer.resume(self.config.checkpoint_dir)
-        if info is not None:
-            self.version = info.version
-            self._rng = np.random.default_rng([self.config.seed, info.version])
-        return self.version
+        self._init_round_state()
 
     def ready(self) -> bool:
         return len(self.dataset) >= self.config.min_pairs
 
-    def train_round(self) -> Optional[Path]:
-        """Refresh the pairs, train one round and checkpoint it; None when there are too few pairs yet."""
-        self.dataset.refresh()
-        if not self.ready():
-            return None
-        t0 = time.perf_counter()
-        records = self.trainer.train_steps(self.dataset.batches(self.config.batch_size, self._rng),
-                                           self.config.steps_per_round)
-        elapsed = time.perf_counter() - t0
-        self.trainer.config = dataclasses.replace(self.trainer.config, dataset_size=len(self.dataset))
-        path = self.trainer.save_checkpoint(self.config.checkpoint_dir)
-        self.version = int(path.name.lstrip("v"))
-        losses = {k: float(np.mean([r[k] for r in records if k in r])) for k in records[0]
-                  if k not in ("step", "time_s", "lr")} if records else {}
-        self.last_round = {"steps": len(records), "seconds": elapsed,
-                           "steps_per_second": len(records) / elapsed if elapsed > 0 else 0.0,
-                           "pairs": len(self.dataset), "views": len(self.dataset.views), **losses}
-        return path
+    def _batches(self):
+        return self.dataset.batches(self.config.batch_size, self._rng)
+
+    def _round_info(self) -> dict:
+        return {"pairs": len(self.dataset), "views": len(self.dataset.views)}

@@ -10,6 +10,7 @@ round that was running.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -107,7 +108,60 @@ class LabeledDataset:
             yield collate_samples([self.items[i] for i in idx], rng=rng)
 
 
-class OnlineInstanceTrainer:
+class OnlineTrainer:
+    """What every online trainer shares: resume, one round = refresh + train + checkpoint.
+
+    Subclasses set ``config`` (with ``seed``, ``checkpoint_dir``, ``steps_per_round``), ``trainer``,
+    ``dataset`` (``refresh()``, ``len()``) and implement :meth:`ready` and :meth:`_batches`.
+    """
+
+    config: object
+    trainer: Trainer
+    dataset: object
+
+    def _init_round_state(self) -> None:
+        self._rng = np.random.default_rng(self.config.seed)
+        self.version: Optional[int] = None
+        self.last_round: dict = {}
+
+    def resume(self) -> Optional[int]:
+        """Continue from the newest valid checkpoint; returns its version (None: starting fresh)."""
+        info = self.trainer.resume(self.config.checkpoint_dir)
+        if info is not None:
+            self.version = info.version
+            self._rng = np.random.default_rng([self.config.seed, info.version])
+        return self.version
+
+    def ready(self) -> bool:
+        raise NotImplementedError
+
+    def _batches(self) -> Iterator[dict]:
+        raise NotImplementedError
+
+    def _round_info(self) -> dict:
+        """Extra entries of ``last_round`` (e.g. dataset counts)."""
+        return {}
+
+    def train_round(self) -> Optional[Path]:
+        """Refresh the dataset, train one round and checkpoint it; None when there is not enough data yet."""
+        self.dataset.refresh()
+        if not self.ready():
+            return None
+        t0 = time.perf_counter()
+        records = self.trainer.train_steps(self._batches(), self.config.steps_per_round)
+        elapsed = time.perf_counter() - t0
+        self.trainer.config = dataclasses.replace(self.trainer.config, dataset_size=len(self.dataset))
+        path = self.trainer.save_checkpoint(self.config.checkpoint_dir)
+        self.version = int(path.name.lstrip("v"))
+        losses = {k: float(np.mean([r[k] for r in records if k in r])) for k in records[0]
+                  if k not in ("step", "time_s", "lr")} if records else {}
+        self.last_round = {"steps": len(records), "seconds": elapsed,
+                           "steps_per_second": len(records) / elapsed if elapsed > 0 else 0.0,
+                           **self._round_info(), **losses}
+        return path
+
+
+class OnlineInstanceTrainer(OnlineTrainer):
     def __init__(self, config: OnlineTrainingConfig = OnlineTrainingConfig(),
                  task_config: InstanceTaskConfig = InstanceTaskConfig(),
                  trainer_config: Optional[TrainerConfig] = None):
@@ -118,40 +172,10 @@ class OnlineInstanceTrainer:
         self.store = SampleStore(config.dataset_dir)
         self.dataset = LabeledDataset(self.store, config.labeler, (config.input_width, config.input_height),
                                       config.include_negatives)
-        self._rng = np.random.default_rng(config.seed)
-        self.version: Optional[int] = None
-        self.last_round: dict = {}
-
-    def resume(self) -> Optional[int]:
-        info = self.trainer.resume(self.config.checkpoint_dir)
-        if info is not None:
-            self.version = info.version
-            self._rng = np.random.default_rng([self.config.seed, info.version])
-        return self.version
+        self._init_round_state()
 
     def ready(self) -> bool:
         return len(self.dataset) >= self.config.min_samples
 
-    def train_round(self) -> Optional[Path]:
-        """Refresh the dataset, train one round and checkpoint it; None when there is not enough data yet."""
-        self.dataset.refresh()
-        if not self.ready():
-            return None
-        t0 = time.perf_counter()
-        records = self.trainer.train_steps(self.dataset.batches(self.config.batch_size, self._rng),
-                                           self.config.steps_per_round)
-        elapsed = time.perf_counter() - t0
-        self.trainer.config = _with_dataset_size(self.trainer.config, len(self.dataset))
-        path = self.trainer.save_checkpoint(self.config.checkpoint_dir)
-        self.version = int(path.name.lstrip("v"))
-        losses = {k: float(np.mean([r[k] for r in records if k in r])) for k in records[0]
-                  if k not in ("step", "time_s", "lr")} if records else {}
-        self.last_round = {"steps": len(records), "seconds": elapsed,
-                           "steps_per_second": len(records) / elapsed if elapsed > 0 else 0.0, **losses}
-        return path
-
-
-def _with_dataset_size(config: TrainerConfig, n: int) -> TrainerConfig:
-    import dataclasses
-
-    return dataclasses.replace(config, dataset_size=n)
+    def _batches(self) -> Iterator[dict]:
+        return self.dataset.batches(self.config.batch_size, self._rng)
