@@ -297,7 +297,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 records = run_interactions(client, args.pushes, args.scene_every, args.clutter, args.seed)
                 store = SampleStore(dataset_dir)
                 wait_for_labels(store, "flow", timeout_s=120.0)
-                print(f"[3/4] online learning: training until step {args.train_steps} "
+                print(f"  the trainer keeps training until step {args.train_steps} "
                       f"(at most {args.train_minutes:.0f} min)")
                 wait_for_training(checkpoint_dir, args.train_steps, args.train_minutes * 60)
                 from selfsup_perception.sim.tabletop import CameraConfig, SimConfig, TabletopSim
@@ -336,6 +336,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print("[2/4] labels: flow labels made online by the labeler node, frame differencing as the baseline")
     sections["labels"] = label_report(store, run_dir)
     print(sections["labels"])
+    print("[3/4] online learning and serving: model versions hot-swapped into the inference node")
     sections["hypotheses"] = hypothesis_summary(dataset_dir / "hypotheses.jsonl")
     print(sections["hypotheses"])
     print(f"  {sections.get('serving', '')}")

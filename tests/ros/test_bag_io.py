@@ -36,3 +36,23 @@ def test_corrupt_or_missing_bag_gives_a_clear_error(tmp_path):
     (bad / "metadata.yaml").write_text("rosbag2_bagfile_information: {version: 9, storage_identifier: mcap")
     with pytest.raises(BagReadError, match="cannot read bag"):
         list(read_bag(bad, InteractionSample))
+
+
+def test_replay_a_bag_into_a_labeled_dataset(tmp_path):
+    from selfsup_perception.cli.replay_bag import main, replay
+    from selfsup_perception.core.dataset.sample_store import SampleStore
+
+    with BagRecorder(tmp_path / "bag") as bag:
+        for i in range(2):
+            bag.write("interaction/samples", sample_to_msg(make_sample(f"r{i}", seed=i)), stamp_ns=10 + i)
+        bad = sample_to_msg(make_sample("bad", seed=5))
+        bad.after.rgb.encoding = "yuv422"
+        bag.write("interaction/samples", bad, stamp_ns=20)
+    counts = replay(str(tmp_path / "bag"), str(tmp_path / "ds"), "frame_difference")
+    assert counts == {"read": 3, "stored": 2, "skipped_existing": 0, "bad": 1, "labeled": 2,
+                      "kept": counts["kept"]}
+    store = SampleStore(tmp_path / "ds")
+    assert sorted(store.sample_ids()) == ["r0", "r1"] and sorted(store.labeled_ids("frame_difference")) == ["r0", "r1"]
+    again = replay(str(tmp_path / "bag"), str(tmp_path / "ds"), "frame_difference")  # resumable: nothing twice
+    assert again["stored"] == 0 and again["skipped_existing"] == 2 and again["labeled"] == 0
+    assert main(["--bag", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
