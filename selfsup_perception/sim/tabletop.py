@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from typing import Optional
@@ -644,6 +645,7 @@ class TabletopSim:
         if self._client is not None and self._p.isConnected(self._client):
             self._p.disconnect(self._client)
         self._client = None
+        shutil.rmtree(self._texture_dir, ignore_errors=True)
 
     def __enter__(self) -> "TabletopSim":
         return self
