@@ -42,7 +42,8 @@ import torch
 
 from selfsup_perception.core.evaluation.bottom_up import bottom_up_instances
 from selfsup_perception.core.evaluation.sim_scenes import evaluate_segmenter, render_test_scenes
-from selfsup_perception.core.interaction import PlannerConfig, find_object_candidates, fit_table_plane, plan_push
+from selfsup_perception.core.evaluation.sim_pushes import simulated_push
+from selfsup_perception.core.interaction import PlannerConfig
 from selfsup_perception.core.labeling import FlowMaskLabeler, FrameDifferenceLabeler
 from selfsup_perception.core.learning.inference import segment_instances
 from selfsup_perception.core.learning.instance_task import (
@@ -53,7 +54,6 @@ from selfsup_perception.core.learning.instance_task import (
 from selfsup_perception.core.learning.models.instance_segmentation import InferenceConfig
 from selfsup_perception.core.learning.online_training import resize_item
 from selfsup_perception.core.learning.trainer import Trainer, TrainerConfig
-from selfsup_perception.core.types import InteractionKind, InteractionOutcome, InteractionSample
 from selfsup_perception.sim.tabletop import SimConfig, TabletopSim, replace_camera
 
 LABEL_SETS = ("frame_difference", "flow", "ground_truth")
@@ -84,29 +84,20 @@ def collect_pushes(num_pushes: int, *, seed0: int, pushes_per_scene: int, clutte
             for _ in range(pushes_per_scene):
                 if done >= num_pushes:
                     break
-                before, gt_b = sim.render_with_ground_truth()
-                plane = fit_table_plane(before, rng=np.random.default_rng(0))
-                push = plan_push(before, find_object_candidates(before, plane), rng, PlannerConfig())
-                if push is None:
+                result = simulated_push(sim, rng, PlannerConfig(), sample_id=f"{clutter}-{seed}")
+                if result is None:
                     break
-                p0 = sim.object_poses()
-                ok, msg = sim.execute_push(push.start_point, push.end_point)
-                if not ok:
+                sample, gt, moved_m = result
+                if sample is None:
                     continue
-                p1 = sim.object_poses()
-                after = sim.render()
-                moved = {i: float(np.linalg.norm(p1[i][0][:2] - p0[i][0][:2])) for i in p0}
-                best = max(moved, key=moved.get)
-                gt = (gt_b["instance_mask"] == best) if moved[best] > 0.005 else None
-                sample = InteractionSample(f"{clutter}-{seed}", InteractionKind.PUSH, before, after, push.action_pixel,
-                                           push.start_point, push.end_point, InteractionOutcome.EXECUTED, msg)
                 labels = {}
                 for name, lab in labelers.items():
                     label = lab.label(sample)
                     labels[name] = (label.mask.astype(bool), bool(label.kept), bool(label.is_negative))
                 done += 1
-                yield {"rgb": before.rgb, "gt_mask": gt, "action_pixel": tuple(float(x) for x in push.action_pixel),
-                       "moved_m": moved[best], "labels": labels, "scene": f"{clutter}-{seed}"}
+                yield {"rgb": sample.before.rgb, "gt_mask": gt,
+                       "action_pixel": tuple(float(x) for x in sample.action_pixel),
+                       "moved_m": moved_m, "labels": labels, "scene": f"{clutter}-{seed}"}
 
 
 def _save_push(path: Path, p: dict) -> None:

@@ -31,38 +31,25 @@ import time
 import cv2
 import numpy as np
 
-from selfsup_perception.core.interaction import PlannerConfig, find_object_candidates, fit_table_plane, plan_push
+from selfsup_perception.core.evaluation.sim_pushes import simulated_push
+from selfsup_perception.core.interaction import PlannerConfig
 from selfsup_perception.core.labeling import FlowMaskLabeler, FrameDifferenceLabeler
 from selfsup_perception.core.labeling.quality import LabelQuality
-from selfsup_perception.core.types import InteractionKind, InteractionOutcome, InteractionSample
 from selfsup_perception.sim.tabletop import SimConfig, TabletopSim, replace_camera
 
 
 def collect(sim: TabletopSim, clutter: str, scenes: int, pushes: int, seed0: int, planner: PlannerConfig):
-    """Yield (sample, gt_mask or None) for executed pushes."""
+    """Yield (sample, gt_mask or None, moved metres) for executed pushes."""
     for k in range(scenes):
         seed = seed0 + k
         sim.reset_scene(seed, split="train", clutter=clutter)
         rng = np.random.default_rng([seed, 17])
         for _ in range(pushes):
-            before, gt_b = sim.render_with_ground_truth()
-            plane = fit_table_plane(before, rng=np.random.default_rng(0))
-            cands = find_object_candidates(before, plane)
-            push = plan_push(before, cands, rng, planner)
-            if push is None:
+            result = simulated_push(sim, rng, planner, sample_id=f"{clutter}-{seed}")
+            if result is None:
                 break
-            p0 = sim.object_poses()
-            ok, msg = sim.execute_push(push.start_point, push.end_point)
-            if not ok:
-                continue
-            p1 = sim.object_poses()
-            after = sim.render()
-            moved = {i: float(np.linalg.norm(p1[i][0][:2] - p0[i][0][:2])) for i in p0}
-            best = max(moved, key=moved.get)
-            gt = (gt_b["instance_mask"] == best) if moved[best] > 0.005 else None
-            sample = InteractionSample(f"{clutter}-{seed}", InteractionKind.PUSH, before, after, push.action_pixel,
-                                       push.start_point, push.end_point, InteractionOutcome.EXECUTED, msg)
-            yield sample, gt, moved[best]
+            if result[0] is not None:
+                yield result
 
 
 def main() -> None:
