@@ -27,6 +27,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, RegionOfInterest
 
 from selfsup_perception.core.dataset.visualization import overlay_mask
+from selfsup_perception.core.descriptors.matching import compute_descriptor_image, find_correspondences
 from selfsup_perception.core.image_conversion import ImageConversionError, array_to_image, to_rgb8
 from selfsup_perception.core.learning.checkpoint import CheckpointError
 from selfsup_perception.core.learning.inference import label_image, segment_instances, segment_semantic
@@ -249,8 +250,6 @@ class InferenceNode(LifecycleNode):
 
     def _on_descriptors(self, request, response):
         def work(res):
-            from selfsup_perception.core.descriptors.matching import compute_descriptor_image
-
             rgb = to_rgb8(request.image)
             loaded = self.registry.get("descriptors", request.model_version)
             desc = compute_descriptor_image(loaded.model, rgb, device=self.registry.device)
@@ -263,8 +262,6 @@ class InferenceNode(LifecycleNode):
 
     def _on_correspondences(self, request, response):
         def work(res):
-            from selfsup_perception.core.descriptors.matching import compute_descriptor_image, find_correspondences
-
             if len(request.reference_pixels) % 2:
                 raise ValueError("reference_pixels must hold (u, v) pairs")
             ref, tgt = to_rgb8(request.reference_image), to_rgb8(request.target_image)

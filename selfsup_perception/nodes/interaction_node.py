@@ -11,6 +11,7 @@ with an error code; the node keeps serving.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import dataclass
@@ -25,13 +26,18 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 from selfsup_perception.action import ExecuteInteraction
 from selfsup_perception.core.dataset.sample_store import SampleStore
+from selfsup_perception.core.evaluation.hypotheses import hypothesis_recall
+from selfsup_perception.core.image_conversion import image_to_array
 from selfsup_perception.core.interaction.action_planning import PlannerConfig
 from selfsup_perception.core.interaction.episode import run_episode
 from selfsup_perception.core.types import InteractionKind
 from selfsup_perception.msg import InteractionSample as InteractionSampleMsg
+from selfsup_perception.robot.arm_backend import Workspace
 from selfsup_perception.ros.conversions import (
     mask_from_msg,
     point_from_msg,
+    pose_msg_to_matrix,
+    rgb_to_msg,
     sample_to_msg,
     view_msg_to_frame,
 )
@@ -77,8 +83,6 @@ class InteractionParams:
 
 
 def make_arm_backend(node: Node, params: InteractionParams, callback_group):
-    from selfsup_perception.robot.arm_backend import Workspace
-
     # Objects stay inside workspace_x/y; the finger may start and end up to the planner's
     # reach_margin outside it (behind an object at the edge), so the arm's goals may too.
     m = PlannerConfig().reach_margin
@@ -145,8 +149,6 @@ class InteractionNode(Node):
         return frame
 
     def _hypotheses(self, frame):
-        from selfsup_perception.ros.conversions import rgb_to_msg
-
         try:
             res = call_service(self._segment_client, SegmentImage.Request(image=rgb_to_msg(frame.rgb)), 5.0)
         except ServiceCallError as exc:
@@ -223,10 +225,6 @@ class InteractionNode(Node):
 
     def _track_hypotheses(self, sample) -> None:
         """Recall of the model's hypotheses against simulator ground truth, logged to hypotheses.jsonl."""
-        import json
-
-        from selfsup_perception.core.evaluation.hypotheses import hypothesis_recall
-
         recall, n_objects = hypothesis_recall(self._last_hypotheses, sample.ground_truth["instance_mask_before"])
         record = {"sample_id": sample.sample_id, "model_version": self._last_model_version,
                   "num_hypotheses": len(self._last_hypotheses), "num_objects": n_objects, "recall": recall,
@@ -239,9 +237,6 @@ class InteractionNode(Node):
 
     @staticmethod
     def _ground_truth(before, after) -> dict:
-        from selfsup_perception.core.image_conversion import image_to_array
-        from selfsup_perception.ros.conversions import pose_msg_to_matrix
-
         moved, best = 0, 0.0
         pos_after = {i: pose_msg_to_matrix(pm)[:3, 3] for i, pm in zip(after.instance_ids, after.object_poses)}
         for i, pm in zip(before.instance_ids, before.object_poses):
