@@ -59,11 +59,16 @@ class InferenceParams:
     stream: bool = field_with_help(False, "segment the newest image of image_topic continuously")
     image_topic: str = field_with_help("camera/color/image_raw", "input of the stream")
     torch_threads: int = field_with_help(2, "CPU threads for inference")
+    correspondence_coarse_stride: int = field_with_help(
+        1, "find_correspondences: 1 = exhaustive search; N > 1 searches every N-th target pixel, then refines "
+        "within N px (faster, can miss on descriptors that are not smooth at that scale)")
     autostart: bool = field_with_help(True, "configure and activate at start")
 
     def __post_init__(self) -> None:
         if self.max_concurrent_requests < 1:
             raise ValueError("max_concurrent_requests must be >= 1")
+        if self.correspondence_coarse_stride < 1:
+            raise ValueError("correspondence_coarse_stride must be >= 1")
         if not 0.0 <= self.score_threshold <= 1.0:
             raise ValueError("score_threshold must be in [0, 1]")
         if self.input_width < 32 or self.input_height < 32:
@@ -269,7 +274,8 @@ class InferenceNode(LifecycleNode):
             pixels = np.asarray(request.reference_pixels, dtype=np.float64).reshape(-1, 2)
             d_ref = compute_descriptor_image(loaded.model, ref, device=self.registry.device)
             d_tgt = compute_descriptor_image(loaded.model, tgt, device=self.registry.device)
-            matched, confidence = find_correspondences(d_ref, d_tgt, pixels)
+            matched, confidence = find_correspondences(d_ref, d_tgt, pixels,
+                                                       coarse_stride=self.params.correspondence_coarse_stride)
             res.model_version = loaded.name
             res.target_pixels = matched.astype(np.float32).reshape(-1).tolist()
             res.confidences = confidence.astype(np.float32).tolist()

@@ -169,3 +169,21 @@ def test_trained_checkpoint_round_trip_and_cycle_init_from_identical(tmp_path):
         DescriptorTask(DescriptorTaskConfig(model=other, init_checkpoint=str(version_dir))).build_model()
     with pytest.raises(ValueError, match="no descriptors checkpoint"):
         DescriptorTask(DescriptorTaskConfig(model=TINY, init_checkpoint=str(tmp_path / "nothing"))).build_model()
+
+
+def test_coarse_to_fine_search_finds_the_exhaustive_match_on_a_stride_8_field():
+    # Like a network's output: a stride-8 descriptor grid upsampled bilinearly to full resolution.
+    rng = np.random.default_rng(3)
+    grid = torch.from_numpy(rng.normal(size=(1, 16, 12, 16)).astype(np.float32))
+    field = torch.nn.functional.interpolate(grid, size=(96, 128), mode="bilinear", align_corners=False)
+    field = field[0].permute(1, 2, 0).numpy().copy()
+    field /= np.linalg.norm(field, axis=-1, keepdims=True)
+    target = np.roll(field, (5, 11), axis=(0, 1))  # known shift
+    pixels = np.stack([rng.uniform(20, 100, 60), rng.uniform(20, 70, 60)], axis=1).round()
+    exact, conf_exact = find_correspondences(field, target, pixels)
+    coarse, conf_coarse = find_correspondences(field, target, pixels, coarse_stride=8)
+    np.testing.assert_array_equal(exact, pixels + [11, 5])
+    assert (np.abs(coarse - exact).max(axis=1) == 0).mean() >= 0.95
+    assert ((conf_coarse > 0) & (conf_coarse <= 1)).all()
+    with pytest.raises(ValueError, match="coarse_stride"):
+        find_correspondences(field, target, pixels, coarse_stride=0)
