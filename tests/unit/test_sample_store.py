@@ -61,3 +61,12 @@ def test_bad_input_is_rejected_with_clear_errors(tmp_path):
         store.sample_path("../escape")
     with pytest.raises(FileNotFoundError, match="no sample 'missing'"):
         store.read_sample("missing")
+
+
+def test_a_second_corrupt_file_of_the_same_name_does_not_overwrite_the_first(tmp_path):
+    store = SampleStore(tmp_path)
+    for content in (b"first", b"second"):
+        (store.samples_dir / "bad.npz").write_bytes(content)
+        assert list(store.iter_samples()) == []
+    kept = sorted(p.read_bytes() for p in store.quarantine_dir.iterdir())
+    assert kept == [b"first", b"second"]

@@ -90,9 +90,25 @@ def frame_from_arrays(data, prefix: str) -> RgbdFrame:
     ).validate()
 
 
-def _check_id(sample_id: str) -> None:
-    if not _ID_RE.match(sample_id):
-        raise ValueError(f"sample id {sample_id!r} must match {_ID_RE.pattern} (it becomes a file name)")
+def check_file_id(ident: str, kind: str = "sample id") -> None:
+    """Raise ``ValueError`` unless ``ident`` is safe to use as a file name."""
+    if not _ID_RE.match(ident):
+        raise ValueError(f"{kind} {ident!r} must match {_ID_RE.pattern} (it becomes a file name)")
+
+
+def quarantine_file(path: Path, quarantine_dir: Path) -> Optional[Path]:
+    """Move an unreadable file aside (never deleted, never overwriting an earlier one); its new path."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    quarantine_dir.mkdir(parents=True, exist_ok=True)
+    dest = quarantine_dir / path.name
+    n = 1
+    while dest.exists():
+        dest = quarantine_dir / f"{path.stem}.{n}{path.suffix}"
+        n += 1
+    shutil.move(str(path), dest)
+    return dest
 
 
 class SampleStore:
@@ -107,7 +123,7 @@ class SampleStore:
 
     # ---------------------------------------------------------------- samples
     def sample_path(self, sample_id: str) -> Path:
-        _check_id(sample_id)
+        check_file_id(sample_id)
         return self.samples_dir / f"{sample_id}.npz"
 
     def write_sample(self, sample: InteractionSample) -> Path:
@@ -180,17 +196,12 @@ class SampleStore:
                 continue  # removed meanwhile
 
     def quarantine(self, path: Path) -> Optional[Path]:
-        if not path.exists():
-            return None
-        self.quarantine_dir.mkdir(parents=True, exist_ok=True)
-        dest = self.quarantine_dir / path.name
-        shutil.move(str(path), dest)
-        return dest
+        return quarantine_file(path, self.quarantine_dir)
 
     # ----------------------------------------------------------------- labels
     def label_path(self, sample_id: str, labeler: str) -> Path:
-        _check_id(sample_id)
-        _check_id(labeler)
+        check_file_id(sample_id)
+        check_file_id(labeler, "labeler name")
         return self.labels_dir / labeler / f"{sample_id}.npz"
 
     def write_label(self, sample_id: str, label: MaskLabel) -> Path:

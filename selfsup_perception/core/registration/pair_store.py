@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,11 +37,12 @@ from selfsup_perception.core.dataset.sample_store import (
     frame_from_arrays,
     atomic_write_bytes,
     atomic_write_json,
+    check_file_id,
+    quarantine_file,
 )
 from selfsup_perception.core.types import RgbdFrame
 
 _log = logging.getLogger(__name__)
-_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 _VIEW_RE = re.compile(r"^view_(\d{6,})$")
 INDEX_FORMAT = 1
 
@@ -73,8 +73,7 @@ def pair_id_of(view_a: str, view_b: str) -> str:
 
 
 def _check_id(view_id: str) -> None:
-    if not _ID_RE.match(view_id):
-        raise ValueError(f"view id {view_id!r} must match {_ID_RE.pattern} (it becomes a file name)")
+    check_file_id(view_id, "view id")
 
 
 class PairStore:
@@ -116,7 +115,7 @@ class PairStore:
                     _log.warning("pair index %s is corrupt (%s); quarantined, views will be registered again",
                                  self.index_path, exc)
                     self.index_was_corrupt = True
-                    self._quarantine(self.index_path)
+                    self.quarantine(self.index_path)
                     registered, pairs = [], {}
             self._registered, self._pairs = registered, pairs
 
@@ -190,7 +189,7 @@ class PairStore:
             return self.read_view(view_id, with_regions=with_regions)
         except CorruptViewError as exc:
             _log.warning("%s", exc)
-            self._quarantine(self.view_path(view_id))
+            self.quarantine(self.view_path(view_id))
             return None
         except FileNotFoundError:
             return None
@@ -232,16 +231,4 @@ class PairStore:
 
     # --------------------------------------------------------------- internals
     def quarantine(self, path: Path) -> Optional[Path]:
-        return self._quarantine(path)
-
-    def _quarantine(self, path: Path) -> Optional[Path]:
-        if not path.exists():
-            return None
-        self.quarantine_dir.mkdir(parents=True, exist_ok=True)
-        dest = self.quarantine_dir / path.name
-        n = 1
-        while dest.exists():
-            dest = self.quarantine_dir / f"{path.stem}.{n}{path.suffix}"
-            n += 1
-        shutil.move(str(path), dest)
-        return dest
+        return quarantine_file(path, self.quarantine_dir)
