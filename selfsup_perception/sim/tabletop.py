@@ -12,7 +12,19 @@ and is meant for evaluation only.
 
 Determinism: a scene is a pure function of ``(seed, split, clutter)``; physics
 in DIRECT mode is deterministic, so the same sequence of calls gives the same
-images.
+images (sensor noise and mount shake included: their random streams are seeded by
+the simulator seed and reset with each scene).
+
+Two worlds share this API (``SimConfig.world``):
+
+* ``simple`` (the default, for fast tests): flat-coloured primitives on a uniform table,
+  one light, exact depth, a camera that never moves by itself.
+* ``realistic``: mesh objects with photo/procedural/textureless finishes in clutter that
+  touches and leans (:mod:`selfsup_perception.sim.realistic`), a wood or stone table, floor
+  and walls in view, two lights with shadows, stereo-camera depth noise and holes, colour
+  noise with exposure / white-balance drift, and a camera mount that shakes whenever the
+  arm moves (:mod:`selfsup_perception.sim.sensor`). :attr:`TabletopSim.camera_to_world` and
+  every rendered frame report the shaken pose.
 """
 
 from __future__ import annotations
@@ -28,6 +40,15 @@ from typing import Optional
 import numpy as np
 
 from selfsup_perception.core.types import CameraIntrinsics, RgbdFrame
+from selfsup_perception.sim.sensor import (
+    ColorSensorModel,
+    DepthSensorModel,
+    ShakeConfig,
+    apply_color_noise,
+    apply_depth_noise,
+    next_color_state,
+    random_shake,
+)
 
 # Semantic classes of the simulated world (index = class id). 0 is reserved for "unknown".
 SEMANTIC_CLASSES: tuple[str, ...] = (
@@ -43,6 +64,7 @@ SEMANTIC_CLASSES: tuple[str, ...] = (
 OBJECT_CATEGORIES: tuple[str, ...] = ("box", "cylinder", "prism", "capsule")
 
 CLUTTER_LEVELS: dict[str, tuple[int, int]] = {"low": (2, 3), "medium": (4, 6), "high": (7, 9)}
+WORLDS: tuple[str, ...] = ("simple", "realistic")
 
 WORKSPACE_X = (0.35, 0.75)
 WORKSPACE_Y = (-0.25, 0.25)
@@ -89,6 +111,39 @@ class SimConfig:
     push_speed: float = 0.12  # m/s along the push line
     textured_objects: bool = True
     with_arm: bool = True
+    world: str = "simple"  # 'simple' | 'realistic' (see the module docstring)
+    # None = the world's default: off in 'simple', on in 'realistic'
+    sensor_noise: Optional[bool] = None
+    depth_sensor: DepthSensorModel = field(default_factory=DepthSensorModel)
+    color_sensor: ColorSensorModel = field(default_factory=ColorSensorModel)
+    shake: Optional[ShakeConfig] = None  # None = the world's default: none in 'simple', ShakeConfig() in 'realistic'
+    light_passes: Optional[int] = None  # lights rendered and blended; None = 1 in 'simple', 2 in 'realistic'
+
+    def __post_init__(self) -> None:
+        if self.world not in WORLDS:
+            raise ValueError(f"world must be one of {WORLDS}, got {self.world!r}")
+        if self.light_passes is not None and not 1 <= self.light_passes <= 3:
+            raise ValueError(f"light_passes must be 1..3, got {self.light_passes}")
+
+    @property
+    def realistic(self) -> bool:
+        return self.world == "realistic"
+
+    @property
+    def noise_on(self) -> bool:
+        return self.realistic if self.sensor_noise is None else bool(self.sensor_noise)
+
+    @property
+    def shake_config(self) -> ShakeConfig:
+        if self.shake is not None:
+            return self.shake
+        return ShakeConfig() if self.realistic else ShakeConfig(0.0, 0.0)
+
+    @property
+    def num_light_passes(self) -> int:
+        if self.light_passes is not None:
+            return self.light_passes
+        return 2 if self.realistic else 1
 
 
 @dataclass(frozen=True)
@@ -101,6 +156,12 @@ class ObjectModel:
     rgb: tuple[float, float, float]
     texture_seed: int  # < 0: plain colour
     mass: float = 0.15
+    # realistic world only (see selfsup_perception.sim.realistic)
+    mesh: str = ""  # mesh name, e.g. 'blob123' or 'duck'; '' = a primitive of ``category``
+    mesh_scale: float = 1.0
+    finish: str = "plain"  # photo | pattern | plain | dark | white | shiny
+    texture: str = ""  # 'photo:<sample image>' or 'pattern:<kind>'
+    friction: float = 0.6
 
 
 def _hsv_to_rgb(h: float, s: float, v: float) -> tuple[float, float, float]:
@@ -186,10 +247,65 @@ class TabletopSim:
         self.intrinsics = CameraIntrinsics.from_fov(
             self.config.camera.width, self.config.camera.height, self.config.camera.vertical_fov_deg
         )
-        self.camera_to_world = look_at(np.array(self.config.camera.eye), np.array(self.config.camera.target))
+        self._camera_nominal = look_at(np.array(self.config.camera.eye), np.array(self.config.camera.target))
+        self._mount_offset = np.eye(4)
         self._rng = np.random.default_rng(self.config.seed)
+        self._reset_sensor_streams(0)
         self._sim_time = 0.0
+        self._mesh_files: dict[str, str] = {}
+        self.wall_ids: list[int] = []
+        self._extra_lights: list[tuple[tuple[float, float, float], float]] = []
         self._build_static_world()
+        if self.config.realistic:
+            from selfsup_perception.sim.realistic import dress_static_world
+
+            dress_static_world(self, 0)
+
+    @property
+    def world(self) -> str:
+        return self.config.world
+
+    @property
+    def semantic_classes(self) -> tuple[str, ...]:
+        """Class names of this world's ground-truth semantic masks (index = class id)."""
+        if self.config.realistic:
+            from selfsup_perception.sim.realistic import REALISTIC_SEMANTIC_CLASSES
+
+            return REALISTIC_SEMANTIC_CLASSES
+        return SEMANTIC_CLASSES
+
+    @property
+    def clutter_levels(self) -> dict[str, tuple[int, int]]:
+        if self.config.realistic:
+            from selfsup_perception.sim.realistic import REALISTIC_CLUTTER_LEVELS
+
+            return REALISTIC_CLUTTER_LEVELS
+        return CLUTTER_LEVELS
+
+    def _reset_sensor_streams(self, scene_seed: int) -> None:
+        self._sensor_rng = np.random.default_rng([self.config.seed, scene_seed, 6007])
+        self._shake_rng = np.random.default_rng([self.config.seed, scene_seed, 6011])
+
+    # ------------------------------------------------------------ camera mount
+    @property
+    def camera_to_world(self) -> np.ndarray:
+        """The camera's actual pose (optical frame in the world): the nominal pose moved by mount shake."""
+        return self._camera_nominal @ self._mount_offset
+
+    @property
+    def mount_offset(self) -> np.ndarray:
+        """The current shake of the mount: camera_to_world = nominal @ mount_offset (identity when still)."""
+        return self._mount_offset.copy()
+
+    def shake_mount(self) -> np.ndarray:
+        """The arm moved: the camera mount settles at a new small offset from its nominal pose.
+
+        Called by every arm motion; a no-op when the world's shake amplitude is zero. Returns
+        the new offset."""
+        shake = self.config.shake_config
+        if shake.translation_m > 0 or shake.rotation_deg > 0:
+            self._mount_offset = random_shake(self._shake_rng, shake)
+        return self._mount_offset.copy()
 
     # ------------------------------------------------------------------ world
     def _build_static_world(self) -> None:
@@ -290,6 +406,11 @@ class TabletopSim:
     def _apply_object_colour(self, obj: SceneObject) -> None:
         p, c = self._p, self._client
         h_shift = self.appearance.object_hue_shift
+        if obj.model.mesh:
+            from selfsup_perception.sim.realistic import apply_finish
+
+            apply_finish(self, obj, h_shift)
+            return
         rgb = obj.model.rgb
         if h_shift:
             import colorsys
@@ -305,6 +426,15 @@ class TabletopSim:
         """Change lighting and colours without moving anything (pixel-aligned variants)."""
         p, c = self._p, self._client
         self.appearance = appearance
+        if self.config.realistic:  # textures stay; the appearance's colours tint them
+            base = Appearance()
+            for body, rgb, ref in ((self.table_id, appearance.table_rgb, base.table_rgb),
+                                   (self.floor_id, appearance.floor_rgb, base.floor_rgb)):
+                tint = [float(min(1.0, v / r)) if appearance != base else 1.0 for v, r in zip(rgb, ref)]
+                p.changeVisualShape(body, -1, rgbaColor=[*tint, 1], physicsClientId=c)
+            for obj in self.objects:
+                self._apply_object_colour(obj)
+            return
         p.changeVisualShape(self.table_id, -1, rgbaColor=[*appearance.table_rgb, 1], physicsClientId=c)
         for leg in self.leg_ids:
             p.changeVisualShape(leg, -1, rgbaColor=[0.3, 0.25, 0.2, 1], physicsClientId=c)
@@ -335,7 +465,21 @@ class TabletopSim:
 
     def reset_scene(self, seed: int, split: str = "train", clutter: str = "low",
                     num_objects: Optional[int] = None) -> list[SceneObject]:
-        """Place a fresh random set of objects; deterministic in (seed, split, clutter)."""
+        """Place a fresh random set of objects; deterministic in (seed, split, clutter).
+
+        Also resets the camera mount (no shake) and the sensor-noise streams, so a scene's images
+        depend only on the simulator seed, the scene arguments and the calls made since."""
+        self._reset_sensor_streams(seed)
+        self._mount_offset = np.eye(4)
+        if self.config.realistic:
+            from selfsup_perception.sim.realistic import reset_realistic_scene
+
+            if split not in ("train", "test"):
+                raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+            self._rng = np.random.default_rng([seed, 104729])
+            self.clear_objects()
+            self.move_arm_home()
+            return reset_realistic_scene(self, seed, split, clutter, num_objects)
         if clutter not in CLUTTER_LEVELS:
             raise ValueError(f"clutter must be one of {sorted(CLUTTER_LEVELS)}, got {clutter!r}")
         rng = np.random.default_rng([seed, 104729])
@@ -486,6 +630,7 @@ class TabletopSim:
                 self.move_arm_home()
                 return False, f"push {name} point {np.round(pt, 3).tolist()} is unreachable"
         self._set_fingers(0.0)
+        self.shake_mount()
         self._teleport_above(s, 0.15)
         self._drive_linear(s + [0, 0, 0.15], s, speed=0.3)
         err = self._drive_linear(s, e, speed=self.config.push_speed)
@@ -495,6 +640,24 @@ class TabletopSim:
         if err > 0.05:
             return True, f"push executed with tracking error {err:.3f} m (blocked?)"
         return True, "push executed"
+
+    def execute_free_motion(self, point, height: float = 0.25) -> tuple[bool, str]:
+        """Move the end effector to ``height`` above ``point`` (world xy) and fold back, touching nothing.
+
+        Nothing on the table moves, but the camera mount shakes as with any arm motion: the
+        before/after pair of such a motion is a "nothing moved" interaction."""
+        if self.arm_id is None:
+            return False, "the simulation has no arm"
+        above = np.array([point[0], point[1], height])
+        if not self.is_reachable(above):
+            self.move_arm_home()
+            return False, f"point {np.round(above, 3).tolist()} is unreachable"
+        self.shake_mount()
+        self._teleport_above(above, 0.1)
+        self._drive_linear(above + [0, 0, 0.1], above, speed=0.3)
+        self.move_arm_home()
+        self.step(24)
+        return True, "free motion executed"
 
     def execute_grasp(self, pick, place, grasp_height: Optional[float] = None) -> tuple[bool, str]:
         """Top-down grasp at ``pick`` (world xy), carry and release above ``place``."""
@@ -509,6 +672,7 @@ class TabletopSim:
                 self.move_arm_home()
                 return False, f"grasp {name} point {np.round(pt, 3).tolist()} is unreachable"
         self._set_fingers(0.08)
+        self.shake_mount()
         self._teleport_above(a, 0.2)
         self._drive_linear(a + [0, 0, 0.2], a, speed=0.3)
         for j in PANDA_FINGER_JOINTS:
@@ -549,7 +713,8 @@ class TabletopSim:
         t = np.asarray(camera_to_world, dtype=np.float64)
         if t.shape != (4, 4):
             raise ValueError("camera_to_world must be 4x4")
-        self.camera_to_world = t.copy()
+        self._camera_nominal = t.copy()
+        self._mount_offset = np.eye(4)
 
     def _view_projection(self) -> tuple[list[float], list[float]]:
         cam = self.config.camera
@@ -585,11 +750,26 @@ class TabletopSim:
             lightAmbientCoeff=a.ambient, lightDiffuseCoeff=a.diffuse, lightSpecularCoeff=a.specular,
             shadow=1, flags=flags, physicsClientId=c)
         rgb = np.asarray(rgba, dtype=np.uint8).reshape(h, w, 4)[..., :3].copy()
+        extra = self._extra_lights[: self.config.num_light_passes - 1]
+        if extra:  # more lights: blend passes lit (and shadowed) from each direction
+            acc = rgb.astype(np.float32) * (1.0 - sum(wt for _, wt in extra))
+            for direction, weight in extra:
+                _, _, rgba2, _, _ = p.getCameraImage(
+                    self.intrinsics.width, self.intrinsics.height, viewMatrix=view, projectionMatrix=proj,
+                    renderer=p.ER_TINY_RENDERER, lightDirection=list(direction), lightColor=list(a.light_color),
+                    lightAmbientCoeff=a.ambient, lightDiffuseCoeff=a.diffuse, lightSpecularCoeff=a.specular,
+                    shadow=1, flags=p.ER_NO_SEGMENTATION_MASK, physicsClientId=c)
+                acc += weight * np.asarray(rgba2, dtype=np.float32).reshape(h, w, 4)[..., :3]
+            rgb = np.clip(np.round(acc), 0, 255).astype(np.uint8)
         zbuf = np.asarray(depth_buf, dtype=np.float64).reshape(h, w)
         depth = (cam.far * cam.near / (cam.far - (cam.far - cam.near) * zbuf)).astype(np.float32)
         depth[zbuf >= 1.0] = np.nan  # nothing rendered: no return
         if cam.depth_noise_std > 0:
             depth += self._rng.normal(0, cam.depth_noise_std, size=depth.shape).astype(np.float32)
+        if self.config.noise_on:
+            depth = apply_depth_noise(depth, rgb, self.intrinsics, self._sensor_rng, self.config.depth_sensor)
+            rgb = apply_color_noise(rgb, self._sensor_rng, self.config.color_sensor,
+                                    next_color_state(self._sensor_rng, self.config.color_sensor))
         frame = RgbdFrame(rgb=rgb, depth=depth, intrinsics=self.intrinsics,
                           camera_to_world=self.camera_to_world.copy(), stamp=self._sim_time)
         seg_arr = np.asarray(seg, dtype=np.int64).reshape(h, w) if with_segmentation else None
@@ -604,22 +784,27 @@ class TabletopSim:
         body = np.where(seg >= 0, seg & ((1 << 24) - 1), -1)
         instance = np.zeros(seg.shape, dtype=np.uint16)
         semantic = np.zeros(seg.shape, dtype=np.uint8)
-        semantic[body == self.floor_id] = SEMANTIC_CLASSES.index("floor")
-        semantic[body == self.table_id] = SEMANTIC_CLASSES.index("table")
+        classes = self.semantic_classes
+        semantic[body == self.floor_id] = classes.index("floor")
+        semantic[body == self.table_id] = classes.index("table")
         for leg in self.leg_ids:
-            semantic[body == leg] = SEMANTIC_CLASSES.index("table")
+            semantic[body == leg] = classes.index("table")
+        for wall in self.wall_ids:
+            semantic[body == wall] = classes.index("wall")
         if self.arm_id is not None:
-            semantic[body == self.arm_id] = SEMANTIC_CLASSES.index("robot")
+            semantic[body == self.arm_id] = classes.index("robot")
         for obj in self.objects:
             m = body == obj.body_id
             instance[m] = obj.instance_id
-            semantic[m] = SEMANTIC_CLASSES.index(obj.model.category)
+            semantic[m] = classes.index(obj.model.category)
         return {
             "instance_mask": instance,
             "semantic_mask": semantic,
             "object_poses": self.object_poses(),
             "object_categories": {o.instance_id: o.model.category for o in self.objects},
             "object_models": {o.instance_id: o.model.model_id for o in self.objects},
+            "class_names": list(classes),
+            "mount_offset": self._mount_offset.copy(),
         }
 
     def ground_truth(self) -> dict:
