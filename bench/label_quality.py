@@ -1,30 +1,37 @@
 """Label quality of push masks on the simulated tabletop: flow labeler vs frame differencing.
 
+``--world simple|realistic`` (default realistic: mesh objects in clutter, textures, stereo
+depth noise and holes, exposure drift, camera-mount shake; see ``sim/tabletop.py``).
 For each clutter level: N scenes (``--scenes``), ``--pushes`` pushes per scene
 planned by our planner (table plane -> candidates -> plan_push) and executed with
 ``TabletopSim.execute_push``; before/after rendered with ground truth. The
 ground-truth object is the one whose GT position moved most; its mask is taken
 from the *before* instance mask. A push that moved no object by more than 5 mm
-is a true negative interaction.
+is a true negative interaction. Each scene also gets ``--shake-pairs`` planned pushes
+whose arm only moves through the air above the start (``execute_free_motion``):
+nothing moves but the camera mount shakes (in the realistic world).
 
 Columns (per labeler):
 * mIoU kept: mean IoU of the kept, non-negative labels with the GT mask.
+* wrong pos: kept positive labels of interactions where nothing moved (shake-only
+  pairs and pushes that missed). disc: labels a filter discarded.
 * P / R: keep precision and recall with 'good' = IoU >= 0.5 (computed on the
   candidate mask even when the labeler discarded it). P = good&kept / kept,
   R = good&kept / good. Negatives are counted separately (neg ok = labelled
   negative when nothing moved; neg wrong = labelled negative although something
   moved -- these have an empty mask, so they are not in R's denominator).
-* wall ms / cpu ms: median labeling time per interaction (the whole
-  ``label()`` call: flow, table plane fit, filters, clustering), wall clock and
-  process CPU time (OpenCV limited to 1 thread; the CPU figure is less
-  sensitive to other jobs on a shared machine).
+* p50 / p95 ms: wall-clock labeling time per interaction (the whole ``label()``
+  call: flow, table plane fit, filters, clustering); cpu ms: median process CPU
+  time (OpenCV limited to 1 thread; less sensitive to other jobs on a shared machine).
 
-Usage: PYTHONPATH=. python bench/label_quality.py [--quick] [--scenes N] [--width 640 --height 480]
+Usage: PYTHONPATH=. python bench/label_quality.py [--world simple|realistic] [--quick] [--scenes N]
+       [--width 640 --height 480] [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 
@@ -35,28 +42,38 @@ from selfsup_perception.core.evaluation.sim_pushes import simulated_push
 from selfsup_perception.core.interaction import PlannerConfig
 from selfsup_perception.core.labeling import FlowMaskLabeler, FrameDifferenceLabeler
 from selfsup_perception.core.labeling.quality import LabelQuality
-from selfsup_perception.sim.tabletop import SimConfig, TabletopSim, replace_camera
+from selfsup_perception.sim.sensor import ShakeConfig
+from selfsup_perception.sim.tabletop import WORLDS, SimConfig, TabletopSim, replace_camera
 
 
-def collect(sim: TabletopSim, clutter: str, scenes: int, pushes: int, seed0: int, planner: PlannerConfig):
-    """Yield (sample, gt_mask or None, moved metres) for executed pushes."""
+def collect(sim: TabletopSim, clutter: str, scenes: int, pushes: int, seed0: int, planner: PlannerConfig,
+            shake_pairs: int = 1):
+    """Yield (sample, gt_mask or None, moved metres, kind) for executed pushes ('push') and
+    free arm motions ('shake': nothing touched, the camera mount shakes)."""
     for k in range(scenes):
         seed = seed0 + k
         sim.reset_scene(seed, split="train", clutter=clutter)
         rng = np.random.default_rng([seed, 17])
-        for _ in range(pushes):
-            result = simulated_push(sim, rng, planner, sample_id=f"{clutter}-{seed}")
+        kinds = ["shake"] * shake_pairs + ["push"] * pushes
+        for kind in kinds:
+            result = simulated_push(sim, rng, planner, sample_id=f"{clutter}-{seed}", free_motion=kind == "shake")
             if result is None:
                 break
             if result[0] is not None:
-                yield result
+                yield (*result, kind)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--world", choices=WORLDS, default="realistic", help="simulated world")
     ap.add_argument("--quick", action="store_true", help="3 scenes x 2 pushes per clutter level")
     ap.add_argument("--scenes", type=int, default=8)
     ap.add_argument("--pushes", type=int, default=3, help="pushes per scene")
+    ap.add_argument("--shake-pairs", type=int, default=1, help="free arm motions (nothing touched) per scene")
+    ap.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    ap.add_argument("--shake-scale", type=float, default=1.0,
+                    help="multiply the world's camera-shake amplitude (0: no shake; an ablation)")
+    ap.add_argument("--no-sensor-noise", action="store_true", help="exact depth and colour (an ablation)")
     ap.add_argument("--width", type=int, default=640)
     ap.add_argument("--height", type=int, default=480)
     ap.add_argument("--seed", type=int, default=1000)
@@ -67,21 +84,30 @@ def main() -> None:
         args.scenes, args.pushes = 3, 2
     cv2.setNumThreads(1)
 
-    sim = TabletopSim(replace_camera(SimConfig(seed=0), width=args.width, height=args.height))
+    base = SimConfig(seed=0, world=args.world)
+    shake = ShakeConfig(base.shake_config.translation_m * args.shake_scale,
+                        base.shake_config.rotation_deg * args.shake_scale)
+    config = SimConfig(seed=0, world=args.world, shake=shake, sensor_noise=False if args.no_sensor_noise else None)
+    sim = TabletopSim(replace_camera(config, width=args.width, height=args.height))
     labelers = [FlowMaskLabeler(), FrameDifferenceLabeler()]
-    print(f"# label quality, {args.width}x{args.height}, {args.scenes} scenes x {args.pushes} pushes per clutter "
-          f"level, push distance {args.push_distance} m")
+    print(f"# label quality, world {args.world}, {args.width}x{args.height}, {args.scenes} scenes x "
+          f"{args.pushes} pushes + {args.shake_pairs} free motions per clutter level, "
+          f"push distance {args.push_distance} m, shake {shake.translation_m * 1000:.1f} mm / "
+          f"{shake.rotation_deg:.2f} deg, sensor noise {'on' if config.noise_on else 'off'}")
     header = (f"{'clutter':8s} {'labeler':17s} {'n':>3s} {'moved':>5s} {'kept':>4s} {'mIoU kept':>9s} "
-              f"{'P':>5s} {'R':>5s} {'neg ok':>6s} {'neg wrong':>9s} {'wall ms':>8s} {'cpu ms':>7s}")
+              f"{'P':>5s} {'R':>5s} {'neg ok':>6s} {'neg wrong':>9s} {'wrong pos':>9s} {'disc':>4s} "
+              f"{'p50 ms':>7s} {'p95 ms':>7s} {'cpu ms':>7s}")
     rows = []
+    figures: dict = {}
     t_start = time.time()
     for clutter in ("low", "medium", "high"):
         data = list(collect(sim, clutter, args.scenes, args.pushes, args.seed,
-                            PlannerConfig(push_distance=args.push_distance)))
+                            PlannerConfig(push_distance=args.push_distance), args.shake_pairs))
         for lab in labelers:
             quality, times, cpu = LabelQuality(), [], []
             reasons: dict[str, int] = {}
-            for sample, gt, _ in data:
+            wrong_pos = wrong_pos_shake = discarded = 0
+            for sample, gt, _, kind in data:
                 t, c = time.perf_counter(), time.process_time()
                 label = lab.label(sample)
                 times.append(1000 * (time.perf_counter() - t))
@@ -89,16 +115,38 @@ def main() -> None:
                 key = label.reason.split(":")[0]
                 reasons[key] = reasons.get(key, 0) + 1
                 quality.add(label, gt)
+                positive = label.kept and not label.is_negative
+                discarded += int(not label.kept)
+                if gt is None and positive:
+                    wrong_pos += 1
+                    wrong_pos_shake += int(kind == "shake")
             q = quality.summary()
+            p50, p95 = (float(np.percentile(times, 50)), float(np.percentile(times, 95))) if times else (np.nan,) * 2
+            figures.setdefault(clutter, {})[lab.name] = {
+                "n": len(data), "shake_pairs": sum(k == "shake" for *_, k in data), "moved": q["moved"],
+                "kept": q["kept"], "miou": q["miou_kept"], "precision": q["precision"], "recall": q["recall"],
+                "neg_ok": q["neg_ok"], "neg_wrong": q["neg_wrong"], "wrong_positives": wrong_pos,
+                "wrong_positives_shake": wrong_pos_shake, "discarded": discarded, "p50_ms": p50, "p95_ms": p95,
+                "cpu_ms": float(np.median(cpu)) if cpu else float("nan"), "reasons": reasons}
             rows.append(f"{clutter:8s} {lab.name:17s} {len(data):3d} {q['moved']:5d} {q['kept']:4d} "
                         f"{q['miou_kept']:9.3f} {q['precision']:5.2f} {q['recall']:5.2f} "
-                        f"{q['neg_ok']:6d} {q['neg_wrong']:9d} {np.median(times):8.1f} {np.median(cpu):7.1f}")
+                        f"{q['neg_ok']:6d} {q['neg_wrong']:9d} {wrong_pos:9d} {discarded:4d} "
+                        f"{p50:7.1f} {p95:7.1f} {np.median(cpu):7.1f}")
             print(rows[-1], "|", ", ".join(f"{k}: {v}" for k, v in sorted(reasons.items())), flush=True)
     sim.close()
     print()
     print(header)
     print("\n".join(rows))
     print(f"# total {time.time() - t_start:.0f} s, load average {os.getloadavg()[0]:.1f}")
+    if args.json:
+        out = {f"sim_{args.world}": {"world": args.world, "width": args.width, "height": args.height,
+                                     "shake_translation_m": shake.translation_m,
+                                     "shake_rotation_deg": shake.rotation_deg, "sensor_noise": config.noise_on,
+                                     "scenes": args.scenes, "pushes": args.pushes, "shake_pairs": args.shake_pairs,
+                                     "clutter": figures}}
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1, default=float)
+        print(f"# wrote {args.json}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,10 @@ Services:
   /sim/reset_scene (SimResetScene), /sim/set_camera (SimSetCamera),
   /sim/set_appearance (SimSetAppearance), /sim/ground_truth (SimGroundTruth, evaluation only)
 
+Parameter ``world`` (read-only): ``simple`` (flat primitives, exact depth, still camera) or
+``realistic`` (mesh objects, textures, depth noise and holes, a camera mount that shakes when
+the arm moves: ``~/camera/pose`` is the shaken pose; see ``sim/tabletop.py``).
+
 The pybullet world is not thread-safe; one lock serialises rendering and physics. The
 camera timer renders in its own callback group so services stay responsive.
 """
@@ -40,12 +44,13 @@ from selfsup_perception.ros.node_runner import run_node
 from selfsup_perception.ros.parameters import declare_config, field_with_help
 from selfsup_perception.sim.tabletop import (
     CLUTTER_LEVELS,
-    SEMANTIC_CLASSES,
+    WORLDS,
     Appearance,
     CameraConfig,
     SimConfig,
     TabletopSim,
 )
+from selfsup_perception.sim.sensor import ShakeConfig
 from selfsup_perception.srv import (
     ExecuteArmMotion,
     SimGroundTruth,
@@ -62,6 +67,7 @@ CAMERA_QOS = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE, history
 
 @dataclass(frozen=True)
 class SimWorldParams:
+    world: str = field_with_help("simple", "simulated world: simple | realistic")
     seed: int = field_with_help(0, "simulator seed (physics and scenes are deterministic given it)")
     scene_seed: int = field_with_help(0, "seed of the first scene")
     split: str = field_with_help("train", "object set of the first scene: train | test")
@@ -73,8 +79,16 @@ class SimWorldParams:
     depth_encoding: str = field_with_help("32FC1", "depth encoding: 32FC1 (metres) | 16UC1 (millimetres)")
     world_frame: str = field_with_help("world", "frame of poses")
     camera_frame: str = field_with_help("camera_color_optical_frame", "frame_id of the images")
+    shake_translation_m: float = field_with_help(
+        -1.0, "camera-mount shake when the arm moves: largest offset (m); < 0 = the world's default")
+    shake_rotation_deg: float = field_with_help(
+        -1.0, "camera-mount shake when the arm moves: largest rotation (deg); < 0 = the world's default")
 
     def __post_init__(self) -> None:
+        if self.world not in WORLDS:
+            raise ValueError(f"world must be one of {WORLDS}, got {self.world!r}")
+        if self.shake_translation_m > 0.05 or self.shake_rotation_deg > 5.0:
+            raise ValueError("shake amplitude too large (at most 0.05 m and 5 deg)")
         if self.split not in ("train", "test"):
             raise ValueError(f"split must be train or test, got {self.split!r}")
         if self.clutter not in CLUTTER_LEVELS:
@@ -90,10 +104,16 @@ class SimWorldParams:
 class SimWorldNode(Node):
     def __init__(self, **kwargs):
         super().__init__("sim_world", **kwargs)
-        self.params = declare_config(self, SimWorldParams, read_only=("seed", "width", "height", "vertical_fov_deg"))
+        self.params = declare_config(self, SimWorldParams, read_only=(
+            "world", "seed", "width", "height", "vertical_fov_deg", "shake_translation_m", "shake_rotation_deg"))
         p = self.params
         self._lock = threading.Lock()
-        self.sim = TabletopSim(SimConfig(seed=p.seed, camera=CameraConfig(
+        shake = None
+        if p.shake_translation_m >= 0 or p.shake_rotation_deg >= 0:
+            default = SimConfig(world=p.world).shake_config
+            shake = ShakeConfig(p.shake_translation_m if p.shake_translation_m >= 0 else default.translation_m,
+                                p.shake_rotation_deg if p.shake_rotation_deg >= 0 else default.rotation_deg)
+        self.sim = TabletopSim(SimConfig(seed=p.seed, world=p.world, shake=shake, camera=CameraConfig(
             width=p.width, height=p.height, vertical_fov_deg=p.vertical_fov_deg)))
         self.sim.reset_scene(p.scene_seed, p.split, p.clutter)
         self._camera_group = MutuallyExclusiveCallbackGroup()
@@ -114,7 +134,7 @@ class SimWorldNode(Node):
                                         callback_group=self._camera_group)
         self.frames_published = 0
         self.get_logger().info(
-            f"simulated tabletop ready: {p.width}x{p.height} camera at {p.publish_rate_hz} Hz, "
+            f"simulated tabletop ({p.world} world) ready: {p.width}x{p.height} camera at {p.publish_rate_hz} Hz, "
             f"{len(self.sim.objects)} objects ({p.split}, {p.clutter} clutter)")
 
     # ---------------------------------------------------------------- camera
@@ -150,6 +170,7 @@ class SimWorldNode(Node):
                                                          point_from_msg(request.end_point))
                 elif kind == ExecuteArmMotion.Request.MOTION_OUT_OF_VIEW:
                     self.sim.move_arm_home()
+                    self.sim.shake_mount()
                     ok, message = True, "arm folded out of view"
                 else:
                     ok, message = False, f"unknown motion {kind}"
@@ -208,7 +229,7 @@ class SimWorldNode(Node):
         response.view.header.stamp = time_to_msg(self.get_clock().now().nanoseconds * 1e-9)
         array_to_image(gt["instance_mask"], "mono16", response.instance_mask)
         array_to_image(gt["semantic_mask"], "mono8", response.semantic_mask)
-        response.class_names = list(SEMANTIC_CLASSES)
+        response.class_names = list(gt["class_names"])
         ids = sorted(gt["object_poses"])
         response.instance_ids = [int(i) for i in ids]
         response.object_categories = [gt["object_categories"][i] for i in ids]

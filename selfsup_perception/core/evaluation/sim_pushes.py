@@ -11,12 +11,16 @@ from selfsup_perception.core.types import InteractionKind, InteractionOutcome, I
 
 
 def simulated_push(sim, rng: np.random.Generator, planner: PlannerConfig, sample_id: str = "push",
-                   moved_threshold_m: float = 0.005):
+                   moved_threshold_m: float = 0.005, free_motion: bool = False):
     """Plan a push on the current view, execute it and render again.
 
     Returns (sample, gt_mask, moved_m): ``gt_mask`` is the before-image mask of the object whose
     ground-truth position moved most, None when nothing moved more than ``moved_threshold_m``.
     Returns None when no push is feasible, and (None, None, 0.0) when the arm refused it.
+
+    ``free_motion``: plan the push but move the arm through the air above its start instead
+    (``execute_free_motion``): nothing is touched, yet the camera mount shakes as with any arm
+    motion -- a "nothing moved" pair whose only change is the camera's own motion.
     """
     before, gt_before = sim.render_with_ground_truth()
     plane = fit_table_plane(before, rng=np.random.default_rng(0))
@@ -24,7 +28,10 @@ def simulated_push(sim, rng: np.random.Generator, planner: PlannerConfig, sample
     if push is None:
         return None
     p0 = sim.object_poses()
-    ok, message = sim.execute_push(push.start_point, push.end_point)
+    if free_motion:
+        ok, message = sim.execute_free_motion(push.start_point)
+    else:
+        ok, message = sim.execute_push(push.start_point, push.end_point)
     if not ok:
         return None, None, 0.0
     p1 = sim.object_poses()
