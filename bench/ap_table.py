@@ -6,7 +6,8 @@ Steps (issue 4's evaluation bench; the table structure of Eitel et al. Table I /
    planned by our planner, 3 pushes per scene as ``bench/label_quality.py``). Each push keeps the
    before image, the action pixel, and the ground-truth mask of the moved object (the object
    whose position moved most, > 5 mm, taken from the *before* instance mask; none moved ->
-   a true negative). Cached under ``bench/results/ap_table_cache/`` (one .npz per push), so a
+   a true negative). ``--world simple|realistic`` (default realistic). Cached under
+   ``bench/results/ap_table_cache_<world>/`` (one .npz per push), so a
    rerun with the same collection settings skips the simulator.
 2. Three label sets from the same interactions: frame differencing (``FrameDifferenceLabeler``),
    optical flow (``FlowMaskLabeler``) -- kept labels and negatives only, as the online trainer
@@ -54,7 +55,7 @@ from selfsup_perception.core.learning.instance_task import (
 from selfsup_perception.core.learning.models.instance_segmentation import InferenceConfig
 from selfsup_perception.core.learning.online_training import resize_item
 from selfsup_perception.core.learning.trainer import Trainer, TrainerConfig
-from selfsup_perception.sim.tabletop import SimConfig, TabletopSim, replace_camera
+from selfsup_perception.sim.tabletop import WORLDS, SimConfig, TabletopSim, replace_camera
 
 LABEL_SETS = ("frame_difference", "flow", "ground_truth")
 CACHE_VERSION = 1
@@ -70,11 +71,11 @@ def cpu_s() -> float:
 
 
 def collect_pushes(num_pushes: int, *, seed0: int, pushes_per_scene: int, clutters: tuple[str, ...],
-                   width: int = 640, height: int = 480):
+                   width: int = 640, height: int = 480, world: str = "realistic"):
     """Yield dicts {rgb, gt_mask or None, action_pixel, moved_m, labels: {name: (mask, kept, negative)}, scene}."""
     labelers = {"flow": FlowMaskLabeler(), "frame_difference": FrameDifferenceLabeler()}
     done, k = 0, 0
-    with TabletopSim(replace_camera(SimConfig(seed=0), width=width, height=height)) as sim:
+    with TabletopSim(replace_camera(SimConfig(seed=0, world=world), width=width, height=height)) as sim:
         while done < num_pushes:
             seed = seed0 + k
             clutter = clutters[k % len(clutters)]
@@ -120,10 +121,10 @@ def _load_push(path: Path) -> dict:
 
 
 def load_or_collect(cache_dir: Path, num_pushes: int, seed0: int, pushes_per_scene: int,
-                    clutters: tuple[str, ...]) -> tuple[list[dict], float]:
-    """The first ``num_pushes`` pushes of the collection (seed0, pushes_per_scene, clutters), cached."""
+                    clutters: tuple[str, ...], world: str = "realistic") -> tuple[list[dict], float]:
+    """The first ``num_pushes`` pushes of the collection (seed0, pushes_per_scene, clutters, world), cached."""
     settings = {"version": CACHE_VERSION, "seed": seed0, "pushes_per_scene": pushes_per_scene,
-                "clutters": list(clutters), "size": [640, 480]}
+                "clutters": list(clutters), "size": [640, 480], "world": world}
     cache_dir.mkdir(parents=True, exist_ok=True)
     meta_path = cache_dir / "settings.json"
     if meta_path.exists() and json.loads(meta_path.read_text()) != settings:
@@ -135,7 +136,7 @@ def load_or_collect(cache_dir: Path, num_pushes: int, seed0: int, pushes_per_sce
     if len(have) < num_pushes:
         # the collection is deterministic, so a longer run repeats the cached prefix and extends it
         for i, p in enumerate(collect_pushes(num_pushes, seed0=seed0, pushes_per_scene=pushes_per_scene,
-                                             clutters=clutters)):
+                                             clutters=clutters, world=world)):
             path = cache_dir / f"push_{i:04d}.npz"
             if not path.exists():
                 _save_push(path, p)
@@ -207,6 +208,7 @@ def train_model(items: list[dict], task_config: InstanceTaskConfig, trainer_conf
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--world", choices=WORLDS, default="realistic", help="simulated world")
     ap.add_argument("--quick", action="store_true", help="40 pushes, 150 steps, 9 test scenes (< 3 min with a warm cache)")
     ap.add_argument("--pushes", type=int, default=120, help="push interactions collected")
     ap.add_argument("--pushes-per-scene", type=int, default=3)
@@ -223,16 +225,17 @@ def main() -> None:
     ap.add_argument("--label-sets", nargs="+", default=list(LABEL_SETS), choices=LABEL_SETS)
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     ap.add_argument("--seed", type=int, default=1000, help="first training-scene seed")
-    ap.add_argument("--cache-dir", default="bench/results/ap_table_cache")
+    ap.add_argument("--cache-dir", default="", help="default: bench/results/ap_table_cache_<world>")
     ap.add_argument("--collect-only", action="store_true")
     args = ap.parse_args()
+    args.cache_dir = args.cache_dir or f"bench/results/ap_table_cache_{args.world}"
     if args.quick:
         args.pushes, args.steps, args.test_scenes = min(args.pushes, 40), 150, 9
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(1)
     size = (args.input[0], args.input[1])
     t_start, c_start = time.perf_counter(), cpu_s()
-    print(f"# AP table: {args.pushes} pushes (train objects, low+medium clutter, {args.pushes_per_scene} per scene, "
+    print(f"# AP table, world {args.world}: {args.pushes} pushes (train objects, low+medium clutter, {args.pushes_per_scene} per scene, "
           f"seed {args.seed}); {args.steps} steps, batch {args.batch_size}, lr {args.lr}, input {size[0]}x{size[1]}, "
           f"mask loss {args.mask_loss}, objectness loss {args.objectness_loss} (balanced, unlabelled weight "
           f"{args.unlabelled_weight}), noisy warm-up {args.noisy_warmup}; {InferenceConfig()}; "
@@ -240,7 +243,7 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.1f}", flush=True)
 
     pushes, collect_s = load_or_collect(Path(args.cache_dir), args.pushes, args.seed, args.pushes_per_scene,
-                                        ("low", "medium"))
+                                        ("low", "medium"), args.world)
     n_moved = sum(p["gt_mask"] is not None for p in pushes)
     print(f"pushes: {len(pushes)} ({n_moved} moved an object), collection/cache load {collect_s:.0f} s")
     for name in ("frame_difference", "flow"):
@@ -250,7 +253,7 @@ def main() -> None:
         return
 
     t0 = time.perf_counter()
-    scenes = render_test_scenes(args.test_scenes, split="test")
+    scenes = render_test_scenes(args.test_scenes, split="test", world=args.world)
     print(f"test scenes rendered in {time.perf_counter() - t0:.0f} s", flush=True)
 
     task_config = InstanceTaskConfig(mask_loss=args.mask_loss, objectness_loss=args.objectness_loss,

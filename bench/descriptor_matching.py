@@ -48,7 +48,7 @@ from selfsup_perception.core.learning.models.backbone import BackboneConfig, nor
 from selfsup_perception.core.learning.models.descriptor_net import DescriptorNetConfig
 from selfsup_perception.core.learning.trainer import Trainer, TrainerConfig
 from selfsup_perception.core.types import RgbdFrame
-from selfsup_perception.sim.tabletop import CameraConfig, SimConfig, TabletopSim, look_at
+from selfsup_perception.sim.tabletop import WORLDS, CameraConfig, SimConfig, TabletopSim, look_at
 
 
 def random_view(rng: np.random.Generator) -> np.ndarray:
@@ -77,8 +77,12 @@ def gt_correspondences(fa: RgbdFrame, fb: RgbdFrame, pixels_a: np.ndarray, tol: 
     return uv_b, ok
 
 
-def render_pair_set(sim: TabletopSim, seeds: list[int], rng: np.random.Generator, with_alt: bool, n_corr: int):
-    """Per scene: view A, view B, (A under a random appearance), GT correspondences for geometric training."""
+def render_pair_set(sim: TabletopSim, seeds: list[int], rng: np.random.Generator, with_alt: bool, n_corr: int,
+                    exact_depth: bool = False):
+    """Per scene: view A, view B, (A under a random appearance), GT correspondences for geometric training.
+
+    Correspondences come from the sensor's depth (noisy, with holes, in the realistic world), as
+    a robot would have them; ``exact_depth``: from the renderer's exact depth (evaluation ground truth)."""
     out = []
     default_appearance = sim.appearance
     for seed in seeds:
@@ -97,7 +101,11 @@ def render_pair_set(sim: TabletopSim, seeds: list[int], rng: np.random.Generator
             sim.set_appearance(default_appearance)
         h, w = fa.depth.shape
         px = np.stack([rng.integers(0, w, n_corr), rng.integers(0, h, n_corr)], 1).astype(np.float64)
-        uv_b, ok = gt_correspondences(fa, fb, px)
+        if exact_depth:
+            uv_b, ok = gt_correspondences(dataclasses.replace(fa, depth=gta["depth"]),
+                                          dataclasses.replace(fb, depth=gtb["depth"]), px)
+        else:
+            uv_b, ok = gt_correspondences(fa, fb, px)
         item["corr_a"], item["corr_b"], item["corr_valid"] = px, np.nan_to_num(uv_b), ok
         out.append(item)
     return out
@@ -190,7 +198,7 @@ def median_ms(fn, calls: int) -> float:
 
 
 def service_round_trip(checkpoint_root: Path, calls: int, n_pixels: int, threads: int, seed: int,
-                       width: int = 640, height: int = 480) -> dict[str, float]:
+                       width: int = 640, height: int = 480, world: str = "simple") -> dict[str, float]:
     """Median ms of ``compute_descriptors`` / ``find_correspondences`` calls to an inference node process serving
     the newest descriptors model in ``checkpoint_root``, plus the core steps timed in this process."""
     import array
@@ -205,7 +213,7 @@ def service_round_trip(checkpoint_root: Path, calls: int, n_pixels: int, threads
     from selfsup_perception.srv import ComputeDescriptors, FindCorrespondences
 
     rng = np.random.default_rng(seed)
-    with TabletopSim(SimConfig(seed=seed, camera=CameraConfig(width=width, height=height))) as sim:
+    with TabletopSim(SimConfig(seed=seed, world=world, camera=CameraConfig(width=width, height=height))) as sim:
         sim.reset_scene(10_500, split="train", clutter="medium")
         sim.set_camera_pose(random_view(rng))
         rgb_a = sim.render().rgb
@@ -275,6 +283,7 @@ def service_round_trip(checkpoint_root: Path, calls: int, n_pixels: int, threads
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--world", choices=WORLDS, default="realistic", help="simulated world")
     ap.add_argument("--quick", action="store_true", help="tiny smoke run (< 2 min), numbers meaningless")
     ap.add_argument("--width", type=int, default=160)
     ap.add_argument("--height", type=int, default=120)
@@ -309,11 +318,13 @@ def main() -> None:
     t0, c0 = time.perf_counter(), time.process_time()
     tmp = None if args.checkpoint_dir else tempfile.TemporaryDirectory(prefix="desc_bench_")
     root = Path(args.checkpoint_dir or tmp.name)
-    with TabletopSim(SimConfig(seed=args.seed, camera=CameraConfig(width=args.width, height=args.height))) as sim:
+    with TabletopSim(SimConfig(seed=args.seed, world=args.world,
+                               camera=CameraConfig(width=args.width, height=args.height))) as sim:
         train_data = render_pair_set(sim, list(range(args.train_scenes)), rng, with_alt=True, n_corr=400)
-        test_data = render_pair_set(sim, list(range(10_000, 10_000 + args.test_scenes)), rng, with_alt=True, n_corr=1)
+        test_data = render_pair_set(sim, list(range(10_000, 10_000 + args.test_scenes)), rng, with_alt=True, n_corr=1,
+                                    exact_depth=True)
     n_gt = np.mean([it["corr_valid"].mean() for it in train_data])
-    print(f"data: {len(train_data)} train / {len(test_data)} test scene pairs at {args.width}x{args.height}, "
+    print(f"data ({args.world} world): {len(train_data)} train / {len(test_data)} test scene pairs at {args.width}x{args.height}, "
           f"{time.perf_counter() - t0:.0f} s; geometric GT valid fraction {n_gt:.2f}", flush=True)
     qrng = np.random.default_rng(args.seed + 1)
     queries = make_queries(test_data, qrng, args.queries_per_pair, appearance=False)
@@ -388,7 +399,7 @@ def main() -> None:
     service = None
     if args.service:
         service = service_round_trip(root / slug("cycle+identical"), args.service_calls, args.service_pixels,
-                                     args.threads, args.seed)
+                                     args.threads, args.seed, world=args.world)
         print(f"\n### descriptor services at 640x480 (inference node process, {args.threads} torch thread(s), "
               f"median of {args.service_calls} calls, {args.service_pixels} query pixels)")
         for k, v in service.items():

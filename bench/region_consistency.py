@@ -52,7 +52,8 @@ from selfsup_perception.core.registration import (
 )
 from selfsup_perception.core.registration.view_pairs import ViewPair
 from selfsup_perception.sim.multiview import MultiViewConfig, capture_scene
-from selfsup_perception.sim.tabletop import SEMANTIC_CLASSES, SimConfig, TabletopSim, replace_camera
+from selfsup_perception.sim.realistic import REALISTIC_SEMANTIC_CLASSES
+from selfsup_perception.sim.tabletop import SEMANTIC_CLASSES, WORLDS, SimConfig, TabletopSim, replace_camera
 
 
 def train(task, model, next_batch, steps: int, lr: float, warmup: int = 0, clip: float = 5.0) -> list[float]:
@@ -86,8 +87,8 @@ def gt_segments(view) -> np.ndarray:
     return view.semantic.astype(np.int64) * 65536 + view.instance.astype(np.int64)
 
 
-def registration_throughput(repeats: int) -> dict:
-    sim = TabletopSim(replace_camera(SimConfig(seed=0), width=640, height=480))
+def registration_throughput(repeats: int, world: str = "simple") -> dict:
+    sim = TabletopSim(replace_camera(SimConfig(seed=0, world=world), width=640, height=480))
     try:
         from selfsup_perception.sim.multiview import render_views, ring_camera_poses
 
@@ -118,6 +119,7 @@ def registration_throughput(repeats: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--world", choices=WORLDS, default="realistic", help="simulated world")
     ap.add_argument("--quick", action="store_true", help="tiny settings, < 2 min")
     ap.add_argument("--scenes", type=int, default=5)
     ap.add_argument("--views", type=int, default=16, help="views per scene")
@@ -140,13 +142,14 @@ def main() -> None:
     t0 = time.perf_counter()
 
     # ---------------------------------------------------------------- registration throughput
-    reg = registration_throughput(repeats=3 if args.quick else 10)
+    reg = registration_throughput(repeats=3 if args.quick else 10, world=args.world)
 
     # ---------------------------------------------------------------- data
     mv = MultiViewConfig(num_views=args.views)
     views, pairs = [], []
     for s in range(args.scenes):
-        scene = capture_scene(1000 + s, split="train", clutter="medium", width=args.width, height=args.height, config=mv)
+        scene = capture_scene(1000 + s, split="train", clutter="medium", width=args.width, height=args.height, config=mv,
+                              world=args.world)
         offset = len(views)
         for p in select_view_pairs(scene, iou_low=0.3, iou_high=0.9):
             pairs.append(ViewPair(p.index_a + offset, p.index_b + offset, p.iou))
@@ -157,7 +160,8 @@ def main() -> None:
     test = np.setdiff1d(np.arange(len(views)), labelled)
     t_data = time.perf_counter() - t0
 
-    num_classes = len(SEMANTIC_CLASSES)
+    classes = REALISTIC_SEMANTIC_CLASSES if args.world == "realistic" else SEMANTIC_CLASSES
+    num_classes = len(classes)
     sem_task = SemanticSegmentationTask(SemanticTaskConfig(ignore_index=0, seed=args.seed))
     torch.manual_seed(args.seed)
     init_state = {k: v.clone() for k, v in sem_task.build_model().state_dict().items()}
@@ -209,7 +213,7 @@ def main() -> None:
         print(f"  done: {name:40s} mIoU {100 * miou:5.1f}  ({time.perf_counter() - t:.0f} s)", flush=True)
 
     # ---------------------------------------------------------------- report
-    print("\nRegConsist bench (simulated tabletop, CPU)")
+    print(f"\nRegConsist bench ({args.world} simulated tabletop, CPU)")
     print(f"settings: {args.scenes} scenes x {args.views} views at {args.width}x{args.height}, {len(pairs)} view pairs "
           f"(IoU 0.3-0.9), labelled {n_lab} views ({100 * n_lab / len(views):.1f} %), test {len(test)} views; "
           f"pre-train {args.pretrain_steps} steps x {args.batch_size} view pairs x {args.pairs_per_view} pixel pairs "
@@ -217,7 +221,7 @@ def main() -> None:
           f"Felzenszwalb scale={felz.scale} sigma={felz.sigma} min_size={felz.min_size}, threads {args.threads}, "
           f"seed {args.seed}")
     present = [c for c in range(1, num_classes) if (test_sem == c).any()]
-    header = f"{'run':42s} {'mIoU':>6s} " + " ".join(f"{SEMANTIC_CLASSES[c][:6]:>6s}" for c in present)
+    header = f"{'run':42s} {'mIoU':>6s} " + " ".join(f"{classes[c][:6]:>6s}" for c in present)
     print(header + f" {'BT loss first->last':>20s} {'time':>6s}")
     for name, miou, per_class, (l0, l1), dt in results:
         cls = " ".join(f"{100 * per_class[c]:6.1f}" for c in present)

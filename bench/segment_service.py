@@ -25,7 +25,7 @@ from selfsup_perception.graph import INFERENCE
 from selfsup_perception.launcher import GraphProcess
 from selfsup_perception.ros.conversions import rgb_to_msg
 from selfsup_perception.ros.service_calls import call_service
-from selfsup_perception.sim.tabletop import CameraConfig, SimConfig, TabletopSim
+from selfsup_perception.sim.tabletop import WORLDS, CameraConfig, SimConfig, TabletopSim
 from selfsup_perception.srv import SegmentImage
 
 
@@ -35,6 +35,7 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=30)
     parser.add_argument("--input", type=int, nargs=2, default=(160, 120), metavar=("W", "H"))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--world", choices=WORLDS, default="simple", help="simulated world of the query images")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     w, h = args.input
@@ -56,7 +57,7 @@ def main() -> None:
         trainer.save_checkpoint(ck)
         images = {}
         for iw, ih in ((640, 480), (320, 240)):
-            with TabletopSim(SimConfig(camera=CameraConfig(width=iw, height=ih))) as sim:
+            with TabletopSim(SimConfig(world=args.world, camera=CameraConfig(width=iw, height=ih))) as sim:
                 sim.reset_scene(5, split="test", clutter="medium")
                 images[(iw, ih)] = sim.render().rgb
         overrides = {"inference": {"checkpoint_dir": ck, "input_width": w, "input_height": h,

@@ -20,12 +20,12 @@ from sensor_msgs.msg import Image
 from selfsup_perception.graph import CAMERA_CAPTURE, SIM_WORLD
 from selfsup_perception.launcher import GraphProcess
 from selfsup_perception.ros.service_calls import call_service
-from selfsup_perception.sim.tabletop import CameraConfig, SimConfig, TabletopSim
+from selfsup_perception.sim.tabletop import WORLDS, CameraConfig, SimConfig, TabletopSim
 from selfsup_perception.srv import CaptureView
 
 
-def render_ms(width: int, height: int, n: int) -> float:
-    with TabletopSim(SimConfig(camera=CameraConfig(width=width, height=height))) as sim:
+def render_ms(width: int, height: int, n: int, world: str = "simple") -> float:
+    with TabletopSim(SimConfig(world=world, camera=CameraConfig(width=width, height=height))) as sim:
         sim.reset_scene(0, clutter="medium")
         sim.render()
         times = []
@@ -41,14 +41,17 @@ def main() -> None:
     parser.add_argument("--renders", type=int, default=10)
     parser.add_argument("--captures", type=int, default=20)
     parser.add_argument("--rate-window-s", type=float, default=10.0)
+    parser.add_argument("--world", choices=WORLDS, default="simple",
+                        help="simulated world (realistic: two light passes and sensor noise per frame)")
     args = parser.parse_args()
 
-    print("simulated camera (pybullet TinyRenderer, RGB + depth, medium clutter)")
+    print(f"simulated camera ({args.world} world, pybullet TinyRenderer, RGB + depth, medium clutter)")
     for w, h in ((640, 480), (320, 240)):
-        ms = render_ms(w, h, args.renders)
+        ms = render_ms(w, h, args.renders, args.world)
         print(f"  render {w}x{h}: median {ms:6.1f} ms  ({1000 / ms:5.1f} frames/s max)")
 
-    overrides = {"sim_world": {"width": 640, "height": 480, "publish_rate_hz": 30.0, "clutter": "medium"}}
+    overrides = {"sim_world": {"width": 640, "height": 480, "publish_rate_hz": 30.0, "clutter": "medium",
+                               "world": args.world}}
     with rclpy.init():
         with GraphProcess([SIM_WORLD, CAMERA_CAPTURE], overrides, echo=False):
             node = rclpy.create_node("bench_client")

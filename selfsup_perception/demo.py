@@ -159,7 +159,7 @@ def label_report(store: SampleStore, run_dir: Path) -> str:
 
 
 def evaluation(checkpoint_dir: Path, num_scenes: int, input_size: tuple[int, int], seed: int,
-               max_versions: int = 5) -> tuple[list[tuple], list[dict]]:
+               max_versions: int = 5, world: str = "simple") -> tuple[list[tuple], list[dict]]:
     """AP on held-out test scenes: table rows (name, metrics) and the AP curve over model versions.
 
     Rows: untrained weights, up to ``max_versions`` evenly spaced versions (first and newest
@@ -174,7 +174,7 @@ def evaluation(checkpoint_dir: Path, num_scenes: int, input_size: tuple[int, int
     from selfsup_perception.core.learning.inference import segment_instances
     from selfsup_perception.core.learning.instance_task import build_instance_model
 
-    scenes = render_test_scenes(num_scenes, seed=seed)
+    scenes = render_test_scenes(num_scenes, seed=seed, world=world)
     versions = ckpt.list_versions(checkpoint_dir, TASK)
     rows = []
     if versions:
@@ -261,6 +261,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--pushes", type=int, default=36, help="number of push interactions")
     parser.add_argument("--scene-every", type=int, default=3, help="new random scene every K pushes")
     parser.add_argument("--clutter", default="low", choices=["low", "medium", "high"])
+    parser.add_argument("--world", default="simple", choices=["simple", "realistic"],
+                        help="simulated world (realistic: mesh objects, textures, depth noise, camera shake)")
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--train-steps", type=int, default=600, help="keep training until this many steps")
@@ -276,7 +278,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     print(f"selfsup_perception demo -> {run_dir}")
     overrides = {
-        "sim_world": {"width": args.width, "height": args.height, "seed": args.seed, "clutter": args.clutter},
+        "sim_world": {"width": args.width, "height": args.height, "seed": args.seed, "clutter": args.clutter,
+                      "world": args.world},
         "interaction": {"dataset_dir": str(dataset_dir), "bag_dir": str(bag_dir), "record_bag": True,
                         "sim_ground_truth": True, "seed": args.seed, "use_model_hypotheses": True},
         "labeler": {"dataset_dir": str(dataset_dir)},
@@ -292,7 +295,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             client = DemoClient()
             try:
                 client.wait_ready()
-                print(f"[1/4] interaction: {args.pushes} pushes on the simulated tabletop ({args.width}x{args.height}),"
+                print(f"[1/4] interaction: {args.pushes} pushes on the {args.world} simulated tabletop "
+                      f"({args.width}x{args.height}),"
                       " labeled, trained on and served while the robot works")
                 records = run_interactions(client, args.pushes, args.scene_every, args.clutter, args.seed)
                 store = SampleStore(dataset_dir)
@@ -302,7 +306,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 wait_for_training(checkpoint_dir, args.train_steps, args.train_minutes * 60)
                 from selfsup_perception.sim.tabletop import CameraConfig, SimConfig, TabletopSim
 
-                with TabletopSim(SimConfig(camera=CameraConfig(width=640, height=480))) as sim:
+                with TabletopSim(SimConfig(world=args.world, camera=CameraConfig(width=640, height=480))) as sim:
                     sim.reset_scene(99_999, split="test", clutter="medium")
                     rgb = sim.render().rgb
                 client.segment_round_trip(rgb)  # first call warms the model up
@@ -341,7 +345,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(sections["hypotheses"])
     print(f"  {sections.get('serving', '')}")
     print(f"[4/4] evaluation: AP on {args.eval_scenes} held-out scenes of novel objects (640x480)")
-    table, curve = evaluation(checkpoint_dir, args.eval_scenes, _config_input_size(), seed=10_000 + args.seed)
+    table, curve = evaluation(checkpoint_dir, args.eval_scenes, _config_input_size(), seed=10_000 + args.seed,
+                              world=args.world)
     sections["evaluation"] = format_ap_table(table)
     print(sections["evaluation"])
     report = write_report(run_dir, checkpoint_dir, sections, curve)

@@ -104,14 +104,16 @@ def capture_scene(
     height: int = 120,
     config: MultiViewConfig = MultiViewConfig(),
     sim: Optional[TabletopSim] = None,
+    world: str = "simple",
 ) -> list[LabelledView]:
     """Reset a scene from ``(seed, split, clutter)`` and capture ``config.num_views`` labelled views.
 
-    Pass ``sim`` to reuse a simulator (its camera size must be ``width`` x ``height``).
+    Pass ``sim`` to reuse a simulator (its camera size must be ``width`` x ``height``; its world wins
+    over ``world``).
     """
     own = sim is None
     if own:
-        sim = TabletopSim(replace_camera(SimConfig(seed=seed), width=width, height=height))
+        sim = TabletopSim(replace_camera(SimConfig(seed=seed, world=world), width=width, height=height))
     elif (sim.intrinsics.width, sim.intrinsics.height) != (width, height):
         raise ValueError(f"sim renders {sim.intrinsics.width}x{sim.intrinsics.height}, asked for {width}x{height}")
     try:

@@ -766,6 +766,7 @@ class TabletopSim:
         depth[zbuf >= 1.0] = np.nan  # nothing rendered: no return
         if cam.depth_noise_std > 0:
             depth += self._rng.normal(0, cam.depth_noise_std, size=depth.shape).astype(np.float32)
+        self._last_exact_depth = depth
         if self.config.noise_on:
             depth = apply_depth_noise(depth, rgb, self.intrinsics, self._sensor_rng, self.config.depth_sensor)
             rgb = apply_color_noise(rgb, self._sensor_rng, self.config.color_sensor,
@@ -778,7 +779,9 @@ class TabletopSim:
     def render_with_ground_truth(self) -> tuple[RgbdFrame, dict]:
         """One render and the ground truth that matches it pixel for pixel (evaluation only)."""
         frame, seg = self._render(with_segmentation=True)
-        return frame, self._ground_truth_from_segmentation(seg)
+        gt = self._ground_truth_from_segmentation(seg)
+        gt["depth"] = self._last_exact_depth  # before sensor noise: for evaluation only
+        return frame, gt
 
     def _ground_truth_from_segmentation(self, seg: np.ndarray) -> dict:
         body = np.where(seg >= 0, seg & ((1 << 24) - 1), -1)

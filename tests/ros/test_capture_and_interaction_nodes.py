@@ -133,3 +133,39 @@ def test_bad_goals_fail_cleanly_and_the_node_keeps_serving(world):
     assert not result.success and result.error_code == "INVALID_GOAL"
     result = _run_goal(client, ExecuteInteraction.Goal(kind=0, auto_select=True, record=False))
     assert result.success, result.message
+
+
+def test_realistic_world_node_publishes_the_shaken_camera_pose_and_its_classes(spinner):
+    from geometry_msgs.msg import PoseStamped
+
+    from selfsup_perception.ros.conversions import pose_msg_to_matrix
+    from selfsup_perception.sim.realistic import REALISTIC_SEMANTIC_CLASSES
+    from selfsup_perception.srv import ExecuteArmMotion
+
+    sim = spinner.add(SimWorldNode(parameter_overrides=[
+        Parameter("world", value="realistic"), Parameter("width", value=96), Parameter("height", value=72),
+        Parameter("publish_rate_hz", value=10.0), Parameter("shake_rotation_deg", value=0.5)]))
+    assert sim.sim.world == "realistic" and sim.sim.config.shake_config.rotation_deg == 0.5
+    client = spinner.add(rclpy.create_node("realistic_client"))
+    poses, depths = [], []
+    qos = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
+    client.create_subscription(PoseStamped, "camera/pose", poses.append, qos)
+    client.create_subscription(Image, "camera/depth/image_raw", depths.append, qos)
+    assert wait_for(lambda: poses and depths, 20)
+    before = pose_msg_to_matrix(poses[-1].pose)
+    depth = np.frombuffer(bytes(depths[-1].data), np.float32).reshape(72, 96)
+    assert 0.0 < np.isnan(depth).mean() < 0.5  # the stereo model leaves holes
+    motion = client.create_client(ExecuteArmMotion, "/sim/execute_arm_motion")
+    assert motion.wait_for_service(timeout_sec=10)
+    res = wait_future(motion.call_async(ExecuteArmMotion.Request(motion=ExecuteArmMotion.Request.MOTION_OUT_OF_VIEW)),
+                      20)
+    assert res.success, res.message
+    poses.clear()
+    assert wait_for(lambda: len(poses) >= 2, 20)
+    after = pose_msg_to_matrix(poses[-1].pose)
+    np.testing.assert_allclose(after, sim.sim.camera_to_world, atol=1e-6)
+    rel = np.linalg.inv(before) @ after
+    angle = np.degrees(np.arccos(np.clip((np.trace(rel[:3, :3]) - 1) / 2, -1, 1)))
+    assert 0.4 * 0.5 - 1e-6 <= angle <= 0.5 + 1e-6  # one shake of 0.4..1 x 0.5 deg, seen through the topic
+    gt = wait_future(client.create_client(SimGroundTruth, "/sim/ground_truth").call_async(SimGroundTruth.Request()), 10)
+    assert gt.success and list(gt.class_names) == list(REALISTIC_SEMANTIC_CLASSES)

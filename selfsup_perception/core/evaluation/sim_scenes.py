@@ -26,10 +26,12 @@ class TestScene:
 
 
 def render_test_scenes(num_scenes: int, *, seed: int = 10_000, width: int = 640, height: int = 480,
-                       clutters: Sequence[str] = CLUTTERS, split: str = "test") -> list[TestScene]:
-    """``num_scenes`` scenes cycling through ``clutters``, rendered with their ground-truth instance masks."""
+                       clutters: Sequence[str] = CLUTTERS, split: str = "test",
+                       world: str = "simple") -> list[TestScene]:
+    """``num_scenes`` scenes of ``world`` cycling through ``clutters``, rendered with their ground-truth
+    instance masks."""
     scenes = []
-    with TabletopSim(SimConfig(seed=seed, camera=CameraConfig(width=width, height=height))) as sim:
+    with TabletopSim(SimConfig(seed=seed, world=world, camera=CameraConfig(width=width, height=height))) as sim:
         for i in range(num_scenes):
             sim.reset_scene(seed + i, split=split, clutter=clutters[i % len(clutters)])
             frame, gt = sim.render_with_ground_truth()
