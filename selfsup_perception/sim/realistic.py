@@ -35,8 +35,8 @@ REALISTIC_CLUTTER_LEVELS: dict[str, tuple[int, int]] = {"low": (3, 4), "medium":
 
 # Size of an object (metres, see :func:`size_measure`); train and test bands interleave and never overlap.
 SIZE_BANDS: dict[str, tuple[tuple[float, float], ...]] = {
-    "train": ((0.045, 0.055), (0.065, 0.075), (0.085, 0.1)),
-    "test": ((0.055, 0.065), (0.075, 0.085)),
+    "train": ((0.05, 0.065), (0.08, 0.095), (0.11, 0.125)),
+    "test": ((0.065, 0.08), (0.095, 0.11)),
 }
 FINISHES: tuple[tuple[str, float], ...] = (
     ("photo", 0.32), ("pattern", 0.25), ("plain", 0.15), ("dark", 0.1), ("white", 0.09), ("shiny", 0.09),
