@@ -19,8 +19,8 @@ import rclpy
 import torch
 from rclpy.executors import SingleThreadedExecutor
 
-from selfsup_perception.core.learning.instance_task import InstanceSegmentationTask, collate_samples, synthetic_items
-from selfsup_perception.core.learning.trainer import Trainer, TrainerConfig
+from selfsup_perception.core.learning.tasks.instance import InstanceSegmentationTask, collate_samples, synthetic_items
+from selfsup_perception.core.learning.training.trainer import Trainer, TrainerConfig
 from selfsup_perception.graph import INFERENCE
 from selfsup_perception.launcher import GraphProcess
 from selfsup_perception.ros.conversions import rgb_to_msg

@@ -29,9 +29,9 @@ from sensor_msgs.msg import Image, RegionOfInterest
 from selfsup_perception.core.dataset.visualization import overlay_mask
 from selfsup_perception.core.descriptors.matching import compute_descriptor_image, find_correspondences
 from selfsup_perception.core.image_conversion import ImageConversionError, array_to_image, to_rgb8
-from selfsup_perception.core.learning.checkpoint import CheckpointError
-from selfsup_perception.core.learning.inference import label_image, segment_instances, segment_semantic
-from selfsup_perception.core.learning.model_registry import TASKS, ModelNotAvailableError, ModelRegistry
+from selfsup_perception.core.learning.serving.checkpoints import CheckpointError
+from selfsup_perception.core.learning.serving.inference import label_image, segment_instances, segment_semantic
+from selfsup_perception.core.learning.serving.model_registry import TASKS, ModelNotAvailableError, ModelRegistry
 from selfsup_perception.msg import InstanceSegmentation, ModelVersion, SegmentedInstance
 from selfsup_perception.ros.conversions import mask_to_msg, rgb_to_msg
 from selfsup_perception.ros.node_runner import run_node

@@ -21,9 +21,9 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_srvs.srv import SetBool
 
-from selfsup_perception.core.learning.instance_task import InstanceTaskConfig
-from selfsup_perception.core.learning.online_training import OnlineInstanceTrainer, OnlineTrainingConfig
-from selfsup_perception.core.learning.trainer import NonFiniteLossError, TrainerConfig
+from selfsup_perception.core.learning.tasks.instance import InstanceTaskConfig
+from selfsup_perception.core.learning.training.online import OnlineInstanceTrainer, OnlineTrainingConfig
+from selfsup_perception.core.learning.training.trainer import NonFiniteLossError, TrainerConfig
 from selfsup_perception.msg import ModelVersion, TrainerStatus
 from selfsup_perception.ros.conversions import time_to_msg
 from selfsup_perception.ros.node_runner import run_node
@@ -70,11 +70,11 @@ class TrainerParams:
 def make_online_trainer(p: TrainerParams):
     """The online trainer of ``p.task``: both share resume(), train_round(), version, trainer, dataset, last_round."""
     if p.task == "semantic_segmentation":
-        from selfsup_perception.core.learning.online_region_consistency import (
+        from selfsup_perception.core.learning.training.online_region_consistency import (
             OnlineRegionConsistencyConfig,
             OnlineRegionConsistencyTrainer,
         )
-        from selfsup_perception.core.learning.region_consistency_task import RegionConsistencyConfig
+        from selfsup_perception.core.learning.tasks.region_consistency import RegionConsistencyConfig
 
         return OnlineRegionConsistencyTrainer(
             OnlineRegionConsistencyConfig(dataset_dir=p.dataset_dir, checkpoint_dir=p.checkpoint_dir,
@@ -84,7 +84,7 @@ def make_online_trainer(p: TrainerParams):
             RegionConsistencyConfig(seed=p.seed),
             TrainerConfig(lr=p.learning_rate, warmup_steps=20, seed=p.seed, grad_clip_norm=5.0))
     if p.task == "descriptors":
-        from selfsup_perception.core.learning.online_descriptors import OnlineDescriptorConfig, OnlineDescriptorTrainer
+        from selfsup_perception.core.learning.training.online_descriptors import OnlineDescriptorConfig, OnlineDescriptorTrainer
 
         return OnlineDescriptorTrainer(
             OnlineDescriptorConfig(dataset_dir=p.dataset_dir, checkpoint_dir=p.checkpoint_dir,

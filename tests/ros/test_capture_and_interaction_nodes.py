@@ -11,7 +11,7 @@ from sensor_msgs.msg import CameraInfo, Image
 
 from selfsup_perception.action import ExecuteInteraction
 from selfsup_perception.core.dataset.sample_store import SampleStore
-from selfsup_perception.core.geometry import depth_to_world_points
+from selfsup_perception.core.geometry.camera import depth_to_world_points
 from selfsup_perception.msg import InteractionSample
 from selfsup_perception.nodes.camera_capture_node import CameraCaptureNode
 from selfsup_perception.nodes.interaction_node import InteractionNode

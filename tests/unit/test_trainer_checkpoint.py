@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from selfsup_perception.core.learning import checkpoint as ckpt
-from selfsup_perception.core.learning.instance_task import (
+from selfsup_perception.core.learning.serving import checkpoints as ckpt
+from selfsup_perception.core.learning.tasks.instance import (
     InstanceSegmentationTask,
     InstanceTaskConfig,
     collate_samples,
     synthetic_items,
 )
 from selfsup_perception.core.learning.models.instance_segmentation import InstanceSegConfig, InstanceSegNet
-from selfsup_perception.core.learning.trainer import NonFiniteLossError, Trainer, TrainerConfig
+from selfsup_perception.core.learning.training.trainer import NonFiniteLossError, Trainer, TrainerConfig
 
 
 class LinearTask:

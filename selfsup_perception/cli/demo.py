@@ -110,7 +110,7 @@ def wait_for_labels(store: SampleStore, labeler: str, timeout_s: float) -> None:
 
 
 def wait_for_training(checkpoint_dir: Path, min_steps: int, timeout_s: float, log=print) -> None:
-    from selfsup_perception.core.learning import checkpoint as ckpt
+    from selfsup_perception.core.learning.serving import checkpoints as ckpt
 
     deadline = time.monotonic() + timeout_s
     last = None
@@ -169,10 +169,10 @@ def evaluation(checkpoint_dir: Path, num_scenes: int, input_size: tuple[int, int
     import torch
 
     from selfsup_perception.core.evaluation.bottom_up import bottom_up_instances
-    from selfsup_perception.core.evaluation.sim_scenes import evaluate_segmenter, render_test_scenes
-    from selfsup_perception.core.learning import checkpoint as ckpt
-    from selfsup_perception.core.learning.inference import segment_instances
-    from selfsup_perception.core.learning.instance_task import build_instance_model
+    from selfsup_perception.sim.evaluation_scenes import evaluate_segmenter, render_test_scenes
+    from selfsup_perception.core.learning.serving import checkpoints as ckpt
+    from selfsup_perception.core.learning.serving.inference import segment_instances
+    from selfsup_perception.core.learning.tasks.instance import build_instance_model
 
     scenes = render_test_scenes(num_scenes, seed=seed)
     versions = ckpt.list_versions(checkpoint_dir, TASK)
@@ -225,7 +225,7 @@ def write_report(run_dir: Path, checkpoint_dir: Path, sections: dict[str, str], 
     import matplotlib.pyplot as plt
 
     from selfsup_perception.core.dataset.sample_store import atomic_write_bytes
-    from selfsup_perception.core.learning import checkpoint as ckpt
+    from selfsup_perception.core.learning.serving import checkpoints as ckpt
 
     versions = ckpt.list_versions(checkpoint_dir, TASK)
     if versions:

@@ -1,4 +1,4 @@
-"""One training loop for every :class:`~selfsup_perception.core.learning.task.TrainingTask`.
+"""One training loop for every :class:`~selfsup_perception.core.learning.tasks.base.TrainingTask`.
 
 ``Trainer.train_steps`` is a single loop with labelled phases (schedule, forward, loss, guard,
 backward + clip, step, log, checkpoint), after nanoGPT ``train.py`` and dinov2 ``train/train.py``:
@@ -22,8 +22,8 @@ from typing import Iterable
 
 import torch
 
-from selfsup_perception.core.learning import checkpoint as ckpt
-from selfsup_perception.core.learning.task import TrainingTask
+from selfsup_perception.core.learning.serving import checkpoints as ckpt
+from selfsup_perception.core.learning.tasks.base import TrainingTask
 
 LOG = logging.getLogger(__name__)
 

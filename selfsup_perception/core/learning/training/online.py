@@ -21,8 +21,8 @@ import cv2
 import numpy as np
 
 from selfsup_perception.core.dataset.sample_store import CorruptSampleError, SampleStore
-from selfsup_perception.core.learning.instance_task import InstanceSegmentationTask, InstanceTaskConfig, collate_samples
-from selfsup_perception.core.learning.trainer import Trainer, TrainerConfig
+from selfsup_perception.core.learning.tasks.instance import InstanceSegmentationTask, InstanceTaskConfig, collate_samples
+from selfsup_perception.core.learning.training.trainer import Trainer, TrainerConfig
 
 LOG = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Training task for dense descriptors (identical-view, cycle-correspondence, both, or geometric supervision).
 
-Implements the :class:`~selfsup_perception.core.learning.task.TrainingTask` protocol.
+Implements the :class:`~selfsup_perception.core.learning.tasks.base.TrainingTask` protocol.
 
 Batch contract (tensors, B images of equal size H x W):
 
@@ -42,7 +42,7 @@ from selfsup_perception.core.descriptors.augmentation import (
     warp_images,
 )
 from selfsup_perception.core.descriptors.spatial_expectation import image_to_grid
-from selfsup_perception.core.learning import checkpoint as ckpt
+from selfsup_perception.core.learning.serving import checkpoints as ckpt
 from selfsup_perception.core.learning.losses.alignment import FeatureAlignmentLoss, class_mix
 from selfsup_perception.core.learning.losses.correspondence import (
     CycleCorrespondenceLoss,

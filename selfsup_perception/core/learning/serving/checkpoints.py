@@ -212,7 +212,7 @@ def build_model_from_meta(meta: dict) -> torch.nn.Module:
     task = meta["task"]
     config = meta["model_config"]
     if task == "instance_segmentation":
-        from selfsup_perception.core.learning.instance_task import build_instance_model
+        from selfsup_perception.core.learning.tasks.instance import build_instance_model
 
         return build_instance_model(config)
     if task == "semantic_segmentation":
@@ -220,7 +220,7 @@ def build_model_from_meta(meta: dict) -> torch.nn.Module:
 
         return SemanticSegNet(SemanticSegConfig.from_dict(config))
     if task == "descriptors":
-        from selfsup_perception.core.learning.descriptor_task import descriptor_model_from_config
+        from selfsup_perception.core.learning.tasks.descriptors import descriptor_model_from_config
 
         return descriptor_model_from_config(config)
     raise CheckpointError(

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from selfsup_perception.core.dataset.sample_store import CorruptSampleError, SampleStore
-from selfsup_perception.core.learning.descriptor_task import DescriptorTask, DescriptorTaskConfig
-from selfsup_perception.core.learning.online_training import OnlineTrainer
-from selfsup_perception.core.learning.trainer import Trainer, TrainerConfig
+from selfsup_perception.core.learning.tasks.descriptors import DescriptorTask, DescriptorTaskConfig
+from selfsup_perception.core.learning.training.online import OnlineTrainer
+from selfsup_perception.core.learning.training.trainer import Trainer, TrainerConfig
 
 LOG = logging.getLogger(__name__)
 

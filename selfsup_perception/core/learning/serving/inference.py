@@ -56,7 +56,7 @@ def segment_semantic(model, rgb: np.ndarray, input_size: tuple[int, int]) -> np.
     """(H, W) uint8 class ids of ``rgb``, predicted at ``input_size`` = (width, height) and upsampled."""
     import torch
 
-    from selfsup_perception.core.learning.semantic_task import predict
+    from selfsup_perception.core.learning.tasks.semantic import predict
 
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or rgb.size == 0:
         raise ValueError(f"rgb must be a non-empty (H, W, 3) uint8 image, got {rgb.shape} {rgb.dtype}")

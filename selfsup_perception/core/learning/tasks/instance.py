@@ -1,4 +1,4 @@
-"""Instance segmentation as a :class:`~selfsup_perception.core.learning.task.TrainingTask`.
+"""Instance segmentation as a :class:`~selfsup_perception.core.learning.tasks.base.TrainingTask`.
 
 Batch format (``compute_loss``), B samples of H x W pixels, built by :func:`collate_samples`:
 

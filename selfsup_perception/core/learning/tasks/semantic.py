@@ -19,7 +19,7 @@ import torch
 
 from selfsup_perception.core.learning.losses.focal import FocalLoss
 from selfsup_perception.core.learning.models.semantic_segmentation import SemanticSegConfig, SemanticSegNet
-from selfsup_perception.core.learning.region_consistency_task import (
+from selfsup_perception.core.learning.tasks.region_consistency import (
     WEAK_AUG,
     PhotometricAugConfig,
     photometric_augment,
