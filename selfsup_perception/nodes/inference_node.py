@@ -76,7 +76,9 @@ class InferenceParams:
 class InferenceNode(LifecycleNode):
     def __init__(self, **kwargs):
         super().__init__("inference", **kwargs)
-        self.params = declare_config(self, InferenceParams, read_only=("device",))
+        self.params = declare_config(self, InferenceParams, on_change=self._apply_params, dynamic=(
+            "score_threshold", "max_instances", "request_wait_s", "follow_trainer", "correspondence_coarse_stride",
+            "torch_threads"))
         torch.set_num_threads(max(self.params.torch_threads, 1))
         self.registry: ModelRegistry | None = None
         self._active = False
@@ -98,6 +100,11 @@ class InferenceNode(LifecycleNode):
         if self.params.autostart:
             self.trigger_configure()
             self.trigger_activate()
+
+    def _apply_params(self, params: InferenceParams) -> None:
+        """Dynamic parameters take effect with the next request (each request reads ``self.params`` once)."""
+        torch.set_num_threads(max(params.torch_threads, 1))
+        self.params = params
 
     # ------------------------------------------------------------- lifecycle
     def on_configure(self, state) -> TransitionCallbackReturn:

@@ -104,7 +104,8 @@ def make_arm_backend(node: Node, params: InteractionParams, callback_group):
 class InteractionNode(Node):
     def __init__(self, **kwargs):
         super().__init__("interaction", **kwargs)
-        self.params = declare_config(self, InteractionParams)
+        self.params = declare_config(self, InteractionParams, on_change=self._apply_params,
+                                     dynamic=("capture_timeout_s", "use_model_hypotheses", "sim_ground_truth"))
         p = self.params
         self._clients_group = ReentrantCallbackGroup()
         self.arm = make_arm_backend(self, p, self._clients_group)
@@ -129,6 +130,9 @@ class InteractionNode(Node):
             self, ExecuteInteraction, "execute_interaction", execute_callback=self._execute,
             goal_callback=self._on_goal, callback_group=MutuallyExclusiveCallbackGroup())
         self.get_logger().info(f"interaction controller ready (backend {p.backend}, dataset {p.dataset_dir})")
+
+    def _apply_params(self, params: InteractionParams) -> None:
+        self.params = params  # read per goal; the arm backend, stores and workspace are fixed at start-up
 
     def _on_goal(self, goal) -> GoalResponse:
         if goal.kind not in (ExecuteInteraction.Goal.KIND_PUSH, ExecuteInteraction.Goal.KIND_GRASP):

@@ -24,6 +24,7 @@ the next ``registration/collect`` answer repeats the last error. The online pre-
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -145,9 +146,9 @@ def subsample_correspondences(pixels_a: np.ndarray, pixels_b: np.ndarray, max_co
 class RegistrationNode(Node):
     def __init__(self, **kwargs):
         super().__init__("registration", **kwargs)
-        self.params = declare_config(self, RegistrationParams, on_change=self._on_params,
-                                     read_only=("dataset_dir", "queue_size", "capture_service",
-                                                "sim_camera_service", "collect_period_s"))
+        static = ("dataset_dir", "queue_size", "capture_service", "sim_camera_service", "collect_period_s", "seed")
+        self.params = declare_config(self, RegistrationParams, on_change=self._on_params, dynamic=tuple(
+            f.name for f in dataclasses.fields(RegistrationParams) if f.name not in static))
         p = self.params
         self.store = PairStore(p.dataset_dir)
         self._clients_group = ReentrantCallbackGroup()

@@ -10,6 +10,7 @@ node resumes from the newest valid checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass
@@ -78,8 +79,8 @@ def settings_from_params(p: TrainerParams) -> OnlineTrainerSettings:
 class TrainerNode(Node):
     def __init__(self, **kwargs):
         super().__init__("trainer", **kwargs)
-        self.params = declare_config(self, TrainerParams, read_only=(
-            "task", "dataset_dir", "checkpoint_dir", "input_width", "input_height", "co_teaching"))
+        self.params = declare_config(self, TrainerParams, on_change=self._apply_params, dynamic=(
+            "update_interval_s", "steps_per_round", "batch_size", "learning_rate", "max_rounds"))
         torch.set_num_threads(max(self.params.torch_threads, 1))
         self.online = make_online_trainer(settings_from_params(self.params))
         resumed = self.online.resume()
@@ -98,14 +99,22 @@ class TrainerNode(Node):
         self._worker = threading.Thread(target=self._loop, name="trainer", daemon=True)
         self._worker.start()
 
+    def _apply_params(self, params: TrainerParams) -> None:
+        """Takes effect with the next round: learning rate, steps and batch size of the online trainer."""
+        online = self.online
+        online.trainer.config = dataclasses.replace(online.trainer.config, lr=params.learning_rate)
+        online.config = dataclasses.replace(online.config, steps_per_round=params.steps_per_round,
+                                            batch_size=params.batch_size)
+        self.params = params
+
     def _on_pause(self, request, response):
         (self._paused.set if request.data else self._paused.clear)()
         response.success, response.message = True, "paused" if request.data else "training"
         return response
 
     def _loop(self) -> None:
-        p = self.params
         while not self._stop.is_set():
+            p = self.params  # dynamic parameters take effect from the next round
             if self._paused.is_set():
                 self.state = "paused"
                 self._stop.wait(0.2)
