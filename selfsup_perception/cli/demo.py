@@ -225,7 +225,7 @@ def write_report(run_dir: Path, checkpoint_dir: Path, sections: dict[str, str], 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from selfsup_perception.core.dataset.sample_store import atomic_write_bytes
+    from selfsup_perception.core.dataset.atomic_io import atomic_write_bytes
     from selfsup_perception.core.learning.serving import checkpoints as ckpt
 
     versions = ckpt.list_versions(checkpoint_dir, TASK)

@@ -225,7 +225,6 @@ class InferenceNode(LifecycleNode):
             loaded = self.registry.active("semantic_segmentation")
         except ModelNotAvailableError:
             return
-        p = self.params
         classes = segment_semantic(loaded.model, rgb, ckpt.serving_input_size(loaded.meta))
         array_to_image(classes, "mono8", out.semantic_image)
         out.class_names = ckpt.serving_class_names(loaded.meta)

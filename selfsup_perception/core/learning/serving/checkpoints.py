@@ -34,6 +34,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from selfsup_perception.core.dataset.atomic_io import atomic_write_json, fsync_directory
+
 LOG = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
@@ -52,13 +54,6 @@ class CheckpointInfo:
     path: Path  # the version directory
     version: int
     meta: dict
-
-
-def _fsync_write(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def save_checkpoint(
@@ -100,9 +95,10 @@ def save_checkpoint(
         }
         if inference is not None:
             meta["inference"] = inference
-        _fsync_write(tmp / META_FILE, json.dumps(meta, indent=2, sort_keys=True).encode())
+        atomic_write_json(tmp / META_FILE, meta)
         final = version_dir(directory, task, version)
         os.replace(tmp, final)  # atomic; fails if another writer took this version
+        fsync_directory(final.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
