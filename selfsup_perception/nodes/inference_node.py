@@ -27,7 +27,7 @@ import torch
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import Image, RegionOfInterest
+from sensor_msgs.msg import Image
 
 from selfsup_perception.core.dataset.visualization import overlay_mask
 from selfsup_perception.core.descriptors.matching import compute_descriptor_image, find_correspondences
@@ -36,8 +36,8 @@ from selfsup_perception.core.learning.serving import checkpoints as ckpt
 from selfsup_perception.core.learning.serving.checkpoints import CheckpointError
 from selfsup_perception.core.learning.serving.inference import label_image, segment_instances, segment_semantic
 from selfsup_perception.core.learning.serving.model_registry import TASKS, ModelNotAvailableError, ModelRegistry
-from selfsup_perception.msg import InstanceSegmentation, ModelVersion, SegmentedInstance
-from selfsup_perception.ros.conversions import mask_to_msg, rgb_to_msg
+from selfsup_perception.msg import InstanceSegmentation, ModelVersion
+from selfsup_perception.ros.conversions import instances_to_msgs, rgb_to_msg
 from selfsup_perception.ros.node_runner import run_node
 from selfsup_perception.ros.parameters import declare_config, field_with_help
 from selfsup_perception.ros.work_queue import WorkQueue
@@ -209,11 +209,7 @@ class InferenceNode(LifecycleNode):
         out = InstanceSegmentation(model_version=loaded.name)
         if header is not None:
             out.header = header
-        for i, inst in enumerate(instances):
-            x0, y0, x1, y1 = inst.box
-            item = SegmentedInstance(id=i + 1, score=float(inst.score), mask=mask_to_msg(inst.mask[y0:y1 + 1, x0:x1 + 1]))
-            item.box = RegionOfInterest(x_offset=x0, y_offset=y0, width=x1 - x0 + 1, height=y1 - y0 + 1)
-            out.instances.append(item)
+        out.instances = instances_to_msgs(instances)
         if with_label_image:
             array_to_image(label_image(instances, rgb.shape[:2]), "mono16", out.label_image)
         self._add_semantic(out, rgb)
