@@ -32,7 +32,7 @@ from rclpy.executors import SingleThreadedExecutor
 
 from selfsup_perception.action import ExecuteInteraction
 from selfsup_perception.core.dataset.sample_store import SampleStore
-from selfsup_perception.graph import learning_graph
+from selfsup_perception.graph import data_overrides, learning_graph, merge_overrides
 from selfsup_perception.launcher import GraphProcess, exit_on_sigterm
 from selfsup_perception.ros.service_calls import call_service
 from selfsup_perception.srv import SimGroundTruth, SimResetScene
@@ -323,18 +323,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     exit_on_sigterm()
 
     run_dir = Path(args.out) / time.strftime("run_%Y%m%d_%H%M%S")
-    dataset_dir, bag_dir, checkpoint_dir = run_dir / "interactions", run_dir / "bags", run_dir / "checkpoints"
+    layout = data_overrides(run_dir)  # the folders the nodes hand data through
+    dataset_dir = Path(layout["interaction"]["dataset_dir"])
+    bag_dir, checkpoint_dir = Path(layout["interaction"]["bag_dir"]), Path(layout["inference"]["checkpoint_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
     print(f"selfsup_perception demo -> {run_dir}")
-    overrides = {
+    overrides = merge_overrides(data_overrides(run_dir), {
         "sim_world": {"width": args.width, "height": args.height, "seed": args.seed, "clutter": args.clutter},
-        "interaction": {"dataset_dir": str(dataset_dir), "bag_dir": str(bag_dir), "record_bag": True,
-                        "seed": args.seed, "use_model_hypotheses": True},
-        "labeler": {"dataset_dir": str(dataset_dir)},
-        "trainer": {"dataset_dir": str(dataset_dir), "checkpoint_dir": str(checkpoint_dir), "torch_threads": 1,
-                    "steps_per_round": 20, "update_interval_s": 1.0},
-        "inference": {"checkpoint_dir": str(checkpoint_dir), "torch_threads": 1},
-    }
+        "interaction": {"record_bag": True, "seed": args.seed, "use_model_hypotheses": True},
+        "trainer": {"torch_threads": 1, "steps_per_round": 20, "update_interval_s": 1.0},
+        "inference": {"torch_threads": 1},
+    })
     t0 = time.monotonic()
     sections: dict[str, str] = {}
     with rclpy.init():

@@ -77,7 +77,7 @@ from selfsup_perception.robot.arm_backend import (
     MotionResult,
     validate_point,
 )
-from selfsup_perception.robot.robot_config import ArmConfig, PlannerConfig, RobotConfig
+from selfsup_perception.robot.robot_config import ArmConfig, MotionPlannerConfig, RobotConfig
 
 MOVEIT_INSTALL_HINT = (
     "MoveItArmBackend needs moveit_py (MoveIt 2's Python bindings), which is not on PyPI "
@@ -124,7 +124,7 @@ class _Step:
     label: str
     group: str
     goal: tuple
-    planner: PlannerConfig
+    planner: MotionPlannerConfig
 
 
 class _StepFailed(Exception):
@@ -384,7 +384,7 @@ class MoveItArmBackend:
         state.update()
         return component.set_goal_state(robot_state=state)
 
-    def _plan_parameters(self, planner: PlannerConfig, remaining_s: float) -> Any:
+    def _plan_parameters(self, planner: MotionPlannerConfig, remaining_s: float) -> Any:
         params = self._api.PlanRequestParameters(self._moveit, planner.parameter_namespace)
         params.planning_pipeline = planner.pipeline
         params.planner_id = planner.planner_id
