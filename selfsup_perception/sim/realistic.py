@@ -168,7 +168,7 @@ def _pick_band(rng: np.random.Generator, split: str) -> float:
 def make_realistic_object_set(split: str, count: int = 60, seed: int = 0):
     """Mesh object models of ``split``: ~2/3 blobs, ~1/3 everyday models, each with a size, finish,
     texture, mass and friction. Deterministic in ``(split, count, seed)``; train and test disjoint."""
-    from selfsup_perception.sim.tabletop import ObjectModel
+    from selfsup_perception.sim.scene_types import ObjectModel
     from selfsup_perception.sim.textures import PROCEDURAL_KINDS, available_photos
 
     if split not in ("train", "test"):
@@ -257,7 +257,7 @@ def _build_walls(sim) -> None:
 def dress_static_world(sim, seed: int) -> None:
     """Table, floor and wall textures and the lights of the scene ``seed`` (realistic world)."""
     from selfsup_perception.sim import textures as tx
-    from selfsup_perception.sim.tabletop import Appearance
+    from selfsup_perception.sim.scene_types import Appearance
 
     p, c = sim._p, sim._client
     if not sim.wall_ids:
@@ -357,7 +357,7 @@ def apply_finish(sim, obj, hue_shift: float = 0.0) -> None:
 def reset_realistic_scene(sim, seed: int, split: str, clutter: str, num_objects=None) -> list:
     """Drop a random set of mesh objects onto the table: apart in low clutter, touching, stacked
     and leaning in medium/high clutter; then let physics settle them."""
-    from selfsup_perception.sim.tabletop import WORKSPACE_X, WORKSPACE_Y, SceneObject
+    from selfsup_perception.sim.scene_types import WORKSPACE_X, WORKSPACE_Y, SceneObject
 
     if clutter not in REALISTIC_CLUTTER_LEVELS:
         raise ValueError(f"clutter must be one of {sorted(REALISTIC_CLUTTER_LEVELS)}, got {clutter!r}")

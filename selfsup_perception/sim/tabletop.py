@@ -40,6 +40,8 @@ from typing import Optional
 import numpy as np
 
 from selfsup_perception.core.types import CameraIntrinsics, RgbdFrame
+from selfsup_perception.core.geometry.camera_poses import look_at  # noqa: F401 - re-exported
+from selfsup_perception.sim.scene_types import WORKSPACE_X, WORKSPACE_Y, Appearance, ObjectModel, SceneObject  # noqa: F401
 from selfsup_perception.sim.sensor import (
     ColorSensorModel,
     DepthSensorModel,
@@ -66,8 +68,6 @@ OBJECT_CATEGORIES: tuple[str, ...] = ("box", "cylinder", "prism", "capsule")
 CLUTTER_LEVELS: dict[str, tuple[int, int]] = {"low": (2, 3), "medium": (4, 6), "high": (7, 9)}
 WORLDS: tuple[str, ...] = ("simple", "realistic")
 
-WORKSPACE_X = (0.35, 0.75)
-WORKSPACE_Y = (-0.25, 0.25)
 TABLE_HALF_EXTENTS = (0.55, 0.5, 0.02)  # x, y, z half sizes of the table top
 TABLE_CENTER_XY = (0.45, 0.0)
 PANDA_EE_LINK = 11
@@ -87,20 +87,6 @@ class CameraConfig:
     near: float = 0.05
     far: float = 4.0
     depth_noise_std: float = 0.0  # metres, Gaussian, applied per pixel when > 0
-
-
-@dataclass(frozen=True)
-class Appearance:
-    """Lighting and colours for one rendering of a scene (the layout stays the same)."""
-
-    light_direction: tuple[float, float, float] = (0.4, -0.3, 1.0)
-    light_color: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    ambient: float = 0.55
-    diffuse: float = 0.6
-    specular: float = 0.05
-    table_rgb: tuple[float, float, float] = (0.78, 0.7, 0.58)
-    floor_rgb: tuple[float, float, float] = (0.35, 0.35, 0.38)
-    object_hue_shift: float = 0.0  # rotates every object's hue (0..1)
 
 
 @dataclass(frozen=True)
@@ -146,24 +132,6 @@ class SimConfig:
         return 2 if self.realistic else 1
 
 
-@dataclass(frozen=True)
-class ObjectModel:
-    """A procedurally generated object: category, size, colour, texture."""
-
-    model_id: str
-    category: str
-    size: tuple[float, float, float]  # bounding box x, y, z in metres
-    rgb: tuple[float, float, float]
-    texture_seed: int  # < 0: plain colour
-    mass: float = 0.15
-    # realistic world only (see selfsup_perception.sim.realistic)
-    mesh: str = ""  # mesh name, e.g. 'blob123' or 'duck'; '' = a primitive of ``category``
-    mesh_scale: float = 1.0
-    finish: str = "plain"  # photo | pattern | plain | dark | white | shiny
-    texture: str = ""  # 'photo:<sample image>' or 'pattern:<kind>'
-    friction: float = 0.6
-
-
 def _hsv_to_rgb(h: float, s: float, v: float) -> tuple[float, float, float]:
     i = int(h * 6.0) % 6
     f = h * 6.0 - math.floor(h * 6.0)
@@ -203,28 +171,6 @@ def make_object_set(split: str, count: int = 40, seed: int = 0) -> list[ObjectMo
             ObjectModel(f"{split}_{i:03d}_{category}", category, tuple(float(s) for s in size), rgb, texture_seed)
         )
     return models
-
-
-@dataclass
-class SceneObject:
-    instance_id: int  # 1..N in ground-truth label images
-    body_id: int
-    model: ObjectModel
-
-
-def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray = np.array([0.0, 0.0, 1.0])) -> np.ndarray:
-    """camera_to_world (4x4) of an optical-frame camera at ``eye`` looking at ``target``."""
-    eye, target = np.asarray(eye, float), np.asarray(target, float)
-    z = target - eye
-    z /= np.linalg.norm(z)
-    x = np.cross(z, up)
-    if np.linalg.norm(x) < 1e-6:  # looking straight down/up
-        x = np.cross(z, np.array([1.0, 0.0, 0.0]))
-    x /= np.linalg.norm(x)
-    y = np.cross(z, x)
-    t = np.eye(4)
-    t[:3, 0], t[:3, 1], t[:3, 2], t[:3, 3] = x, y, z, eye
-    return t
 
 
 class TabletopSim:

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from selfsup_perception.core.geometry import depth_to_world_points
+from selfsup_perception.core.geometry.camera import depth_to_world_points
 from selfsup_perception.sim.realistic import (
     EVERYDAY_MODELS,
     REALISTIC_CLUTTER_LEVELS,

@@ -63,7 +63,7 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from selfsup_perception.core.interaction.table_plane import TablePlane, TablePlaneConfig, fit_table_plane
+from selfsup_perception.core.geometry.table_plane import TablePlane, TablePlaneConfig, fit_table_plane
 from selfsup_perception.core.labeling.flow_clustering import ClusterConfig, cluster_flow
 from selfsup_perception.core.labeling.optical_flow import FlowConfig, compute_flow, to_gray_u8
 from selfsup_perception.core.types import InteractionSample, MaskLabel, RgbdFrame

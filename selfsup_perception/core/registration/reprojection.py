@@ -27,7 +27,7 @@ from typing import Union
 
 import numpy as np
 
-from selfsup_perception.core.geometry import sanitize_depth
+from selfsup_perception.core.geometry.camera import sanitize_depth
 from selfsup_perception.core.types import CameraIntrinsics
 
 IntrinsicsLike = Union[CameraIntrinsics, np.ndarray]
