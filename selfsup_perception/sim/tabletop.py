@@ -768,6 +768,15 @@ class TabletopSim:
             out[obj.instance_id] = (np.array(pos), np.array(orn))
         return out
 
+    def touching_pairs(self) -> list[tuple[int, int]]:
+        """Pairs of instance ids whose bodies are in contact (ground truth: touching / leaning clutter)."""
+        out = []
+        for i, a in enumerate(self.objects):
+            for b in self.objects[i + 1:]:
+                if self._p.getContactPoints(a.body_id, b.body_id, physicsClientId=self._client):
+                    out.append((a.instance_id, b.instance_id))
+        return out
+
     def project(self, point_world) -> tuple[float, float]:
         """(u, v) of a world point in the current camera."""
         pw = np.append(np.asarray(point_world, dtype=np.float64), 1.0)
