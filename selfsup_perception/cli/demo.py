@@ -222,6 +222,7 @@ def evaluation(checkpoint_dir: Path, num_scenes: int, seed: int,
     from selfsup_perception.sim.evaluation_scenes import evaluate_segmenter, render_test_scenes
     from selfsup_perception.core.learning.serving import checkpoints as ckpt
     from selfsup_perception.core.learning.serving.inference import segment_instances
+    from selfsup_perception.core.learning.serving.mask_refinement import MaskRefinementConfig
     from selfsup_perception.core.learning.models.instance_segmentation import build_instance_model
 
     scenes = render_test_scenes(num_scenes, seed=seed, world=world)
@@ -238,7 +239,8 @@ def evaluation(checkpoint_dir: Path, num_scenes: int, seed: int,
     table, curve = [], []
     for i, (name, model, meta) in enumerate(rows):
         size = ckpt.serving_input_size(meta)
-        metrics = evaluate_segmenter(lambda s, m=model, size=size: segment_instances(m, s.rgb, size), scenes)
+        metrics = evaluate_segmenter(lambda s, m=model, size=size: segment_instances(
+            m, s.rgb, size, refinement=MaskRefinementConfig()), scenes)  # as the inference node serves them
         table.append((name, metrics))
         if i > 0:  # row 0: untrained weights
             curve.append({"labels": meta.get("dataset_size") or 0, "step": meta["step"], **metrics})

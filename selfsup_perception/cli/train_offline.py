@@ -4,7 +4,7 @@
         --out runs/instance --steps 2000 --batch-size 8 --crop 240 320
     python -m selfsup_perception.cli.train_offline --synthetic 200 --out /tmp/run --steps 100   # smoke test
 
-Writes to ``--out``: ``checkpoints/instance_segmentation/vNNNNN/`` (see core/learning/checkpoint.py),
+Writes to ``--out``: ``checkpoints/instance_segmentation/vNNNNN/`` (see core/learning/serving/checkpoints.py),
 ``report/loss.png`` (loss over steps), ``report/examples.png`` (predicted masks on evaluation
 images), ``report/metrics.json`` (training summary and COCO AP when ground truth is available).
 """

@@ -35,6 +35,7 @@ from selfsup_perception.core.image_conversion import ImageConversionError, array
 from selfsup_perception.core.learning.serving import checkpoints as ckpt
 from selfsup_perception.core.learning.serving.checkpoints import CheckpointError
 from selfsup_perception.core.learning.serving.inference import label_image, segment_instances, segment_semantic
+from selfsup_perception.core.learning.serving.mask_refinement import MaskRefinementConfig
 from selfsup_perception.core.learning.serving.model_registry import TASKS, ModelNotAvailableError, ModelRegistry
 from selfsup_perception.msg import InstanceSegmentation, ModelVersion
 from selfsup_perception.ros.conversions import instances_to_msgs, rgb_to_msg
@@ -53,6 +54,8 @@ class InferenceParams:
     device: str = field_with_help("cpu", "cpu | cuda | cuda:N")
     score_threshold: float = field_with_help(0.3, "default minimum instance score")
     max_instances: int = field_with_help(20, "default maximum number of instances")
+    refine_masks: bool = field_with_help(True, "refine masks at full resolution along image edges (guided filter); "
+                                         "false: nearest-neighbour upsampling of the network's grid")
     max_concurrent_requests: int = field_with_help(2, "requests served at once; more wait up to request_wait_s")
     request_wait_s: float = field_with_help(10.0, "how long a request may wait for a free slot (s)")
     follow_trainer: bool = field_with_help(True, "activate each new version published by the trainer")
@@ -77,7 +80,7 @@ class InferenceNode(LifecycleNode):
     def __init__(self, **kwargs):
         super().__init__("inference", **kwargs)
         self.params = declare_config(self, InferenceParams, on_change=self._apply_params, dynamic=(
-            "score_threshold", "max_instances", "request_wait_s", "follow_trainer", "correspondence_coarse_stride",
+            "score_threshold", "max_instances", "refine_masks", "request_wait_s", "follow_trainer", "correspondence_coarse_stride",
             "torch_threads"))
         torch.set_num_threads(max(self.params.torch_threads, 1))
         self.registry: ModelRegistry | None = None
@@ -205,7 +208,8 @@ class InferenceNode(LifecycleNode):
         loaded = self.registry.get("instance_segmentation", model_version)
         instances = segment_instances(loaded.model, rgb, ckpt.serving_input_size(loaded.meta),
                                       score_threshold=score_threshold or p.score_threshold,
-                                      max_instances=max_instances or p.max_instances)
+                                      max_instances=max_instances or p.max_instances,
+                                      refinement=MaskRefinementConfig() if p.refine_masks else None)
         out = InstanceSegmentation(model_version=loaded.name)
         if header is not None:
             out.header = header

@@ -19,7 +19,7 @@ worker is idle. A worker thread (never a callback) does the work:
 On start, stored views whose pairs were never computed (a crash mid-way) are registered first.
 A failed capture or camera move is logged with the reason, counted, and the collection goes on;
 the next ``registration/collect`` answer repeats the last error. The online pre-training
-(core/learning/online_region_consistency.py) reads the same store.
+(core/learning/training/online_region_consistency.py) reads the same store.
 """
 
 from __future__ import annotations
