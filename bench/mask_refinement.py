@@ -27,26 +27,29 @@ from selfsup_perception.core.learning.serving.mask_refinement import MaskRefinem
 from selfsup_perception.core.learning.tasks.instance import InstanceTaskConfig
 from selfsup_perception.core.learning.training.trainer import TrainerConfig
 from selfsup_perception.sim.evaluation_scenes import evaluate_segmenter, render_test_scenes
+from selfsup_perception.sim.tabletop import WORLDS
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--world", choices=WORLDS, default="realistic", help="simulated world")
     ap.add_argument("--quick", action="store_true", help="40 pushes, 150 steps, 9 test scenes")
     ap.add_argument("--pushes", type=int, default=120)
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--test-scenes", type=int, default=30)
     ap.add_argument("--labels", default="flow", choices=["flow", "frame_difference", "ground_truth"])
     ap.add_argument("--seed", type=int, default=1000)
-    ap.add_argument("--cache-dir", default="bench/results/ap_table_cache")
+    ap.add_argument("--cache-dir", default="", help="default: bench/results/ap_table_cache_<world> (shared with ap_table)")
     ap.add_argument("--json", default=None, help="write the figures to this JSON file")
     args = ap.parse_args()
+    args.cache_dir = args.cache_dir or f"bench/results/ap_table_cache_{args.world}"
     if args.quick:
         args.pushes, args.steps, args.test_scenes = min(args.pushes, 40), 150, 9
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     size = (160, 120)
-    pushes, _ = load_or_collect(Path(args.cache_dir), args.pushes, args.seed, 3, ("low", "medium"))
-    scenes = render_test_scenes(args.test_scenes, split="test")
+    pushes, _ = load_or_collect(Path(args.cache_dir), args.pushes, args.seed, 3, ("low", "medium"), args.world)
+    scenes = render_test_scenes(args.test_scenes, split="test", world=args.world)
     items = label_set(pushes, args.labels, size)
     trainer_config = TrainerConfig(lr=3e-3, warmup_steps=20, schedule="cosine", total_steps=args.steps, log_every=0,
                                    seed=0)
@@ -59,7 +62,7 @@ def main() -> None:
                                                                            refinement=ref), scenes)
         results[name] = {**{k: round(float(v), 4) for k, v in r.items()},
                          "ms_per_image": round(1000 * (time.perf_counter() - t) / len(scenes), 1)}
-    print(f"# {args.labels} labels from {len(pushes)} simulated pushes (simple world), {args.steps} steps at "
+    print(f"# {args.labels} labels from {len(pushes)} simulated pushes ({args.world} world), {args.steps} steps at "
           f"{size[0]}x{size[1]}, {len(scenes)} held-out scenes of novel objects at 640x480; "
           f"load average {os.getloadavg()[0]:.1f}")
     print("| masks at full size | AP@0.3 | AP@0.5 | AP@0.75 | AP@[.5:.95] | ms/image |")
@@ -67,7 +70,7 @@ def main() -> None:
     for name, r in results.items():
         print(f"| {name} | {r['AP30']:.3f} | {r['AP50']:.3f} | {r['AP75']:.3f} | {r['AP']:.3f} | {r['ms_per_image']:.0f} |")
     if args.json:
-        Path(args.json).write_text(json.dumps({"world": "simple", "labels": args.labels, "pushes": len(pushes),
+        Path(args.json).write_text(json.dumps({"world": args.world, "labels": args.labels, "pushes": len(pushes),
                                                "steps": args.steps, "test_scenes": len(scenes), **results}, indent=2))
 
 
