@@ -54,8 +54,8 @@ def interpolate_pose(a: np.ndarray, b: np.ndarray, fraction: float) -> np.ndarra
 class StandardBagWriter:
     """Writes standard ROS 2 messages (rosbags dataclasses) to a new bag."""
 
-    def __init__(self, path: Path, storage: str):
-        from rosbags.rosbag2 import StoragePlugin, Writer
+    def __init__(self, path: Path, storage: str, zstd: bool = False):
+        from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
         from rosbags.typesys import Stores, get_typestore
 
         if storage not in ("mcap", "sqlite3"):
@@ -66,6 +66,8 @@ class StandardBagWriter:
         self.types = self.store.types
         self.writer = Writer(path, version=9,
                              storage_plugin=StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3)
+        if zstd:  # MCAP: zstd-compressed chunks, as rosbag2's zstd storage presets write
+            self.writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
         self.writer.open()
         self.connections: dict[str, object] = {}
         self.count = 0

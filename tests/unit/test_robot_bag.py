@@ -1,0 +1,278 @@
+"""Standard robot bags without ROS: raw access (truncated MCAP, missing metadata), topic detection,
+colour/depth pairing, TF poses, decoding and the errors a user acts on. Bags are real rosbag2 bags written
+with ``rosbags`` (the writer of cli/record_sim_bag.py), read back through the same code as a robot's bag."""
+
+from __future__ import annotations
+
+import shutil
+import struct
+
+import cv2
+import numpy as np
+import pytest
+
+from selfsup_perception.cli.record_sim_bag import OPTICAL_FRAME, T_LINK_OPTICAL, StandardBagWriter
+from selfsup_perception.core.image_conversion import depth_to_encoding
+from selfsup_perception.core.transform_buffer import matrix_from_translation_quaternion
+from selfsup_perception.core.types import CameraIntrinsics
+from selfsup_perception.ros.bag_files import BagReadError, RawBag, scan_mcap
+from selfsup_perception.ros.robot_bag import (
+    MissingFrameError,
+    NoUsableTopicError,
+    RobotBagOptions,
+    detect_streams,
+    read_views,
+)
+
+H, W = 24, 32
+T0 = 1_700_000_000 * 10**9
+MS = 1_000_000
+K = CameraIntrinsics(30.0, 30.0, 15.5, 11.5, W, H)
+
+
+def _images(i: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(i)
+    rgb = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    depth = rng.uniform(0.5, 1.5, (H, W)).astype(np.float32)
+    depth[0, :5] = np.nan
+    return rgb, depth
+
+
+def _base_x(t_ns: int) -> float:
+    """The hand moves along x at 0.5 m/s."""
+    return 0.5 * (t_ns - T0) * 1e-9
+
+
+def write_robot_bag(path, storage="mcap", n=5, colour="rgb8", depth_encoding="16UC1", compressed=False,
+                    depth_offset_ns=2 * MS, with_depth=True, with_tf=True, extra_colour_topic=False,
+                    bad_colour_at=None):
+    """A wrist-camera bag: world -> base_link (static), base_link -> hand (/tf, 10 Hz), hand -> camera_link ->
+    optical (static); images at 3 Hz between TF stamps."""
+    w = StandardBagWriter(path, storage)
+    if with_tf:
+        w.write("/tf_static", "tf2_msgs/msg/TFMessage", w.tf(
+            [("world", "base_link", np.eye(4)), ("hand", "camera_link", np.eye(4)),
+             ("camera_link", OPTICAL_FRAME, T_LINK_OPTICAL)], T0), T0)
+        for k in range(0, 25):
+            t = T0 + k * 100 * MS
+            pose = matrix_from_translation_quaternion((_base_x(t), 0.0, 0.5), (0, 0, 0, 1))
+            w.write("/tf", "tf2_msgs/msg/TFMessage", w.tf([("base_link", "hand", pose)], t), t)
+    for i in range(n):
+        t = T0 + 130 * MS + i * 333 * MS
+        rgb, depth = _images(i)
+        if compressed:
+            ok, png = cv2.imencode(".png", rgb[..., ::-1])
+            msg = w.types["sensor_msgs/msg/CompressedImage"](header=w.header(t, OPTICAL_FRAME), format="png",
+                                                              data=np.asarray(png, np.uint8).ravel())
+            w.write("/cam/color/image_raw/compressed", "sensor_msgs/msg/CompressedImage", msg, t + MS)
+        else:
+            arr = {"rgb8": rgb, "bgr8": rgb[..., ::-1], "mono8": rgb[..., 0],
+                   "bgra8": np.dstack([rgb[..., ::-1], np.full((H, W), 255, np.uint8)])}[colour]
+            if bad_colour_at == i:
+                conn = w.connections.get("/cam/color/image_raw")
+                if conn is None:
+                    conn = w.writer.add_connection("/cam/color/image_raw", "sensor_msgs/msg/Image", typestore=w.store)
+                    w.connections["/cam/color/image_raw"] = conn
+                w.writer.write(conn, t + MS, b"\x00\x01\x00\x00" + struct.pack("<iI", t // 10**9, t % 10**9) + b"\xff" * 7)
+            else:
+                w.write("/cam/color/image_raw", "sensor_msgs/msg/Image",
+                        w.image(np.ascontiguousarray(arr), colour, t, OPTICAL_FRAME), t + MS)
+            if extra_colour_topic:
+                w.write("/cam2/color/image_raw", "sensor_msgs/msg/Image", w.image(rgb, "rgb8", t, "cam2"), t + MS)
+        if with_depth:
+            w.write("/cam/depth/image_raw", "sensor_msgs/msg/Image",
+                    w.image(depth_to_encoding(depth, depth_encoding), depth_encoding, t + depth_offset_ns,
+                            OPTICAL_FRAME), t + 2 * MS)
+        w.write("/cam/color/camera_info", "sensor_msgs/msg/CameraInfo", w.camera_info(K, t, OPTICAL_FRAME), t + MS)
+    w.close()
+    return path
+
+
+def _expected_pose(t_ns: int) -> np.ndarray:
+    pose = np.eye(4)
+    pose[:3, 3] = (_base_x(t_ns), 0.0, 0.5)
+    return pose @ T_LINK_OPTICAL
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+@pytest.mark.parametrize("colour,depth_encoding,compressed", [
+    ("rgb8", "16UC1", False), ("bgr8", "32FC1", False), ("bgra8", "16UC1", False), ("rgb8", "32FC1", True)])
+def test_views_have_decoded_images_and_interpolated_tf_poses(tmp_path, storage, colour, depth_encoding, compressed):
+    bag = RawBag(write_robot_bag(tmp_path / "bag", storage, colour=colour, depth_encoding=depth_encoding,
+                                 compressed=compressed))
+    streams = detect_streams(bag)
+    assert streams.depth_topic == "/cam/depth/image_raw" and streams.info_topic == "/cam/color/camera_info"
+    assert set(streams.tf_topics) == {"/tf", "/tf_static"}
+    results = list(read_views(bag, streams))
+    assert len(results) == 5 and all(r.frame is not None for r in results), [r.reason for r in results]
+    for i, r in enumerate(results):
+        rgb, depth = _images(i)
+        np.testing.assert_array_equal(r.frame.rgb, rgb)
+        tol = 5e-4 if depth_encoding == "16UC1" else 0.0  # millimetres
+        np.testing.assert_allclose(r.frame.depth, depth, atol=tol + 1e-7, equal_nan=True)
+        assert r.frame.intrinsics == K and r.frame.frame_id == OPTICAL_FRAME
+        # the image stamps fall between the 10 Hz TF stamps: the pose is interpolated
+        np.testing.assert_allclose(r.frame.camera_to_world, _expected_pose(r.stamp_ns), atol=1e-9)
+
+
+def test_mono_colour_becomes_grey_rgb(tmp_path):
+    bag = RawBag(write_robot_bag(tmp_path / "bag", colour="mono8", n=2))
+    frame = next(read_views(bag, detect_streams(bag))).frame
+    np.testing.assert_array_equal(frame.rgb, np.repeat(_images(0)[0][..., :1], 3, axis=2))
+
+
+def test_compressed_depth_png_is_decoded(tmp_path):
+    w = StandardBagWriter(tmp_path / "bag", "mcap")
+    w.write("/tf_static", "tf2_msgs/msg/TFMessage", w.tf([("world", OPTICAL_FRAME, np.eye(4))], T0), T0)
+    rgb, depth = _images(0)
+    mm = depth_to_encoding(depth, "16UC1")
+    ok, png = cv2.imencode(".png", mm)
+    data = struct.pack("<iff", 0, 0.0, 0.0) + png.tobytes()  # compressed_depth_image_transport's ConfigHeader
+    w.write("/cam/color/image_raw", "sensor_msgs/msg/Image", w.image(rgb, "rgb8", T0, OPTICAL_FRAME), T0)
+    w.write("/cam/depth/image_raw/compressedDepth", "sensor_msgs/msg/CompressedImage",
+            w.types["sensor_msgs/msg/CompressedImage"](header=w.header(T0, OPTICAL_FRAME),
+                                                       format="16UC1; compressedDepth png",
+                                                       data=np.frombuffer(data, np.uint8)), T0)
+    w.write("/cam/color/camera_info", "sensor_msgs/msg/CameraInfo", w.camera_info(K, T0, OPTICAL_FRAME), T0)
+    w.close()
+    bag = RawBag(tmp_path / "bag")
+    streams = detect_streams(bag)
+    assert streams.depth_topic == "/cam/depth/image_raw/compressedDepth"
+    frame = next(read_views(bag, streams)).frame
+    np.testing.assert_allclose(frame.depth, depth, atol=5e-4, equal_nan=True)
+
+
+def test_pairing_tolerance_skips_colour_without_depth_with_its_reason(tmp_path):
+    bag = RawBag(write_robot_bag(tmp_path / "bag", depth_offset_ns=30 * MS))
+    results = list(read_views(bag, detect_streams(bag), RobotBagOptions(pair_tolerance_s=0.02)))
+    assert len(results) == 5 and all(r.frame is None for r in results)
+    assert all(r.reason == "no depth image within 20 ms" for r in results)
+    results = list(read_views(bag, detect_streams(bag), RobotBagOptions(pair_tolerance_s=0.05)))
+    assert all(r.frame is not None for r in results)
+
+
+def test_one_bad_message_is_skipped_with_its_reason_and_reading_goes_on(tmp_path):
+    bag = RawBag(write_robot_bag(tmp_path / "bag", bad_colour_at=2))
+    results = list(read_views(bag, detect_streams(bag)))
+    good = [r for r in results if r.frame is not None]
+    bad = [r for r in results if r.frame is None]
+    assert len(good) == 4 and len(bad) == 1
+    assert bad[0].reason.startswith("undecodable image:")
+
+
+def test_views_outside_the_tf_history_are_skipped_with_the_range(tmp_path):
+    bag = RawBag(write_robot_bag(tmp_path / "bag", n=9))  # images run past the last TF stamp (2.4 s)
+    results = list(read_views(bag, detect_streams(bag)))
+    late = [r for r in results if r.frame is None]
+    assert late and all(r.reason.startswith("no camera pose:") and "after the newest" in r.reason for r in late)
+    assert all(r.stamp_ns > T0 + 2400 * MS for r in late)
+
+
+def test_no_usable_topic_error_lists_what_was_found_and_what_is_needed(tmp_path):
+    bag = RawBag(write_robot_bag(tmp_path / "bag", with_depth=False, with_tf=False))
+    with pytest.raises(NoUsableTopicError) as err:
+        detect_streams(bag)
+    text = str(err.value)
+    assert "no depth image topic" in text and "no tf2_msgs/msg/TFMessage topic" in text
+    assert "/cam/color/image_raw [sensor_msgs/msg/Image] x5" in text  # what the bag has
+    assert "Needed: a colour image" in text and "16UC1|32FC1" in text
+
+
+def test_ambiguous_colour_topics_ask_for_an_option_and_the_option_resolves_them(tmp_path):
+    bag = RawBag(write_robot_bag(tmp_path / "bag", extra_colour_topic=True))
+    with pytest.raises(NoUsableTopicError, match=r"several colour image topics \(/cam/color/image_raw, "
+                                                 r"/cam2/color/image_raw\): name one with --color-topic"):
+        detect_streams(bag)
+    streams = detect_streams(bag, RobotBagOptions(color_topic="/cam/color/image_raw"))
+    assert streams.color_topic == "/cam/color/image_raw"
+    with pytest.raises(NoUsableTopicError, match="colour image topic '/nope' is not in bag"):
+        detect_streams(bag, RobotBagOptions(color_topic="/nope"))
+
+
+def test_missing_camera_frame_is_a_clear_error(tmp_path):
+    bag = RawBag(write_robot_bag(tmp_path / "bag"))
+    with pytest.raises(MissingFrameError, match=r"camera frame 'head_camera' never appears in the bag's TF .*"
+                                                r"TF frames: base_link, camera_color_optical_frame, camera_link, "
+                                                r"hand, world"):
+        list(read_views(bag, detect_streams(bag), RobotBagOptions(camera_frame="head_camera")))
+
+
+# ============================================================================ raw bag access
+def _messages(bag: RawBag) -> list[tuple[str, int, bytes]]:
+    return [(t, s, raw) for t, _ty, s, raw in bag.messages(bag.topics)]
+
+
+@pytest.mark.parametrize("compression", ["none", "zstd"])
+def test_truncated_mcap_recovers_every_complete_message_before_the_cut(tmp_path, compression):
+    w = StandardBagWriter(tmp_path / "bag", "mcap", zstd=compression == "zstd")
+    rng = np.random.default_rng(0)
+    for i in range(30):  # ~90 kB each: several 1 MB chunks
+        img = cv2.GaussianBlur(rng.integers(0, 256, (150, 200, 3), dtype=np.uint8), (3, 3), 0)
+        w.write("/camera/image", "sensor_msgs/msg/Image", w.image(img, "rgb8", T0 + i * MS, "cam"), T0 + i * MS)
+    w.close()
+    intact = _messages(RawBag(tmp_path / "bag"))
+    assert len(intact) == 30
+    mcap = next((tmp_path / "bag").glob("*.mcap"))
+    data = mcap.read_bytes()
+
+    for fraction in (0.5, 0.8):
+        cut = tmp_path / f"cut{fraction}"
+        cut.mkdir()
+        (cut / mcap.name).write_bytes(data[: int(fraction * len(data))])
+        (cut / "metadata.yaml").write_text((tmp_path / "bag" / "metadata.yaml").read_text())
+        bag = RawBag(cut)
+        got = _messages(bag)
+        assert 0 < len(got) < 30
+        assert got == intact[: len(got)]  # exactly the messages before the cut, complete and in order
+        # every message whose record lies wholly before the cut is recovered (the next one is cut)
+        assert len(got) >= int(fraction * 30) - 2
+        (trunc,) = bag.truncation
+        assert trunc.recovered_messages == len(got)
+        assert trunc.stopped_at_byte <= int(fraction * len(data))
+        text = trunc.describe()
+        assert f"recovered {len(got)} complete message(s) before the cut at byte" in text
+        assert "the file ends inside the chunk that starts at byte" in text
+    # only the footer and summary lost (killed while closing), and no metadata.yaml: everything is there
+    no_footer = tmp_path / "no_footer"
+    no_footer.mkdir()
+    summary_start = struct.unpack_from("<Q", data, len(data) - 8 - 20)[0]
+    (no_footer / mcap.name).write_bytes(data[:summary_start])
+    bag = RawBag(no_footer)
+    assert _messages(bag) == intact
+    assert bag.truncation[0].recovered_messages == 30 and "no footer" in bag.truncation[0].reason
+
+
+def test_scan_of_an_intact_mcap_reports_no_truncation(tmp_path):
+    write_robot_bag(tmp_path / "bag", n=2)
+    scan = scan_mcap(next((tmp_path / "bag").glob("*.mcap")))
+    assert scan.truncation is None
+    assert {c.topic: c.count for c in scan.channels.values()}["/cam/color/image_raw"] == 2
+
+
+def test_a_single_mcap_file_without_metadata_is_read(tmp_path):
+    write_robot_bag(tmp_path / "bag", n=3)
+    mcap = next((tmp_path / "bag").glob("*.mcap"))
+    bag = RawBag(mcap)
+    assert bag.topics["/cam/color/image_raw"].count == 3 and not bag.truncation
+    assert len(list(read_views(bag, detect_streams(bag)))) == 3
+
+
+def test_sqlite_folder_without_metadata_names_the_missing_file(tmp_path):
+    write_robot_bag(tmp_path / "bag", storage="sqlite3", n=1)
+    (tmp_path / "bag" / "metadata.yaml").unlink()
+    with pytest.raises(BagReadError, match=f"{tmp_path / 'bag' / 'metadata.yaml'} is missing: a sqlite3 bag cannot "
+                                           f"be read without it"):
+        RawBag(tmp_path / "bag")
+
+
+def test_asking_for_no_topic_reads_nothing_and_other_bags_are_refused(tmp_path):
+    bag = RawBag(write_robot_bag(tmp_path / "bag", n=2))
+    assert list(bag.messages([])) == [] and list(bag.messages(["/not_there"])) == []
+    (tmp_path / "old.bag").write_bytes(b"#ROSBAG V2.0\n")
+    with pytest.raises(BagReadError, match="is a ROS 1 bag; convert it to rosbag2 first"):
+        RawBag(tmp_path / "old.bag")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BagReadError, match="is not a rosbag2 bag: no metadata.yaml, .mcap or .db3"):
+        RawBag(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="no bag at"):
+        RawBag(tmp_path / "missing")
