@@ -211,7 +211,8 @@ class _LossModule(nn.Module):
 class DDPTrainer(Trainer):
     """:class:`Trainer` over DistributedDataParallel; ``train_steps`` takes one list of micro-batches per step."""
 
-    def __init__(self, task: TrainingTask, config: TrainerConfig, ctx: DistributedContext):
+    def __init__(self, task: TrainingTask, config: TrainerConfig, ctx: DistributedContext,
+                 find_unused_parameters: bool = True):
         super().__init__(task, config)
         self.ctx = ctx
         self.loss_module = _LossModule(task, self.model)
@@ -220,7 +221,9 @@ class DDPTrainer(Trainer):
 
             self.ddp: nn.Module = DistributedDataParallel(
                 self.loss_module, device_ids=[ctx.local_rank] if ctx.backend == "nccl" else None,
-                find_unused_parameters=True)  # e.g. the segmentation head is idle during pre-training
+                # a branch can idle on one rank's batch (the segmentation head in pre-training, the mask loss on
+                # a batch of negatives): DDP must look for it, or the ranks' gradient buckets fall out of step
+                find_unused_parameters=find_unused_parameters)
         else:
             self.ddp = self.loss_module
 
@@ -268,10 +271,10 @@ class DDPTrainer(Trainer):
             # -- step
             self.optimizer.step()
             self.step += 1
-            # -- log (means over ranks)
-            logged = all_ranks_mean(self.ctx, {"loss": total, **metrics_sum})
+            # -- log: the loss is the mean over ranks; task metrics are this rank's (their keys can differ
+            # between ranks, e.g. with or without negative samples, so they are not reduced)
             record = {"step": self.step, "lr": lr, "grad_norm": grad_norm, "time_s": time.perf_counter() - t0,
-                      **logged}
+                      **metrics_sum, **all_ranks_mean(self.ctx, {"loss": total})}
             records.append(record)
             self.history.append(record)
             if c.log_every > 0 and self.step % c.log_every == 0 and self.ctx.is_main:
