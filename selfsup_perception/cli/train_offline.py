@@ -30,6 +30,7 @@ import json
 import logging
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -411,6 +412,7 @@ def _train(args, ctx, kind: str) -> int:
     remaining = max(0, args.steps - trainer.step)
     from tqdm import tqdm
 
+    t_train = time.perf_counter()
     with tqdm(total=remaining, desc="train", unit="step", disable=not ctx.is_main) as bar:
         while remaining > 0:
             chunk = trainer.train_steps(batches, min(25, remaining))
@@ -419,6 +421,8 @@ def _train(args, ctx, kind: str) -> int:
             remaining -= len(chunk)
             bar.update(len(chunk))
             bar.set_postfix(loss=f"{chunk[-1]['loss']:.4f}")
+    train_s = time.perf_counter() - t_train
+    steps_run = len(trainer.history)  # steps taken in this run (after a resume: only the new ones)
     path = trainer.save_checkpoint(ckpt_dir)
     if not ctx.is_main:
         return 0
@@ -426,7 +430,10 @@ def _train(args, ctx, kind: str) -> int:
     metrics: dict = {"task": args.task, "steps": trainer.step, "skipped_steps": trainer.skipped_steps,
                      "checkpoint": str(path), "train_items": len(train_items), "eval_items": len(eval_items),
                      "processes": ctx.world_size, "global_batch": args.batch_size,
-                     "final_loss": trainer.history[-1]["loss"] if trainer.history else None, **extra}
+                     "final_loss": trainer.history[-1]["loss"] if trainer.history else None,
+                     "train_seconds": train_s,
+                     "samples_per_second": steps_run * args.batch_size / train_s if train_s > 0 and steps_run else None,
+                     **extra}
     report = args.out / "report"
     if args.task != "instance_segmentation" or args.no_eval:
         report.mkdir(parents=True, exist_ok=True)

@@ -94,3 +94,34 @@ def test_offline_training_on_the_replayed_views_serves(recorded, capsys):
     with torch.no_grad():
         classes = segment_semantic(loaded.model, rgb, (64, 48))
     assert classes.shape == (48, 64)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["descriptors", "region_consistency"])
+def test_two_process_torchrun_trains_on_the_replayed_views(recorded, task):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from selfsup_perception.core.learning import checkpoint as ckpt
+
+    root, counts = recorded
+    if "sqlite3" in root.name:
+        pytest.skip("the storage format does not reach training: the 2-process runs use the MCAP recording")
+    views = root / "views_ddp"
+    if not views.exists():
+        assert replay_bag.main([str(root / "bag"), "--out", str(views)]) == 0
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]), OMP_NUM_THREADS="1")
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "selfsup_perception.cli.train_offline", "--task", task, "--dataset", str(views),
+         "--out", str(root / f"ddp_{task}"), "--steps", "2", "--batch-size", "2", "--input-size", "64", "48",
+         "--widths", "8", "16", "16", "16", "--num-keypoints", "16", "--pixel-pairs", "32", "--threads", "1",
+         "--warmup-steps", "0"], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert f"trained {task} for 2 steps on 2 process(es)" in run.stdout
+    name = "descriptors" if task == "descriptors" else "semantic_segmentation"
+    (info,) = ckpt.list_versions(root / f"ddp_{task}" / "checkpoints", name)
+    model, meta = ckpt.load_model_for_inference(info.path)
+    assert meta["step"] == 2 and meta["task"] == name
