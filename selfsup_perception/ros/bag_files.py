@@ -19,6 +19,8 @@ No rclpy: the ``rosbags`` library reads the storage, this module adds what it la
 from __future__ import annotations
 
 import logging
+import mmap
+import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,23 +140,41 @@ def _string(buf: bytes, pos: int) -> tuple[str, int]:
     return buf[pos + 4 : pos + 4 + n].decode(), pos + 4 + n
 
 
-def scan_mcap(path: str | Path, want_topics: Optional[set[str]] = None,
-              on_message=None) -> McapScan:
-    """Read an MCAP file record by record from its start, stopping cleanly at a cut.
+def scan_mcap(path: str | Path) -> McapScan:
+    """Channels, message counts and (if the file ends early) the truncation of an MCAP file."""
+    scan = McapScan()
+    for _ in iter_mcap_messages(path, set(), scan):
+        pass
+    return scan
 
-    ``on_message(topic, msgtype, log_time_ns, data)`` is called for each complete message of
-    ``want_topics`` (``None``: none, only count). Records are read in file order.
+
+def iter_mcap_messages(path: str | Path, want_topics: set[str], scan: Optional[McapScan] = None
+                       ) -> Iterator[tuple[str, str, int, bytes]]:
+    """(topic, msgtype, log_time_ns, data) of the complete messages of ``want_topics``, in file order.
+
+    Reads the file record by record from its start (memory-mapped), stopping cleanly at a cut; ``scan``
+    (if given) receives the channels, counts and truncation as the reading goes.
     """
     path = Path(path)
-    data = path.read_bytes()
-    size = len(data)
-    scan = McapScan()
+    scan = scan if scan is not None else McapScan()
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size < 8:
+            raise BagReadError(f"{path} is empty or not an MCAP file ({size} bytes)")
+        data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        try:
+            yield from _mcap_records(path, data, size, want_topics, scan)
+        finally:
+            data.close()
+
+
+def _mcap_records(path: Path, data, size: int, want_topics: set[str], scan: McapScan):
     if data[:8] != MCAP_MAGIC:
         raise BagReadError(f"{path} is not an MCAP file (its first bytes are not the MCAP magic)")
     schemas: dict[int, tuple[str, str]] = {}
-    last_time: list[Optional[int]] = [None]
+    state: dict[str, object] = {"last_time": None}
 
-    def handle(op: int, body: bytes) -> None:
+    def handle(op: int, body: bytes):
         if op == 0x03:  # Schema
             (sid,) = struct.unpack_from("<H", body, 0)
             name, p = _string(body, 2)
@@ -175,69 +195,62 @@ def scan_mcap(path: str | Path, want_topics: Optional[set[str]] = None,
                 return
             channel.count += 1
             scan.messages += 1
-            last_time[0] = log_time
-            if on_message is not None and want_topics and channel.topic in want_topics:
-                on_message(channel.topic, channel.schema_name, log_time, body[22:])
+            state["last_time"] = log_time
+            if channel.topic in want_topics:
+                yield channel.topic, channel.schema_name, log_time, bytes(body[22:])
 
-    def records(buf: bytes, start: int, end: int) -> tuple[int, Optional[str]]:
-        """Handle complete records in buf[start:end]; (position reached, why it stopped early or None)."""
+    def records(buf, start: int, end: int, top: bool):
+        """Handle the complete records in buf[start:end]; sets state['why'] when it stops early."""
         pos = start
         while pos < end:
             if end - pos < 9:
-                return pos, f"{end - pos} stray byte(s) where a record header should be"
+                state.setdefault("why", (f"{end - pos} stray byte(s) where a record header should be", pos))
+                return
             op = buf[pos]
             (length,) = struct.unpack_from("<Q", buf, pos + 1)
             body_start = pos + 9
             if body_start + length > end:
-                if op == 0x06 and buf is data:  # a chunk being written when the recorder died
-                    return _partial_chunk(buf, body_start, end, pos), None
-                return pos, f"record 0x{op:02x} at byte {pos} needs {length} bytes, {end - body_start} left"
+                if op == 0x06 and top:  # a chunk being written when the recorder died
+                    yield from chunk(buf[body_start:end], partial=True)
+                    # (a record cut inside the partial chunk is expected there: this is the reason)
+                    state["why"] = (f"the file ends inside the chunk that starts at byte {pos}", pos)
+                else:
+                    state.setdefault("why", (f"record 0x{op:02x} at byte {pos} needs {length} bytes, "
+                                             f"{end - body_start} left", pos))
+                return
             body = buf[body_start : body_start + length]
             if op == 0x06:
-                _chunk(body, pos)
+                yield from chunk(body, partial=False, at=pos)
             elif op == 0x02:  # Footer: the file is complete
-                stop["footer"] = True
-                return end, None
+                state["footer"] = True
+                return
             else:
                 try:
-                    handle(op, body)
+                    yield from handle(op, body)
                 except (struct.error, UnicodeDecodeError) as exc:
-                    return pos, f"record 0x{op:02x} at byte {pos} is corrupt ({exc})"
+                    state.setdefault("why", (f"record 0x{op:02x} at byte {pos} is corrupt ({exc})", pos))
+                    return
             pos = body_start + length
-        return pos, None
 
-    stop: dict[str, object] = {}
-
-    def _chunk(body: bytes, at: int) -> None:
-        _t0, _t1, usize, _crc = struct.unpack_from("<QQQI", body, 0)
-        compression, p = _string(body, 28)
-        (csize,) = struct.unpack_from("<Q", body, p)
-        raw, complete = _decompress_partial(compression, body[p + 8 : p + 8 + csize], usize)
-        reached, why = records(raw, 0, len(raw))
-        if why and "reason" not in stop:
-            stop.update(reason=f"chunk at byte {at} is damaged: {why}", at=at)
-
-    def _partial_chunk(buf: bytes, body_start: int, end: int, at: int) -> int:
-        avail = buf[body_start:end]
-        reason = f"the file ends inside the chunk that starts at byte {at}"
+    def chunk(body: bytes, partial: bool, at: int = 0):
         try:
-            _t0, _t1, usize, _crc = struct.unpack_from("<QQQI", avail, 0)
-            compression, p = _string(avail, 28)
-            (_csize,) = struct.unpack_from("<Q", avail, p)
-            raw, _ = _decompress_partial(compression, avail[p + 8 :], usize)
-            records(raw, 0, len(raw))  # the complete records of the partial chunk
+            _t0, _t1, usize, _crc = struct.unpack_from("<QQQI", body, 0)
+            compression, p = _string(body, 28)
+            (csize,) = struct.unpack_from("<Q", body, p)
         except struct.error:
-            pass
-        stop.update(reason=reason, at=at)
-        return end
+            return  # the cut fell inside the chunk header: nothing of it is readable
+        raw, _complete = _decompress_partial(compression, bytes(body[p + 8 : p + 8 + csize]), usize)
+        yield from records(raw, 0, len(raw), top=False)
+        if not partial and "why" in state and "chunk_why" not in state:
+            state["chunk_why"] = True
+            why, _ = state["why"]
+            state["why"] = (f"chunk at byte {at} is damaged: {why}", at)
 
-    reached, why = records(data, 8, size)
-    footer_seen = bool(stop.get("footer")) and data[-8:] == MCAP_MAGIC
-    if why is not None or "reason" in stop or not footer_seen:
-        reason = why or str(stop.get("reason") or "no footer: the recording did not finish")
-        at = int(stop.get("at", reached)) if why is None else reached
-        scan.truncation = Truncation(str(path), scan.messages, at, size, reason, last_time[0])
-    return scan
+    yield from records(data, 8, size, top=True)
+    footer_seen = bool(state.get("footer")) and data[size - 8 : size] == MCAP_MAGIC
+    if "why" in state or not footer_seen:
+        reason, at = state.get("why", ("no footer: the recording did not finish", size))
+        scan.truncation = Truncation(str(path), scan.messages, int(at), size, str(reason), state["last_time"])
 
 
 # ============================================================================ bag
@@ -338,9 +351,7 @@ class RawBag:
             return
         if self._mcap_files:
             for f in self._mcap_files:
-                out: list[tuple[str, str, int, bytes]] = []
-                scan_mcap(f, wanted, lambda *m: out.append(m))
-                yield from out
+                yield from iter_mcap_messages(f, wanted)
             return
         from rosbags.rosbag2 import Reader
 

@@ -385,6 +385,8 @@ def read_views(bag: RawBag, streams: CameraStreams, options: RobotBagOptions = R
             yield _count(stats, _make_view(key, colours.pop(key), depths.pop(pairs[key]), store, buffer,
                                           infos[max(0, bisect.bisect_right(info_stamps, key) - 1)][1],
                                           camera_frame, world_frame))
+    for stamp in sorted(colours):  # a partner that vanished between the two passes (should not happen)
+        yield _count(stats, ViewResult(stamp, reason="unpaired on reading: its depth image could not be read again"))
 
 
 def _count(stats: ReadStats, result: ViewResult) -> ViewResult:
