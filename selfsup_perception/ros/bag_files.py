@@ -315,8 +315,8 @@ class RawBag:
         except Exception as exc:  # noqa: BLE001 - rosbags raises several unrelated types
             text = str(exc)
             mcaps = sorted(self.path.glob("*.mcap"))
-            if mcaps and ("magic" in text.lower() or "footer" in text.lower() or "summary" in text.lower()):
-                LOG.warning("%s: %s; scanning its MCAP file(s) record by record", self.path, text)
+            if mcaps:  # damaged file, or metadata rosbags does not know (a newer version): MCAP describes itself
+                LOG.warning("%s: %s; reading its MCAP file(s) record by record", self.path, text)
                 self.topics.clear()
                 self._scan_files(mcaps)
                 return

@@ -206,3 +206,30 @@ def test_asking_for_no_topic_reads_nothing_and_other_bags_are_refused(tmp_path):
         RawBag(tmp_path / "empty")
     with pytest.raises(FileNotFoundError, match="no bag at"):
         RawBag(tmp_path / "missing")
+
+
+def test_replay_of_a_truncated_robot_bag_stores_the_views_before_the_cut_and_says_so(tmp_path, capsys):
+    from selfsup_perception.cli.replay_bag import main
+
+    write_robot_bag(tmp_path / "bag", n=6)
+    mcap = next((tmp_path / "bag").glob("*.mcap"))
+    data = mcap.read_bytes()
+    cut = tmp_path / "crashed"
+    cut.mkdir()
+    (cut / mcap.name).write_bytes(data[: int(0.7 * len(data))])  # killed while recording: no metadata.yaml either
+    assert main([str(cut), "--out", str(tmp_path / "views"), "--iou-low", "0.0"]) == 0
+    line = capsys.readouterr().out.strip()
+    images = int(line.split("(views): ")[1].split(" colour images")[0])
+    assert 1 <= images < 6
+    assert f"[{cut / mcap.name} is truncated (the file ends inside the chunk that starts at byte" in line
+    assert "complete message(s) before the cut at byte" in line
+    assert sorted(p.name for p in cut.iterdir()) == [mcap.name]  # nothing written next to the bag
+
+
+def test_an_mcap_bag_with_metadata_of_a_newer_version_is_read_from_its_files(tmp_path):
+    write_robot_bag(tmp_path / "bag", n=2)
+    meta = tmp_path / "bag" / "metadata.yaml"
+    meta.write_text(meta.read_text().replace("version: 9", "version: 11"))
+    bag = RawBag(tmp_path / "bag")
+    assert bag.topics["/cam/color/image_raw"].count == 2 and not bag.truncation
+    assert len([r for r in read_views(bag, detect_streams(bag)) if r.frame is not None]) == 2
