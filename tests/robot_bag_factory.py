@@ -61,7 +61,8 @@ def write_robot_bag(path, storage="mcap", n=5, colour="rgb8", depth_encoding="16
                 if conn is None:
                     conn = w.writer.add_connection("/cam/color/image_raw", "sensor_msgs/msg/Image", typestore=w.store)
                     w.connections["/cam/color/image_raw"] = conn
-                w.writer.write(conn, t + MS, b"\x00\x01\x00\x00" + struct.pack("<iI", t // 10**9, t % 10**9) + b"\xff" * 7)
+                header = b"\x00\x01\x00\x00" + struct.pack("<iI", t // 10**9, t % 10**9)
+                w.writer.write(conn, t + MS, header + b"\xff" * 7)  # a header, then garbage
             else:
                 w.write("/cam/color/image_raw", "sensor_msgs/msg/Image",
                         w.image(np.ascontiguousarray(arr), colour, t, OPTICAL_FRAME), t + MS)

@@ -234,7 +234,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             truncated = counts["truncated"]
             reasons = ", ".join(f"{k} x{v}" for k, v in counts["skip_reasons"].items())
             line = (f"replayed {args.bag} (views): {counts['images']} colour images, {counts['views']} views stored, "
-                    f"{counts['duplicates']} duplicates, {counts['skipped']} skipped{f' ({reasons})' if reasons else ''}, "
+                    f"{counts['duplicates']} duplicates, {counts['skipped']} skipped"
+                    f"{f' ({reasons})' if reasons else ''}, "
                     f"{counts['pairs']} new pairs ({counts['total_pairs']} in the dataset), poses of "
                     f"'{counts['camera_frame']}' in '{counts['world_frame']}' -> {args.out}")
     except (FileNotFoundError, BagReadError, ReplayError, ValueError) as exc:

@@ -206,7 +206,8 @@ class TransformBuffer:
             while ancestor in self._links:  # adding parent -> child must not close a loop
                 ancestor = self._links[ancestor].parent
                 if ancestor == child:
-                    raise ValueError(f"transform '{parent}' -> '{child}' would make a loop: '{child}' is an ancestor of '{parent}'")
+                    raise ValueError(f"transform '{parent}' -> '{child}' would make a loop: "
+                                     f"'{child}' is an ancestor of '{parent}'")
             link = self._links.get(child)
             if link is None or link.parent != parent or link.static != static:
                 link = _Link(parent=parent, static=static)
@@ -217,7 +218,8 @@ class TransformBuffer:
         self, parent: str, child: str, translation, quaternion_xyzw, stamp_ns: int, static: bool = False
     ) -> None:
         """``set_transform`` from a translation and a quaternion ``(x, y, z, w)`` (the TF message fields)."""
-        self.set_transform(parent, child, matrix_from_translation_quaternion(translation, quaternion_xyzw), stamp_ns, static)
+        matrix = matrix_from_translation_quaternion(translation, quaternion_xyzw)
+        self.set_transform(parent, child, matrix, stamp_ns, static)
 
     def clear(self) -> None:
         with self._lock:

@@ -15,7 +15,7 @@ from typing import Callable, Iterator, Optional
 
 from rclpy.serialization import deserialize_message, serialize_message
 
-from selfsup_perception.ros.bag_files import PACKAGE, BagReadError, RawBag, make_typestore  # noqa: F401
+from selfsup_perception.ros.bag_files import BagReadError, RawBag, make_typestore  # noqa: F401 (re-exported)
 
 
 def ros_type_name(msg_class) -> str:
@@ -94,7 +94,8 @@ def check_schema(info, store) -> None:
         try:
             theirs = get_types_from_msg(info.msgdef.split("\n" + "=" * 80)[0], name)[name]
         except Exception as exc:  # noqa: BLE001 - a definition rosbags cannot parse
-            raise SchemaMismatchError(f"topic {info.topic}: cannot parse the bag's definition of {name}: {exc}") from exc
+            raise SchemaMismatchError(
+                f"topic {info.topic}: cannot parse the bag's definition of {name}: {exc}") from exc
         ours = store.fielddefs[name]
         if [f[0] for f in theirs[1]] != [f[0] for f in ours[1]]:
             raise SchemaMismatchError(

@@ -164,7 +164,8 @@ def detect_streams(bag: RawBag, options: RobotBagOptions = RobotBagOptions()) ->
 
     def named(topic: str, kinds: tuple[str, ...], what: str) -> tuple[str, str]:
         if topic not in bag.topics:
-            raise NoUsableTopicError(f"{what} topic {topic!r} is not in bag {bag.path}; it has: {bag.describe_topics()}")
+            raise NoUsableTopicError(
+                f"{what} topic {topic!r} is not in bag {bag.path}; it has: {bag.describe_topics()}")
         if bag.topics[topic].msgtype not in kinds:
             raise NoUsableTopicError(f"{what} topic {topic} is {bag.topics[topic].msgtype}, expected "
                                      f"{' or '.join(kinds)}")
@@ -241,7 +242,8 @@ def decode_depth(msg, msgtype: str) -> np.ndarray:
     fmt = (msg.format or "").replace(" ", "")
     data = np.asarray(msg.data, dtype=np.uint8)
     if "compressedDepth" not in fmt:
-        raise ImageConversionError(f"compressed depth needs format '<16UC1|32FC1>; compressedDepth png', got {msg.format!r}")
+        raise ImageConversionError(
+            f"compressed depth needs format '<16UC1|32FC1>; compressedDepth png', got {msg.format!r}")
     if "rvl" in fmt.lower():
         raise ImageConversionError(f"compressedDepth RVL is not supported (format {msg.format!r}); record png")
     if len(data) <= 12:

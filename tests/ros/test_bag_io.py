@@ -113,8 +113,8 @@ def test_a_topic_not_in_the_bag_is_an_error(tmp_path):
     from selfsup_perception.ros.bag_io import NoMatchingTopicError
 
     bag = _interaction_bag(tmp_path / "bag", [make_sample("a")])
-    with pytest.raises(NoMatchingTopicError, match=r"topic '/no_such_topic' is not in bag .*; it has: "
-                                                   r"interaction/samples \[selfsup_perception/msg/InteractionSample\] x1"):
+    with pytest.raises(NoMatchingTopicError, match=r"topic '/no_such_topic' is not in bag .*; it has: interaction/"
+                                                   r"samples \[selfsup_perception/msg/InteractionSample\] x1"):
         list(read_bag(bag, InteractionSample, topic="/no_such_topic"))
     assert len(list(read_bag(bag, InteractionSample, topic="interaction/samples"))) == 1
 

@@ -4,14 +4,13 @@ with ``rosbags`` (the writer of cli/record_sim_bag.py), read back through the sa
 
 from __future__ import annotations
 
-import shutil
 import struct
 
 import cv2
 import numpy as np
 import pytest
 
-from robot_bag_factory import K, MS, T0, H, W, expected_pose, images, write_robot_bag
+from robot_bag_factory import MS, T0, K, expected_pose, images, write_robot_bag
 
 from selfsup_perception.cli.record_sim_bag import OPTICAL_FRAME, StandardBagWriter
 from selfsup_perception.core.image_conversion import depth_to_encoding

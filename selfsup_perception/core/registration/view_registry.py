@@ -87,7 +87,9 @@ class ViewRegistry:
         import cv2
 
         w, h = self.config.region_size
-        rgb = frame.rgb if frame.rgb.shape[:2] == (h, w) else cv2.resize(frame.rgb, (w, h), interpolation=cv2.INTER_AREA)
+        rgb = frame.rgb
+        if rgb.shape[:2] != (h, w):
+            rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
         return felzenszwalb_regions(rgb, self.config.felzenszwalb)
 
     def add(self, frame: RgbdFrame) -> RegisterResult:
