@@ -319,10 +319,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     samples = list(store.iter_samples())
     from selfsup_perception.msg import InteractionSample
-    from selfsup_perception.ros.bag_io import read_bag
+    from selfsup_perception.ros.bag_io import NoMatchingTopicError, read_bag
+
+    def samples_in(bag) -> int:
+        try:
+            return sum(1 for _ in read_bag(bag, InteractionSample))
+        except NoMatchingTopicError:  # a bag closed before its first sample
+            return 0
 
     bags = sorted(bag_dir.glob("*"))
-    bag_count = sum(1 for b in bags for _ in read_bag(b, InteractionSample))
+    bag_count = sum(samples_in(b) for b in bags)
     moved = sum(1 for s in store.iter_samples(with_ground_truth=True) if s.ground_truth.get("moved_instance", 0))
     ok = sum(r["ok"] for r in records)
     sections["interaction"] = "\n".join([
