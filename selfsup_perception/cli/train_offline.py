@@ -344,6 +344,11 @@ def descriptor_data(args, rank: int, kind: str):
 
 
 # ============================================================================ main
+# how gloo and NCCL word a peer that died or hung
+_PEER_LOST = ("Connection reset", "Connection closed", "Connection refused", "Broken pipe", "timed out",
+              "Timed out", "NCCL communicator was aborted", "ncclRemoteError", "peer")
+
+
 def _on_sigterm(signum, frame):  # torchrun ends the other ranks with SIGTERM when one fails
     raise SystemExit(128 + signum)  # unwinds: a checkpoint being written removes its temp folder
 
@@ -369,11 +374,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         LOG.error("rank %d: %s", ctx.rank, exc)
         return 1
     except RuntimeError as exc:
-        if not ctx.backend:
+        text = str(exc)
+        if not ctx.backend or not any(m in text for m in _PEER_LOST):
+            if ctx.backend:
+                LOG.error("rank %d failed: %s", ctx.rank, text.splitlines()[0] if text else type(exc).__name__)
             raise
         # gloo/NCCL report a vanished peer as a RuntimeError from the collective
         LOG.error("rank %d stopping: another rank failed or left the job (%s); no checkpoint is written",
-                  ctx.rank, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                  ctx.rank, text.splitlines()[0])
         return 1
     finally:
         shutdown(ctx)
