@@ -5,6 +5,7 @@ with ``rosbags`` (the writer of cli/record_sim_bag.py), read back through the sa
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -14,6 +15,7 @@ from robot_bag_factory import MS, T0, K, expected_pose, images, write_robot_bag
 
 from selfsup_perception.cli.record_sim_bag import OPTICAL_FRAME, StandardBagWriter
 from selfsup_perception.core.image_conversion import depth_to_encoding
+from selfsup_perception.core.types import CameraIntrinsics
 from selfsup_perception.ros.bag_files import BagReadError, RawBag, scan_mcap
 from selfsup_perception.ros.robot_bag import (
     MissingFrameError,
@@ -232,3 +234,42 @@ def test_an_mcap_bag_with_metadata_of_a_newer_version_is_read_from_its_files(tmp
     bag = RawBag(tmp_path / "bag")
     assert bag.topics["/cam/color/image_raw"].count == 2 and not bag.truncation
     assert len([r for r in read_views(bag, detect_streams(bag)) if r.frame is not None]) == 2
+
+
+REALDATA = Path(__file__).resolve().parents[2].parent / "shared" / "realdata" / "ucn_tabletop"
+
+
+@pytest.mark.skipif(not REALDATA.is_dir(), reason=f"real RGB-D frames not found at {REALDATA}")
+def test_real_rgbd_frames_survive_a_bag_round_trip_and_a_repeated_view_is_a_duplicate(tmp_path, capsys):
+    """Real 640x480 RealSense-class frames (0 = no depth) as a robot would record them: bgr8 colour,
+    16UC1 depth, the real calibration, a static camera in TF; the last image repeats the first."""
+    import json
+
+    from selfsup_perception.cli.replay_bag import main
+    from selfsup_perception.core.registration.pair_store import PairStore
+
+    params = json.loads((REALDATA / "camera_params.json").read_text())
+    k = CameraIntrinsics(params["fx"], params["fy"], params["x_offset"], params["y_offset"], 640, 480)
+    frames = [0, 1, 2, 0]
+    w = StandardBagWriter(tmp_path / "bag", "sqlite3")
+    w.write("/tf_static", "tf2_msgs/msg/TFMessage", w.tf([("base_link", OPTICAL_FRAME, np.eye(4))], T0), T0)
+    for i, n in enumerate(frames):
+        t = T0 + i * 500 * MS
+        bgr = cv2.imread(str(REALDATA / f"{n:06d}-color.png"), cv2.IMREAD_COLOR)
+        mm = cv2.imread(str(REALDATA / f"{n:06d}-depth.png"), cv2.IMREAD_UNCHANGED)
+        w.write("/camera/color/image_raw", "sensor_msgs/msg/Image", w.image(bgr, "bgr8", t, OPTICAL_FRAME), t)
+        w.write("/camera/depth/image_rect_raw", "sensor_msgs/msg/Image", w.image(mm, "16UC1", t, OPTICAL_FRAME), t)
+        w.write("/camera/color/camera_info", "sensor_msgs/msg/CameraInfo", w.camera_info(k, t, OPTICAL_FRAME), t)
+    w.close()
+    assert main([str(tmp_path / "bag"), "--out", str(tmp_path / "views")]) == 0
+    line = capsys.readouterr().out
+    assert "4 colour images, 3 views stored, 1 duplicates, 0 skipped" in line
+    assert "poses of 'camera_color_optical_frame' in 'base_link'" in line
+    store = PairStore(tmp_path / "views")
+    for view_id, n in zip(store.view_ids(), frames):
+        view = store.read_view(view_id)
+        mm = cv2.imread(str(REALDATA / f"{n:06d}-depth.png"), cv2.IMREAD_UNCHANGED)
+        np.testing.assert_array_equal(view.rgb, cv2.imread(str(REALDATA / f"{n:06d}-color.png"))[..., ::-1])
+        assert np.array_equal(np.isnan(view.depth), mm == 0)  # no reading stays no reading
+        np.testing.assert_allclose(view.depth[mm > 0], mm[mm > 0] / 1000.0, atol=1e-6)
+        assert view.intrinsics == k
