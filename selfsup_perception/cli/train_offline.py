@@ -388,7 +388,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _train(args, ctx, kind: str) -> int:
-    from selfsup_perception.core.learning.distributed import DDPTrainer, DistributedBatchSampler, step_batches
+    from selfsup_perception.core.learning.distributed import (
+        DDPTrainer,
+        DistributedBatchSampler,
+        check_same_on_all_ranks,
+        step_batches,
+    )
 
     extra: dict = {}
     eval_items: list = []
@@ -410,10 +415,14 @@ def _train(args, ctx, kind: str) -> int:
         lr=args.lr, warmup_steps=args.warmup_steps, total_steps=max(1, args.steps),
         checkpoint_every=args.checkpoint_every, checkpoint_dir=str(ckpt_dir), dataset_size=len(train_items),
         seed=args.seed, log_every=0, device=ctx.device), ctx)
+    check_same_on_all_ranks(ctx, len(train_items), "the number of training items (is --dataset the same data on "
+                                                   "every machine?)")
     if args.resume:
         info = trainer.resume(ckpt_dir)
         if ctx.is_main:
             LOG.info("resumed from %s", info.path if info else "nothing (no valid checkpoint)")
+        check_same_on_all_ranks(ctx, trainer.step, "the step resumed from (is --out on a filesystem every machine "
+                                                   "reads?)")
     sampler = DistributedBatchSampler(len(train_items), args.batch_size, rank=ctx.rank, world_size=ctx.world_size,
                                       seed=args.seed, micro_batch_size=args.micro_batch_size)
     batches = step_batches(sampler, make_batch, args.seed, start_step=trainer.step)

@@ -134,3 +134,34 @@ def test_killing_one_rank_stops_the_job_with_a_clear_error_and_no_partial_checkp
     assert not list(task_dir.glob(".tmp-*")), list(task_dir.iterdir())
     versions = ckpt.list_versions(out / "checkpoints", "instance_segmentation", valid_only=False)
     assert versions and all(ckpt.validate_version(v.path, "instance_segmentation") for v in versions)
+
+
+def _check_worker(rank: int, store: str, values: list, results: str) -> None:
+    import torch.distributed as dist
+
+    from selfsup_perception.core.learning.distributed import (
+        DistributedContext,
+        DistributedError,
+        check_same_on_all_ranks,
+    )
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    try:
+        check_same_on_all_ranks(DistributedContext(rank, 2, rank, "gloo", "cpu"), values[rank], "the answer")
+        message = "ok"
+    except DistributedError as exc:
+        message = str(exc)
+    finally:
+        dist.destroy_process_group()
+    Path(results, f"rank{rank}").write_text(message)
+
+
+@pytest.mark.slow
+def test_a_value_that_differs_between_processes_stops_every_rank(tmp_path):
+    """E.g. a machine whose copy of the dataset has another size: every rank gets the same clear error."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_check_worker, args=(str(tmp_path / "store"), [7, 9], str(tmp_path)), nprocs=2, join=True)
+    assert [(tmp_path / f"rank{r}").read_text() for r in range(2)] == [
+        "the answer differs between processes (7 .. 9; this rank: 7)",
+        "the answer differs between processes (7 .. 9; this rank: 9)"]

@@ -125,6 +125,15 @@ def all_ranks_max(ctx: DistributedContext, value: float) -> float:
     return float(t.item())
 
 
+def check_same_on_all_ranks(ctx: DistributedContext, value: int, what: str) -> None:
+    """:class:`DistributedError` on every rank unless ``value`` is equal on all ranks."""
+    if not ctx.backend:
+        return
+    high, low = all_ranks_max(ctx, float(value)), -all_ranks_max(ctx, -float(value))
+    if high != low:
+        raise DistributedError(f"{what} differs between processes ({int(low)} .. {int(high)}; this rank: {value})")
+
+
 def all_ranks_mean(ctx: DistributedContext, values: dict[str, float]) -> dict[str, float]:
     if not ctx.backend or not values:
         return values
