@@ -71,6 +71,8 @@ def test_offline_training_on_the_replayed_views_serves(recorded, capsys):
     from selfsup_perception.core.learning.model_registry import ModelRegistry
 
     root, _ = recorded
+    if "sqlite3" in root.name:
+        pytest.skip("the storage format does not reach training: training runs on the MCAP recording")
     views = root / "views_train"
     assert replay_bag.main([str(root / "bag"), "--out", str(views)]) == 0
     common = ["--dataset", str(views), "--steps", "2", "--batch-size", "2", "--input-size", "64", "48",
