@@ -107,8 +107,13 @@ def replay(bag: str, out: str, labeler_name: str = "flow", topic: Optional[str] 
     return counts
 
 
-def replay_views(bag: str, out: str, options=None, registry_config=None, max_views: int = 0) -> dict:
-    """Register the bag's RGB-D views into a PairStore at ``out``; returns counts."""
+def replay_views(bag: str, out: str, options=None, registry_config=None, max_views: int = 0,
+                 min_interval_s: float = 0.0) -> dict:
+    """Register the bag's RGB-D views into a PairStore at ``out``; returns counts.
+
+    ``min_interval_s``: views closer in time than this to the last one considered are skipped
+    (a 30 Hz camera gives far more near-duplicates than registration needs).
+    """
     from selfsup_perception.core.registration.pair_store import PairStore
     from selfsup_perception.core.registration.view_registry import ViewRegistry, ViewRegistryConfig
     from selfsup_perception.ros.bag_files import RawBag
@@ -126,9 +131,17 @@ def replay_views(bag: str, out: str, options=None, registry_config=None, max_vie
     registry = ViewRegistry(PairStore(out), registry_config or ViewRegistryConfig())
     counts = {"images": 0, "views": 0, "pairs": 0, "duplicates": 0, "skipped": 0}
     reasons: dict[str, int] = {}
+    last_considered: Optional[int] = None
     for part in ([first] if first is not None else []), views:
         for result in part:
             counts["images"] += 1
+            if (result.frame is not None and min_interval_s > 0 and last_considered is not None
+                    and abs(result.stamp_ns - last_considered) < min_interval_s * 1e9):
+                counts["skipped"] += 1
+                reasons["within --min-interval-ms"] = reasons.get("within --min-interval-ms", 0) + 1
+                continue
+            if result.frame is not None:
+                last_considered = result.stamp_ns
             if result.frame is None:
                 counts["skipped"] += 1
                 reasons[result.reason.split(":")[0]] = reasons.get(result.reason.split(":")[0], 0) + 1
@@ -200,6 +213,10 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     g.add_argument("--iou-high", type=float, default=0.9)
     g.add_argument("--duplicate-iou", type=float, default=0.97)
     g.add_argument("--max-views", type=int, default=0, help="stop storing after this many views (0: no limit)")
+    g.add_argument("--min-interval-ms", type=float, default=0.0,
+                   help="skip images closer in time than this to the last one used (0: use every image)")
+    g.add_argument("--max-baseline-m", type=float, default=0.0,
+                   help="compare a new view only with stored views whose camera is this close (0: all)")
     g.add_argument("--no-regions", action="store_true", help="do not precompute Felzenszwalb regions")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
@@ -221,7 +238,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         options = RobotBagOptions(args.color_topic, args.depth_topic, args.camera_info_topic, tuple(args.tf_topics),
                                   args.camera_frame, args.world_frame, args.pair_tolerance_ms / 1000.0)
         registry = ViewRegistryConfig(iou_low=args.iou_low, iou_high=args.iou_high, duplicate_iou=args.duplicate_iou,
-                                      compute_regions=not args.no_regions)
+                                      compute_regions=not args.no_regions, max_baseline_m=args.max_baseline_m)
         mode = choose_mode(args.bag, options) if args.mode == "auto" else args.mode
         if mode == "interactions":
             counts = replay(args.bag, args.out, args.labeler, args.topic)
@@ -230,7 +247,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     f"{counts['skipped_existing']} already there, {counts['bad']} bad, {counts['labeled']} labeled "
                     f"({counts['kept']} kept), {counts['unlabelable']} unlabelable -> {args.out}")
         else:
-            counts = replay_views(args.bag, args.out, options, registry, args.max_views)
+            counts = replay_views(args.bag, args.out, options, registry, args.max_views, args.min_interval_ms / 1000.0)
             truncated = counts["truncated"]
             reasons = ", ".join(f"{k} x{v}" for k, v in counts["skip_reasons"].items())
             line = (f"replayed {args.bag} (views): {counts['images']} colour images, {counts['views']} views stored, "

@@ -273,3 +273,13 @@ def test_real_rgbd_frames_survive_a_bag_round_trip_and_a_repeated_view_is_a_dupl
         assert np.array_equal(np.isnan(view.depth), mm == 0)  # no reading stays no reading
         np.testing.assert_allclose(view.depth[mm > 0], mm[mm > 0] / 1000.0, atol=1e-6)
         assert view.intrinsics == k
+
+
+def test_min_interval_thins_a_dense_image_stream(tmp_path, capsys):
+    from selfsup_perception.cli.replay_bag import main
+
+    write_robot_bag(tmp_path / "bag", n=6)  # images every 333 ms
+    assert main([str(tmp_path / "bag"), "--out", str(tmp_path / "views"), "--min-interval-ms", "500",
+                 "--iou-low", "0.0"]) == 0
+    line = capsys.readouterr().out
+    assert "6 colour images, 3 views stored, 0 duplicates, 3 skipped (within --min-interval-ms x3)" in line
