@@ -26,6 +26,7 @@ from selfsup_perception.graph import (
 
 def _node(spec, overrides, **kwargs):
     return Node(package="selfsup_perception", executable=spec.executable, name=spec.name, output="screen",
+                respawn=True, respawn_delay=2.0,  # the graph outlives a node (see launcher.py)
                 parameters=[str(config_dir() / spec.params_file), {**spec.overrides, **overrides}], **kwargs)
 
 

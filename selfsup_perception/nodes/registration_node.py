@@ -41,6 +41,7 @@ from selfsup_perception.core.registration.pair_store import PairStore, StoredPai
 from selfsup_perception.core.types import RgbdFrame
 from selfsup_perception.msg import RegisteredViewPair
 from selfsup_perception.ros.conversions import frame_to_view_msg, matrix_to_pose_msg, time_to_msg, view_msg_to_frame
+from selfsup_perception.ros.callback_guard import GuardedNodeMixin
 from selfsup_perception.ros.node_runner import run_node
 from selfsup_perception.ros.parameters import declare_config, field_with_help
 from selfsup_perception.ros.service_calls import ServiceCallError, call_service
@@ -142,7 +143,7 @@ def subsample_correspondences(pixels_a: np.ndarray, pixels_b: np.ndarray, max_co
     return pixels_a[keep], pixels_b[keep]
 
 
-class RegistrationNode(Node):
+class RegistrationNode(GuardedNodeMixin, Node):
     def __init__(self, **kwargs):
         super().__init__("registration", **kwargs)
         self.params = declare_config(self, RegistrationParams, on_change=self._on_params,
