@@ -126,7 +126,7 @@ class CallbackGuard:
                 if self._is_expected(exc):
                     with self._lock:
                         self.counts["expected"] += 1
-                    self.logger.warning(f"{where}: dropped: {exc}")
+                    self.logger.warning(f"{where}: dropped: {type(exc).__name__}: {exc}")
                 else:
                     self.report_unexpected(where, exc)
                 return None
