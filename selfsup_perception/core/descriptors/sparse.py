@@ -105,7 +105,7 @@ def pick_keypoints(rgb: np.ndarray, max_keypoints: int, min_distance: float = 8.
 
 def match_on_grid(ref_map: torch.Tensor, ref_size: tuple[int, int], tgt_map: torch.Tensor,
                   tgt_size: tuple[int, int], pixels_ref: np.ndarray, *, coarse_stride: int = 0,
-                  temperature: float = DEFAULT_TEMPERATURE, top_k: int = 3,
+                  temperature: float = DEFAULT_TEMPERATURE, top_k: int = 5,
                   chunk_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
     """Matches (N, 2) float64 (x, y) in the target and confidences (N,) in (0, 1] of ``pixels_ref`` (N, 2).
 
