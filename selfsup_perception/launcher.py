@@ -146,8 +146,8 @@ class GraphProcess:
             for name, when in list(due.items()):
                 if now >= when and not self._stopping.is_set():
                     del due[name]
-                    self.restarts[name] = self.restarts.get(name, 0) + 1
                     self._spawn(specs[name])
+                    self.restarts[name] = self.restarts.get(name, 0) + 1
                     self._event(f"{name} restarted (restart {self.restarts[name]})")
 
     def _pump(self, name: str, proc: subprocess.Popen) -> None:

@@ -54,7 +54,8 @@ def compute_descriptor_map(model: torch.nn.Module, rgb: np.ndarray, device: str 
     return desc[0].float().cpu().contiguous()
 
 
-def sample_descriptor_map(desc_map: torch.Tensor, pixels: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+def sample_descriptor_map(desc_map: torch.Tensor, pixels: np.ndarray, image_size: tuple[int, int],
+                          image_name: str = "image") -> np.ndarray:
     """Unit-norm descriptors (N, D) float32 at (x, y) ``pixels`` (N, 2) of an image of ``image_size`` = (H, W).
 
     Equals the dense image (bilinear upsampling with ``align_corners=False``, then renormalisation)
@@ -68,7 +69,7 @@ def sample_descriptor_map(desc_map: torch.Tensor, pixels: np.ndarray, image_size
         raise ValueError("pixels contain NaN or inf")
     if len(px) and ((px[:, 0] < 0).any() or (px[:, 0] > w_img - 1).any() or (px[:, 1] < 0).any()
                     or (px[:, 1] > h_img - 1).any()):
-        raise ValueError(f"pixels must lie inside the {w_img}x{h_img} image")
+        raise ValueError(f"pixels must lie inside the {w_img}x{h_img} {image_name}")
     d = desc_map.shape[0]
     if len(px) == 0:
         return np.zeros((0, d), dtype=np.float32)
@@ -119,7 +120,7 @@ def match_on_grid(ref_map: torch.Tensor, ref_size: tuple[int, int], tgt_map: tor
         raise ValueError("top_k must be >= 1")
     if ref_map.shape[0] != tgt_map.shape[0]:
         raise ValueError(f"descriptor dimensions differ: {ref_map.shape[0]} and {tgt_map.shape[0]}")
-    queries = sample_descriptor_map(ref_map, pixels_ref, ref_size)  # (N, D), validates the pixels
+    queries = sample_descriptor_map(ref_map, pixels_ref, ref_size, "reference image")  # (N, D), validates them
     n = len(queries)
     if n == 0:
         return np.zeros((0, 2)), np.zeros(0)
