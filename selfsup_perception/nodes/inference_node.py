@@ -209,9 +209,9 @@ class InferenceNode(GuardedNodeMixin, LifecycleNode):
         """Stop and join the worker threads (a daemon thread inside torch at exit aborts the process)."""
         self._active = False
         if self._stream_queue is not None:
-            self._stream_queue.stop(timeout_s=1.5)
+            self._stream_queue.stop(timeout_s=0.8)
             self._stream_queue = None
-        self._swap_queue.stop(timeout_s=1.5)
+        self._swap_queue.stop(timeout_s=0.8)
 
     def destroy_node(self) -> None:
         if hasattr(self, "_swap_queue"):  # absent when the constructor failed

@@ -136,6 +136,8 @@ class TrainerNode(GuardedNodeMixin, Node):
             self._publish_version()
         self._worker = threading.Thread(target=self._loop, name="trainer", daemon=True)
         self._worker.start()
+        self.get_logger().info(f"training {self.params.task} from {self.params.dataset_dir} "
+                               f"into {self.params.checkpoint_dir}")
 
     def _on_pause(self, request, response):
         (self._paused.set if request.data else self._paused.clear)()
@@ -214,9 +216,7 @@ class TrainerNode(GuardedNodeMixin, Node):
     def destroy_node(self) -> None:
         if hasattr(self, "_stop"):  # absent when the constructor failed
             self._stop.set()
-            self._worker.join(timeout=1.8)  # a round stops between two steps
-            if self._worker.is_alive():
-                self.get_logger().warning("training step still running at shutdown; exiting without waiting")
+            self._worker.join(timeout=1.5)  # a round stops between two steps; run_node ends the process after that
         super().destroy_node()
 
 

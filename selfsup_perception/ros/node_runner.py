@@ -7,10 +7,20 @@ traceback: invalid parameters end the process with a one-line error (exit 2); an
 building the node or one that escapes the executor (every callback is guarded by
 :mod:`selfsup_perception.ros.callback_guard`, so that is a bug) is logged with its traceback and
 the process exits 1, for the launcher to restart it.
+
+After a clean shutdown (context shut down, ``destroy_node`` done: workers were given a bounded
+time to stop, files are closed) the process flushes its logs and ends with ``os._exit``: the
+interpreter's own finalisation (torch, DDS, module teardown) took 1.7 s on the shared 2-core
+machine, and a worker thread still inside torch at that point aborts the process
+(``terminate called without an active exception``). Everything on disk is written atomically,
+so nothing partial is left behind.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
 import traceback
 from typing import Callable
 
@@ -33,6 +43,8 @@ def run_node(make_node: Callable[[], Node], *, num_threads: int = 2, args=None) 
             except (KeyboardInterrupt, ExternalShutdownException):
                 raise
             except Exception as exc:  # noqa: BLE001 - report, exit non-zero (the launcher restarts)
+                if not rclpy.ok():  # SIGINT/SIGTERM arrived while the node was being built
+                    raise KeyboardInterrupt from exc
                 logger.fatal(f"cannot start: {type(exc).__name__}: {exc}\n{traceback.format_exc().rstrip()}")
                 raise SystemExit(1) from exc
             executor = MultiThreadedExecutor(num_threads=num_threads)
@@ -52,3 +64,15 @@ def run_node(make_node: Callable[[], Node], *, num_threads: int = 2, args=None) 
                 node.destroy_node()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    _exit_now(0)
+
+
+def _exit_now(code: int) -> None:
+    """End the process without interpreter finalisation (see the module docstring)."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)

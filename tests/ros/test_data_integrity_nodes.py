@@ -1,0 +1,59 @@
+"""Labeler over DDS: a sample id is stored once, a duplicate never rewrites it, a failed sample is not retried."""
+
+import numpy as np
+import pytest
+import rclpy
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from ros_helpers import wait_for
+from sample_factory import make_sample
+
+from selfsup_perception.core.dataset.sample_store import SampleStore
+from selfsup_perception.msg import InteractionSample as InteractionSampleMsg
+from selfsup_perception.nodes.labeler_node import LabelerNode, make_labeler
+from selfsup_perception.ros.conversions import sample_to_msg
+
+pytestmark = pytest.mark.ros
+RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+
+
+class BrokenLabeler:
+    """A labeler that raises (what a bug or an unexpected image does to the real ones)."""
+
+    name = "flow"
+
+    def label(self, sample):
+        raise RuntimeError("optical flow failed")
+
+
+def test_duplicate_ids_are_refused_and_failed_samples_are_not_retried(spinner, tmp_path):
+    labeler = spinner.add(LabelerNode(parameter_overrides=[Parameter("dataset_dir", value=str(tmp_path))]))
+    node = spinner.add(rclpy.create_node("integrity_test"))
+    pub = node.create_publisher(InteractionSampleMsg, "interaction/samples", RELIABLE)
+    assert wait_for(lambda: pub.get_subscription_count() > 0, 10)
+    store = SampleStore(tmp_path)
+    first = make_sample("dup", h=48, w=64, seed=1)
+    pub.publish(sample_to_msg(first))
+    assert wait_for(lambda: store.labeled_ids("flow") == ["dup"], 30)
+    label_before = store.read_label("dup", "flow")
+    # a different sample under the same id (other size, other content): refused, nothing rewritten
+    pub.publish(sample_to_msg(make_sample("dup", h=24, w=32, seed=2)))
+    assert wait_for(lambda: labeler.counts["refused"] == 1, 10)
+    pub.publish(sample_to_msg(first))  # the same sample again: ignored
+    assert wait_for(lambda: labeler.counts["duplicate"] == 1, 10)
+    stored = store.read_sample("dup")
+    assert stored.before.rgb.shape == (48, 64, 3) and np.array_equal(stored.before.rgb, first.before.rgb)
+    label_after = store.read_label("dup", "flow")
+    assert label_after.mask.shape == (48, 64) and np.array_equal(label_after.mask, label_before.mask)
+    assert label_after.reason == label_before.reason
+    # a sample the labeler cannot label is stored with a failed label (and the reason)
+    labeler.labeler = BrokenLabeler()
+    pub.publish(sample_to_msg(make_sample("broken", h=48, w=64, seed=3)))
+    assert wait_for(lambda: "broken" in store.labeled_ids("flow"), 20)
+    failed = store.read_label("broken", "flow")
+    assert not failed.kept and "optical flow failed" in failed.reason
+    assert store.unlabeled_ids("flow") == []  # a restarted labeler will not retry it
+    # still labeling new samples
+    labeler.labeler = make_labeler(labeler.params)
+    pub.publish(sample_to_msg(make_sample("next", h=48, w=64, seed=4)))
+    assert wait_for(lambda: "next" in store.labeled_ids("flow"), 30)
