@@ -29,6 +29,7 @@ import hashlib
 import math
 import threading
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,7 +58,7 @@ from selfsup_perception.ros.conversions import mask_to_msg, rgb_to_msg
 from selfsup_perception.ros.callback_guard import GuardedNodeMixin
 from selfsup_perception.ros.node_runner import run_node
 from selfsup_perception.ros.parameters import declare_config, field_with_help
-from selfsup_perception.ros.work_queue import WorkQueue
+from selfsup_perception.ros.work_queue import WorkQueue, lower_thread_priority
 from selfsup_perception.srv import ComputeDescriptors, FindCorrespondences, LoadModel, SegmentImage
 
 LATCHED = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -96,6 +97,9 @@ class InferenceParams:
         8, "descriptor maps of recent images kept (by image content), e.g. a reference image matched repeatedly")
     allow_external_checkpoints: bool = field_with_help(
         False, "load_model may read checkpoint_path outside checkpoint_dir")
+    descriptor_niceness: int = field_with_help(
+        10, "descriptor requests run in one worker thread this much nicer (Linux), so they yield the CPU "
+        "to segment_image; 0 = same priority")
     autostart: bool = field_with_help(True, "configure and activate at start")
 
     def __post_init__(self) -> None:
@@ -139,6 +143,9 @@ class InferenceNode(GuardedNodeMixin, LifecycleNode):
         self._desc_cache_lock = threading.Lock()
         self._pinned: dict[str, Path] = {}  # task -> version directory pinned as served
         self._swap_queue = WorkQueue(self._load_version, maxsize=4, on_error=self._on_swap_error, name="model-swap")
+        self._descriptor_worker = ThreadPoolExecutor(1, thread_name_prefix="descriptors",
+                                                     initializer=lower_thread_priority,
+                                                     initargs=(self.params.descriptor_niceness,))
         self._stream_queue: WorkQueue | None = None
         # Own groups: descriptor requests queue in DDS (not on executor threads), so they can neither
         # take segment_image's threads nor its slots; load_model runs beside both.
@@ -212,6 +219,7 @@ class InferenceNode(GuardedNodeMixin, LifecycleNode):
             self._stream_queue.stop(timeout_s=0.8)
             self._stream_queue = None
         self._swap_queue.stop(timeout_s=0.8)
+        self._descriptor_worker.shutdown(wait=False, cancel_futures=True)
 
     def destroy_node(self) -> None:
         if hasattr(self, "_swap_queue"):  # absent when the constructor failed
@@ -425,7 +433,11 @@ class InferenceNode(GuardedNodeMixin, LifecycleNode):
             res.dimension = desc.shape[2]
             d.data = array.array("f", np.ascontiguousarray(desc, dtype=np.float32).tobytes())  # no Python floats
             res.message = f"{desc.shape[1]}x{desc.shape[0]}x{desc.shape[2]} from {loaded.name}"
-        return self._serve(response, work, self._descriptor_slots)
+        return self._serve(response, self._in_descriptor_worker(work), self._descriptor_slots)
+
+    def _in_descriptor_worker(self, work):
+        """``work`` run on the low-priority descriptor thread; the executor thread just waits for it."""
+        return lambda res: self._descriptor_worker.submit(work, res).result()
 
     def _on_correspondences(self, request, response):
         p = self.params
@@ -455,7 +467,7 @@ class InferenceNode(GuardedNodeMixin, LifecycleNode):
             res.target_pixels = array.array("f", matched.astype(np.float32).reshape(-1).tobytes())
             res.confidences = array.array("f", confidence.astype(np.float32).tobytes())
             res.message = f"{len(pixels)} correspondences from {loaded.name}"
-        return self._serve(response, work, self._descriptor_slots)
+        return self._serve(response, self._in_descriptor_worker(work), self._descriptor_slots)
 
     def _on_load_model(self, request, response):
         if self.registry is None:

@@ -39,6 +39,7 @@ from selfsup_perception.ros.conversions import time_to_msg
 from selfsup_perception.ros.callback_guard import GuardedNodeMixin
 from selfsup_perception.ros.node_runner import run_node
 from selfsup_perception.ros.parameters import declare_config, field_with_help
+from selfsup_perception.ros.work_queue import lower_thread_priority
 
 LATCHED = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
@@ -65,6 +66,8 @@ class TrainerParams:
     max_rounds: int = field_with_help(0, "stop after this many rounds (0 = never)")
     seed: int = field_with_help(0, "seed of initialisation and batch sampling")
     torch_threads: int = field_with_help(2, "CPU threads for training (leave cores to the robot's other work)")
+    niceness: int = field_with_help(10, "the training thread runs this much nicer (Linux), so serving and the "
+                                    "robot's other work get the CPU first; 0 = same priority")
     keep_versions: int = field_with_help(20, "checkpoint retention: keep the newest N versions and every pinned "
                                          "(served/promoted) one; 0 = keep all")
 
@@ -146,6 +149,7 @@ class TrainerNode(GuardedNodeMixin, Node):
 
     def _loop(self) -> None:
         p = self.params
+        lower_thread_priority(p.niceness)
         while not self._stop.is_set():
             if self._paused.is_set():
                 self.state = "paused"
