@@ -149,11 +149,14 @@ class CameraCaptureNode(GuardedNodeMixin, Node):
         """
         deadline = time.monotonic() + timeout_s
         requested_at = self.get_clock().now().nanoseconds * 1e-9
+        last_error: Optional[Exception] = None
         while True:
             with self._cond:
                 ok = self._cond.wait_for(lambda: self._latest is not None
                                          and time_from_msg(self._latest[0].header.stamp) >= requested_at,
                                          timeout=max(deadline - time.monotonic(), 0.0))
+                if not ok and last_error is not None:
+                    raise TimeoutError(f"no valid camera set within {timeout_s:.1f} s; last error: {last_error}")
                 if not ok:
                     raise TimeoutError(
                         f"no synchronised rgb/depth/camera_info within {timeout_s:.1f} s "
@@ -163,6 +166,7 @@ class CameraCaptureNode(GuardedNodeMixin, Node):
                 frame_from_images(rgb, depth, info)  # validates encodings and sizes
                 pose = self._camera_pose(rgb)
             except (ImageConversionError, ValueError) as exc:
+                last_error = exc
                 self.dropped_messages += 1
                 self.get_logger().warning(f"dropping a bad camera set: {exc}")
                 requested_at = self.get_clock().now().nanoseconds * 1e-9
@@ -170,6 +174,7 @@ class CameraCaptureNode(GuardedNodeMixin, Node):
                     raise TimeoutError(f"no valid camera set within {timeout_s:.1f} s; last error: {exc}") from exc
                 continue
             except LookupError as exc:  # the pose of these images has not arrived (yet)
+                last_error = exc
                 if time.monotonic() >= deadline:
                     raise TimeoutError(f"no camera pose for the images within {timeout_s:.1f} s: {exc}") from exc
                 time.sleep(0.02)
