@@ -28,11 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from selfsup_perception.core.descriptors.spatial_expectation import (
-    DEFAULT_TEMPERATURE,
-    expectation_and_variance_from_log_probs,
-    heatmap_log_probs,
-)
+from selfsup_perception.core.descriptors.spatial_expectation import DEFAULT_TEMPERATURE
 from selfsup_perception.core.learning.models.backbone import normalize_image
 
 
@@ -78,7 +74,7 @@ def sample_descriptor_map(desc_map: torch.Tensor, pixels: np.ndarray, image_size
     with torch.no_grad():
         out = F.grid_sample(desc_map.unsqueeze(0), grid, mode="bilinear", padding_mode="border",
                             align_corners=False)  # (1, D, 1, N)
-        out = F.normalize(out[0, :, 0].T, dim=1)  # (N, D)
+        out = F.normalize(out[0, :, 0].T.contiguous(), dim=1)  # (N, D)
     return out.numpy().astype(np.float32)
 
 
@@ -128,8 +124,12 @@ def match_on_grid(ref_map: torch.Tensor, ref_size: tuple[int, int], tgt_map: tor
     ht, wt = tgt_size
     cell = max(wt / w, ht / h)  # target pixels per map cell
     stride = int(coarse_stride) if coarse_stride > 0 else max(int(cell // 2), 1)
-    grid = torch.from_numpy(descriptor_grid(tgt_map, tgt_size, stride)).permute(2, 0, 1)  # (D, H/s, W/s)
-    gh, gw = grid.shape[1:]
+    grid_hwd = torch.from_numpy(descriptor_grid(tgt_map, tgt_size, stride))  # (H/s, W/s, D), unit norm
+    gh, gw = grid_hwd.shape[:2]
+    grid = grid_hwd.reshape(-1, d).T.contiguous()  # (D, P)
+    ys, xs = torch.meshgrid(torch.arange(gh, dtype=torch.float32), torch.arange(gw, dtype=torch.float32),
+                            indexing="ij")
+    gx, gy = xs.reshape(-1), ys.reshape(-1)  # (P,) grid coordinates
     offs = np.arange(-stride, stride + 1)
     oy, ox = np.meshgrid(offs, offs, indexing="ij")
     window = np.stack([ox.ravel(), oy.ravel()], 1)  # (M, 2)
@@ -140,10 +140,13 @@ def match_on_grid(ref_map: torch.Tensor, ref_size: tuple[int, int], tgt_map: tor
     with torch.no_grad():
         for start in range(0, n, chunk_size):
             q = q_all[start:start + chunk_size]  # (n, D)
-            log_p = heatmap_log_probs(q.unsqueeze(0), grid.unsqueeze(0), temperature)  # (1, n, H/s, W/s)
-            _, var = expectation_and_variance_from_log_probs(log_p)  # grid steps^2
-            std = torch.sqrt(var[0].sum(-1)) * stride  # target pixels
-            best = log_p[0].reshape(len(q), -1).topk(k, dim=-1).indices.numpy()  # (n, k)
+            # unit-norm q and d: -||q - d||^2 / tau = (2 q.d - 2) / tau; the constant cancels in the softmax
+            logits = (q @ grid) * (2.0 / temperature)  # (n, P)
+            p = torch.softmax(logits, dim=-1)
+            mx, my = p @ gx, p @ gy
+            var = (p @ (gx * gx) - mx * mx) + (p @ (gy * gy) - my * my)  # grid steps^2
+            std = torch.sqrt(var.clamp_min(0.0)) * stride  # target pixels
+            best = logits.topk(k, dim=-1).indices.numpy()  # (n, k)
             centres = np.stack([best % gw, best // gw], -1) * stride  # (n, k, 2)
             cand = (centres[:, :, None, :] + window[None, None]).reshape(len(q), -1, 2).astype(np.float64)
             cand[..., 0] = np.clip(cand[..., 0], 0, wt - 1)
