@@ -494,6 +494,8 @@ class InferenceNode(GuardedNodeMixin, LifecycleNode):
         self.overlay_pub.publish(rgb_to_msg(overlay, image.header.frame_id))
 
     def _on_stream_error(self, image, exc) -> None:
+        if not self._active or not self.context.ok():
+            return  # shutting down: the publishers are gone
         if not isinstance(exc, ModelNotAvailableError):
             self.get_logger().warning(f"stream frame skipped: {exc}")
 

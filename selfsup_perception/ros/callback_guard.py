@@ -68,9 +68,11 @@ def _set_failure(response, message: str):
 class CallbackGuard:
     """Wraps callbacks so they never raise into the executor (see the module docstring)."""
 
-    def __init__(self, logger, expected: tuple[type[BaseException], ...] = DEFAULT_EXPECTED):
+    def __init__(self, logger, expected: tuple[type[BaseException], ...] = DEFAULT_EXPECTED,
+                 shutting_down: Optional[Callable[[], bool]] = None):
         self.logger = logger
         self.expected = tuple(expected)
+        self.shutting_down = shutting_down  # errors while the context shuts down (publish fails) are not bugs
         self.counts = {"expected": 0, "unexpected": 0}
         self._seen: dict[tuple, int] = {}
         self._lock = threading.Lock()
@@ -86,6 +88,8 @@ class CallbackGuard:
             n = self._seen.get(key, 0) + 1
             self._seen[key] = n
         text = f"internal error: {type(exc).__name__}: {exc}"
+        if self.shutting_down is not None and self.shutting_down():
+            return text
         if n == 1:
             formatted = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
             self.logger.error(f"{where}: {text}\n{formatted.rstrip()}")
@@ -184,7 +188,8 @@ class GuardedNodeMixin:
     def guard(self) -> CallbackGuard:
         g = self.__dict__.get("_callback_guard")
         if g is None:
-            g = CallbackGuard(self.get_logger(), DEFAULT_EXPECTED + tuple(self.expected_errors))
+            g = CallbackGuard(self.get_logger(), DEFAULT_EXPECTED + tuple(self.expected_errors),
+                              shutting_down=lambda: not self.context.ok())
             self.__dict__["_callback_guard"] = g
         return g
 

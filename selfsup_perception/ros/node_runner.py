@@ -54,6 +54,8 @@ def run_node(make_node: Callable[[], Node], *, num_threads: int = 2, args=None) 
             except (KeyboardInterrupt, ExternalShutdownException):
                 pass
             except Exception as exc:  # noqa: BLE001
+                if not rclpy.ok():  # the executor raced the signal handler's shutdown: a normal stop
+                    raise KeyboardInterrupt from exc
                 logger.fatal(f"executor stopped: {type(exc).__name__}: {exc}\n{traceback.format_exc().rstrip()}")
                 raise SystemExit(1) from exc
             finally:
