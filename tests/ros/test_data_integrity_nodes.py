@@ -57,3 +57,20 @@ def test_duplicate_ids_are_refused_and_failed_samples_are_not_retried(spinner, t
     labeler.labeler = make_labeler(labeler.params)
     pub.publish(sample_to_msg(make_sample("next", h=48, w=64, seed=4)))
     assert wait_for(lambda: "next" in store.labeled_ids("flow"), 30)
+
+
+def test_trainer_retention_keeps_the_newest_and_the_served_versions(spinner, tmp_path):
+    from test_trainer_inference_nodes import labeled_store, trainer_params
+
+    from selfsup_perception.core.learning.serving import checkpoints as ckpt
+    from selfsup_perception.nodes.trainer_node import TrainerNode
+
+    labeled_store(tmp_path / "ds")
+    (tmp_path / "ck" / "instance_segmentation").mkdir(parents=True)
+    trainer = spinner.add(TrainerNode(parameter_overrides=trainer_params(tmp_path, rounds=5)
+                                      + [Parameter("keep_versions", value=2)]))
+    first = tmp_path / "ck" / "instance_segmentation" / "v00001"
+    assert wait_for(first.exists, 120)
+    ckpt.pin_version(first, "served")  # what the inference node does for the version it serves
+    assert wait_for(lambda: trainer.rounds == 5, 180)
+    assert [v.version for v in ckpt.list_versions(tmp_path / "ck", "instance_segmentation")] == [1, 4, 5]

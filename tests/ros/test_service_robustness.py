@@ -5,6 +5,7 @@ Real inference node (real checkpoints written by ``save_checkpoint``), real clie
 
 import json
 import shutil
+import time
 
 import cv2
 import numpy as np
@@ -198,3 +199,17 @@ def test_descriptor_modes_and_limits(clients):
                                                      exhaustive=True))
     assert not res.success and "max_dense_pixels" in res.message
     still_serves(c)
+
+
+def test_descriptor_requests_do_not_block_segment_image(clients):
+    """While several heavy descriptor requests queue up, a segment_image request is answered before they finish."""
+    c = clients(extra=[Parameter("max_dense_pixels", value=1200 * 1200)])
+    big = rgb_to_msg(texture(5, h=1200, w=1200))
+    heavy = [c["describe"].call_async(ComputeDescriptors.Request(image=big)) for _ in range(3)]
+    time.sleep(0.3)  # the first one is being computed, the others wait in their own callback group
+    res = call(c["segment"], SegmentImage.Request(image=rgb_to_msg(rgb())))
+    assert res.success
+    pending = sum(not f.done() for f in heavy)
+    assert pending >= 1, "segment_image was answered only after every descriptor request"
+    for f in heavy:
+        assert wait_future(f, 120).success
