@@ -74,3 +74,36 @@ def test_trainer_retention_keeps_the_newest_and_the_served_versions(spinner, tmp
     ckpt.pin_version(first, "served")  # what the inference node does for the version it serves
     assert wait_for(lambda: trainer.rounds == 5, 180)
     assert [v.version for v in ckpt.list_versions(tmp_path / "ck", "instance_segmentation")] == [1, 4, 5]
+
+
+class BlockedLabeler:
+    """A labeler that has not got round to labelling yet (what a kill -9 interrupts)."""
+
+    name = "flow"
+
+    def __init__(self):
+        import threading
+
+        self.release = threading.Event()
+
+    def label(self, sample):
+        self.release.wait(30)
+        raise RuntimeError("released")
+
+
+def test_samples_are_stored_before_they_wait_for_the_labeler(spinner, tmp_path):
+    labeler = spinner.add(LabelerNode(parameter_overrides=[Parameter("dataset_dir", value=str(tmp_path))]))
+    blocked = BlockedLabeler()
+    labeler.labeler = blocked
+    node = spinner.add(rclpy.create_node("persist_test"))
+    pub = node.create_publisher(InteractionSampleMsg, "interaction/samples", RELIABLE)
+    assert wait_for(lambda: pub.get_subscription_count() > 0, 10)
+    store = SampleStore(tmp_path)
+    for i in range(4):
+        pub.publish(sample_to_msg(make_sample(f"q{i}", h=48, w=64, seed=10 + i)))
+    # every sample is on disk while the labeler is still busy with the first: a kill -9 now loses none of them,
+    # and a restarted labeler labels them (unlabeled_ids is what it resumes from)
+    assert wait_for(lambda: len(store.sample_ids()) == 4, 20)
+    assert store.labeled_ids("flow") == [] and sorted(store.unlabeled_ids("flow")) == ["q0", "q1", "q2", "q3"]
+    blocked.release.set()
+    assert wait_for(lambda: len(store.labeled_ids("flow")) == 4, 30)
