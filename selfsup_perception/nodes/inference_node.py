@@ -19,7 +19,7 @@ skipped is logged with its reason. Resources are bounded: images larger than
 ``max_cached_models`` non-active versions / ``max_cache_mb`` stay loaded, ``load_model`` only
 reads inside ``checkpoint_dir`` unless ``allow_external_checkpoints``. Services have their own
 callback groups: descriptor requests run one at a time and never take the threads or slots of
-``segment_image``. Every version served is pinned (``PINNED``) so checkpoint retention keeps it.
+``segment_image``. The version being served is pinned (``PINNED``) so checkpoint retention keeps it.
 """
 
 from __future__ import annotations
