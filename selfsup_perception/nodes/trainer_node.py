@@ -220,7 +220,7 @@ class TrainerNode(GuardedNodeMixin, Node):
     def destroy_node(self) -> None:
         if hasattr(self, "_stop"):  # absent when the constructor failed
             self._stop.set()
-            self._worker.join(timeout=1.5)  # a round stops between two steps; run_node ends the process after that
+            self._worker.join(timeout=1.2)  # a round stops between two steps; run_node ends the process after that
         super().destroy_node()
 
 

@@ -60,7 +60,7 @@ def run_node(make_node: Callable[[], Node], *, num_threads: int = 2, args=None) 
                 raise SystemExit(1) from exc
             finally:
                 try:
-                    executor.shutdown(timeout_sec=1.0)
+                    executor.shutdown(timeout_sec=0.3)  # in-flight callbacks: the process ends right after
                 except Exception:  # noqa: BLE001 - already shut down with the context
                     pass
                 node.destroy_node()
