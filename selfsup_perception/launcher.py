@@ -25,6 +25,7 @@ from selfsup_perception.graph import (
     config_dir,
     interaction_graph,
     learning_graph,
+    moveit_overrides,
     pretraining_graph,
     pretraining_overrides,
 )
@@ -152,6 +153,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--pretraining", action="store_true",
                         help="registered views and region-consistency pre-training instead of interaction")
     parser.add_argument("-p", "--param", action="append", default=[], help="node.param:=value override")
+    parser.add_argument("--robot-config", default="", help="arm through MoveIt 2: the robot YAML "
+                        "(config/robots/panda.yaml); with --moveit-config-package or -p interaction.moveit_*:=file")
+    parser.add_argument("--moveit-config-package", default="", help="MoveIt config package (ament index), e.g. "
+                        "moveit_resources_panda_moveit_config")
     args = parser.parse_args(argv)
     exit_on_sigterm()
     with_sim = not args.no_sim
@@ -160,6 +165,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         specs, overrides = pretraining_graph(with_sim), pretraining_overrides(with_sim)
     else:
         specs = (interaction_graph if args.no_learning else learning_graph)(with_simulator=with_sim)
+    if args.robot_config or args.moveit_config_package:
+        for node, params in moveit_overrides(args.robot_config,
+                                             moveit_config_package=args.moveit_config_package).items():
+            overrides.setdefault(node, {}).update(params)
     for node, params in parse_overrides(args.param).items():
         overrides.setdefault(node, {}).update(params)
     graph = GraphProcess(specs, overrides)

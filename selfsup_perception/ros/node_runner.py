@@ -20,7 +20,7 @@ def run_node(make_node: Callable[[], Node], *, num_threads: int = 2, args=None) 
         with rclpy.init(args=args):
             try:
                 node = make_node()
-            except (ValueError, TypeError) as exc:
+            except (ValueError, TypeError, ImportError) as exc:
                 rclpy.logging.get_logger(getattr(make_node, "__name__", "node")).fatal(f"cannot start: {exc}")
                 raise SystemExit(2) from exc
             executor = MultiThreadedExecutor(num_threads=num_threads)
