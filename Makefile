@@ -27,7 +27,7 @@ INTERFACE_SOURCES := CMakeLists.txt package.xml cmake/wheel_compat.cmake $(wildc
 
 .PHONY: setup demo test bench clean distclean env colcon
 
-setup: $(STAMPS)/interfaces
+setup: $(STAMPS)/interfaces $(STAMPS)/tf2_msgs
 
 $(STAMPS)/venv: requirements.txt constraints.txt
 	@mkdir -p $(STAMPS)
@@ -38,6 +38,13 @@ $(STAMPS)/venv: requirements.txt constraints.txt
 $(STAMPS)/interfaces: $(STAMPS)/venv $(INTERFACE_SOURCES)
 	@echo "building ROS interfaces (msg/ srv/ action/) into $(VENV)"
 	@bash tools/build_interfaces.sh $(VENV) $(BUILD)
+	@touch $@
+
+# tf2_msgs (/tf, /tf_static) has no wheel: built from its message definitions (tools/tf2_msgs) with the
+# same rosidl toolchain; skipped where tf2_msgs is importable already.
+$(STAMPS)/tf2_msgs: $(STAMPS)/venv tools/build_tf2_msgs.sh $(wildcard tools/tf2_msgs/* tools/tf2_msgs/*/*)
+	@echo "building tf2_msgs into $(VENV)"
+	@bash tools/build_tf2_msgs.sh $(VENV) $(CURDIR)/build/tf2_msgs
 	@touch $@
 
 $(STAMPS)/colcon: tools/colcon-requirements.txt

@@ -151,6 +151,10 @@ class SceneObject:
     model: ObjectModel
 
 
+#: Position of the Panda's base (panda_link0) in the world frame; its axes are the world's.
+ARM_BASE_XYZ = (-0.05, 0.0, 0.0)
+
+
 def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray = np.array([0.0, 0.0, 1.0])) -> np.ndarray:
     """camera_to_world (4x4) of an optical-frame camera at ``eye`` looking at ``target``."""
     eye, target = np.asarray(eye, float), np.asarray(target, float)
@@ -214,7 +218,7 @@ class TabletopSim:
         self.arm_id: Optional[int] = None
         if self.config.with_arm:
             self.arm_id = p.loadURDF(
-                "franka_panda/panda.urdf", [-0.05, 0, 0], useFixedBase=True, physicsClientId=c
+                "franka_panda/panda.urdf", list(ARM_BASE_XYZ), useFixedBase=True, physicsClientId=c
             )
             self.move_arm_home()
         self.set_appearance(self.appearance)

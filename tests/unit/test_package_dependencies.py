@@ -37,7 +37,7 @@ ROS_MODULE_PACKAGES = {"moveit": "moveit_py", "tf2_ros": "tf2_ros_py"}
 ROS_PACKAGES = {
     "rclpy", "rcl_interfaces", "std_srvs", "std_msgs", "sensor_msgs", "geometry_msgs", "builtin_interfaces",
     "action_msgs", "lifecycle_msgs", "tf2_msgs", "tf2_ros_py", "message_filters", "cv_bridge",
-    "ament_index_python", "launch", "launch_ros", "moveit_py",
+    "ament_index_python", "launch", "launch_ros", "moveit_py", "xacro",
 }
 # no rosdep key exists (ros/rosdistro rosdep/*.yaml): installed with pip from requirements.txt
 PIP_ONLY = {"pycocotools": "pycocotools", "safetensors": "safetensors", "rosbags": "rosbags"}
