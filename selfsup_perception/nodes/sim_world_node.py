@@ -163,19 +163,20 @@ class SimWorldNode(Node):
         if self.tf is not None:
             self.tf.publish(self.rig.dynamic_transforms(T_world_optical), stamp_ns)
 
+    # /tf goes out under the lock, so its stamps leave in increasing order (as from a robot): once a
+    # listener holds a later transform it already holds the one of every earlier image.
     def _on_tf_timer(self) -> None:
         with self._lock:
             stamp_ns = self.get_clock().now().nanoseconds
-            pose = self._camera_pose_at(stamp_ns).copy()
-        self._publish_tf(stamp_ns, pose)
+            self._publish_tf(stamp_ns, self._camera_pose_at(stamp_ns))
 
     def _publish_camera(self) -> None:
         with self._lock:
             stamp_ns = self.get_clock().now().nanoseconds  # acquisition time: after any arm motion has ended
             self._camera_pose_at(stamp_ns)
             frame = self.sim.render()
+            self._publish_tf(stamp_ns, frame.camera_to_world)
         stamp = ns_to_stamp(stamp_ns)
-        self._publish_tf(stamp_ns, frame.camera_to_world)
         p = self.params
         rgb = rgb_to_msg(frame.rgb, p.camera_frame)
         depth = depth_to_msg(frame.depth, p.depth_encoding, p.camera_frame)
@@ -242,11 +243,10 @@ class SimWorldNode(Node):
                 raise ValueError(f"the camera follows camera_motion {self.params.camera_motion!r}")
             with self._lock:
                 self.sim.set_camera_pose(t)
-                stamp_ns = self.get_clock().now().nanoseconds
+                self._publish_tf(self.get_clock().now().nanoseconds, t)
         except ValueError as exc:
             response.success, response.message = False, str(exc)
             return response
-        self._publish_tf(stamp_ns, t)
         response.success, response.message = True, "camera moved"
         return response
 
