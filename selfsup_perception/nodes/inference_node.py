@@ -1,8 +1,12 @@
 """Inference: segmentation and dense descriptors as services and a stream, with hot-swapped models.
 
-Lifecycle-shaped (rclpy LifecycleNode; ``autostart`` configures and activates at start):
-configure loads the newest model of each task from ``checkpoint_dir`` (missing models are
-fine: requests then get a clear error), activate starts serving, cleanup frees the models.
+A lifecycle node (rclpy LifecycleNode, driven over the standard ``lifecycle_msgs`` services
+``~/change_state`` and ``~/get_state``): configure resolves ``device`` and loads the newest
+model of each task from ``checkpoint_dir`` (missing models are fine: requests then get a
+clear error; a missing *folder*, or an unavailable device, fails the transition), activate
+starts serving, deactivate stops, cleanup frees the models (and the CUDA cache). With
+``autostart`` the node configures and activates itself, waiting (checking every second)
+for the checkpoint folder to appear when the trainer has not created it yet.
 
 Services: ``segment_image`` (SegmentImage), ``compute_descriptors`` (ComputeDescriptors),
 ``find_correspondences`` (FindCorrespondences), ``load_model`` (LoadModel).
@@ -18,6 +22,7 @@ from __future__ import annotations
 import array
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -30,6 +35,7 @@ from selfsup_perception.core.dataset.visualization import overlay_mask
 from selfsup_perception.core.descriptors.matching import compute_descriptor_image, find_correspondences
 from selfsup_perception.core.image_conversion import ImageConversionError, array_to_image, to_rgb8
 from selfsup_perception.core.learning.checkpoint import CheckpointError
+from selfsup_perception.core.learning.device import release_device_memory, resolve_device
 from selfsup_perception.core.learning.inference import label_image, segment_instances, segment_semantic
 from selfsup_perception.core.learning.model_registry import TASKS, ModelNotAvailableError, ModelRegistry
 from selfsup_perception.msg import InstanceSegmentation, ModelVersion, SegmentedInstance
@@ -46,7 +52,8 @@ REQUEST_ERRORS = (ImageConversionError, ModelNotAvailableError, CheckpointError,
 @dataclass(frozen=True)
 class InferenceParams:
     checkpoint_dir: str = field_with_help("data/checkpoints", "model versions written by the trainer")
-    device: str = field_with_help("cpu", "cpu | cuda | cuda:N")
+    device: str = field_with_help("cpu", "cpu | cuda | cuda:N | auto (CUDA when available); "
+                                  "CUDA runs under torch.autocast (float16)")
     input_width: int = field_with_help(320, "segmentation input width (as trained)")
     input_height: int = field_with_help(240, "segmentation input height (as trained)")
     semantic_input_width: int = field_with_help(160, "semantic segmentation input width (as trained)")
@@ -105,16 +112,37 @@ class InferenceNode(LifecycleNode):
         self.active_pub = self.create_publisher(ModelVersion, "inference/active_models", LATCHED)
         self.create_subscription(ModelVersion, "trainer/model_versions", self._on_model_version, LATCHED,
                                  callback_group=MutuallyExclusiveCallbackGroup())
+        self._autostart_timer = None
         if self.params.autostart:
-            self.trigger_configure()
-            self.trigger_activate()
+            self._autostart()
 
     # ------------------------------------------------------------- lifecycle
+    def _autostart(self) -> None:
+        """Configure and activate; while the checkpoint folder is missing, try again every second."""
+        waiting = not Path(self.params.checkpoint_dir).is_dir()
+        if waiting and self._autostart_timer is None:
+            self.get_logger().warning(f"checkpoint_dir {self.params.checkpoint_dir!r} does not exist yet; "
+                                      "configuring once it does (the trainer creates it)")
+            self._autostart_timer = self.create_timer(1.0, self._autostart)
+        if waiting:
+            return
+        if self._autostart_timer is not None:
+            self.destroy_timer(self._autostart_timer)
+            self._autostart_timer = None
+        if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+            self.trigger_activate()
+
     def on_configure(self, state) -> TransitionCallbackReturn:
+        folder = Path(self.params.checkpoint_dir)
+        if not folder.is_dir():
+            self.get_logger().error(f"configure failed: checkpoint_dir {str(folder)!r} does not exist "
+                                    "(point it at the trainer's checkpoint_dir)")
+            return TransitionCallbackReturn.FAILURE
         try:
-            self.registry = ModelRegistry(self.params.checkpoint_dir, device=self.params.device)
+            device = resolve_device(self.params.device)
+            self.registry = ModelRegistry(folder, device=str(device))
         except (RuntimeError, ValueError) as exc:
-            self.get_logger().error(f"cannot use device {self.params.device!r}: {exc}")
+            self.get_logger().error(f"configure failed: cannot use device {self.params.device!r}: {exc}")
             return TransitionCallbackReturn.FAILURE
         for task in TASKS:
             try:
@@ -145,12 +173,15 @@ class InferenceNode(LifecycleNode):
         return super().on_deactivate(state)
 
     def on_cleanup(self, state) -> TransitionCallbackReturn:
+        device = self.registry.device if self.registry is not None else None
         self.registry = None  # models are freed when the last request holding one ends
+        release_device_memory(device)
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state) -> TransitionCallbackReturn:
         self._active = False
         self._swap_queue.stop()
+        self.registry = None
         return TransitionCallbackReturn.SUCCESS
 
     # ----------------------------------------------------------- model swap

@@ -6,6 +6,13 @@ A worker thread (never the executor) runs training rounds: pick up new labels fr
 late subscribers get the newest). ``trainer/status`` (TrainerStatus) reports progress once
 a second. ``trainer/pause`` (std_srvs/SetBool) pauses and resumes. After a restart the
 node resumes from the newest valid checkpoint.
+
+A lifecycle node (``lifecycle_msgs`` services ``~/change_state``, ``~/get_state``): configure
+resolves ``device``, creates ``checkpoint_dir``, builds the model and resumes from the newest
+checkpoint (an unusable checkpoint or device fails the transition, the node stays up);
+activate starts the training thread, deactivate stops it after the current step batch,
+cleanup drops the model and optimizer. ``autostart`` configures and activates at start.
+On CUDA the steps run under ``torch.autocast`` (float16) with loss scaling.
 """
 
 from __future__ import annotations
@@ -17,10 +24,12 @@ from pathlib import Path
 
 import torch
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_srvs.srv import SetBool
 
+from selfsup_perception.core.learning.checkpoint import CheckpointError
+from selfsup_perception.core.learning.device import DEVICE_HELP, release_device_memory, resolve_device
 from selfsup_perception.core.learning.instance_task import InstanceTaskConfig
 from selfsup_perception.core.learning.online_training import OnlineInstanceTrainer, OnlineTrainingConfig
 from selfsup_perception.core.learning.trainer import NonFiniteLossError, TrainerConfig
@@ -54,6 +63,8 @@ class TrainerParams:
     max_rounds: int = field_with_help(0, "stop after this many rounds (0 = never)")
     seed: int = field_with_help(0, "seed of initialisation and batch sampling")
     torch_threads: int = field_with_help(2, "CPU threads for training (leave cores to the robot's other work)")
+    device: str = field_with_help("cpu", f"{DEVICE_HELP}; CUDA trains under torch.autocast (float16)")
+    autostart: bool = field_with_help(True, "configure and activate at start")
 
     def __post_init__(self) -> None:
         if self.task not in ("instance_segmentation", "semantic_segmentation", "descriptors"):
@@ -82,7 +93,7 @@ def make_online_trainer(p: TrainerParams):
                                           batch_size=p.batch_size, steps_per_round=p.steps_per_round,
                                           min_pairs=p.min_samples, seed=p.seed),
             RegionConsistencyConfig(seed=p.seed),
-            TrainerConfig(lr=p.learning_rate, warmup_steps=20, seed=p.seed, grad_clip_norm=5.0))
+            TrainerConfig(lr=p.learning_rate, warmup_steps=20, seed=p.seed, grad_clip_norm=5.0, device=p.device))
     if p.task == "descriptors":
         from selfsup_perception.core.learning.online_descriptors import OnlineDescriptorConfig, OnlineDescriptorTrainer
 
@@ -90,37 +101,82 @@ def make_online_trainer(p: TrainerParams):
             OnlineDescriptorConfig(dataset_dir=p.dataset_dir, checkpoint_dir=p.checkpoint_dir,
                                    input_width=p.input_width, input_height=p.input_height, batch_size=p.batch_size,
                                    steps_per_round=p.steps_per_round, min_samples=p.min_samples, seed=p.seed),
-            trainer_config=TrainerConfig(lr=p.learning_rate, warmup_steps=20, seed=p.seed))
+            trainer_config=TrainerConfig(lr=p.learning_rate, warmup_steps=20, seed=p.seed, device=p.device))
     return OnlineInstanceTrainer(
         OnlineTrainingConfig(dataset_dir=p.dataset_dir, labeler=p.labeler, checkpoint_dir=p.checkpoint_dir,
                              input_width=p.input_width, input_height=p.input_height, batch_size=p.batch_size,
                              steps_per_round=p.steps_per_round, min_samples=p.min_samples, seed=p.seed),
         InstanceTaskConfig(mask_loss=p.mask_loss, objectness_loss=p.objectness_loss, co_teaching=p.co_teaching),
-        TrainerConfig(lr=p.learning_rate, warmup_steps=20, seed=p.seed))
+        TrainerConfig(lr=p.learning_rate, warmup_steps=20, seed=p.seed, device=p.device))
 
 
-class TrainerNode(Node):
+class TrainerNode(LifecycleNode):
     def __init__(self, **kwargs):
         super().__init__("trainer", **kwargs)
         self.params = declare_config(self, TrainerParams, read_only=(
-            "task", "dataset_dir", "checkpoint_dir", "input_width", "input_height", "co_teaching"))
+            "task", "dataset_dir", "checkpoint_dir", "input_width", "input_height", "co_teaching", "device"))
         torch.set_num_threads(max(self.params.torch_threads, 1))
-        self.online = make_online_trainer(self.params)
-        resumed = self.online.resume()
+        self.online = None  # built in configure
         self.version_pub = self.create_publisher(ModelVersion, "trainer/model_versions", LATCHED)
         self.status_pub = self.create_publisher(TrainerStatus, "trainer/status", 10)
-        self.state, self.message = "waiting_for_data", ""
+        self.state, self.message = "unconfigured", ""
         self.rounds = 0
         self._paused = threading.Event()
         self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
         group = MutuallyExclusiveCallbackGroup()
         self.create_service(SetBool, "trainer/pause", self._on_pause, callback_group=group)
         self.create_timer(1.0, self._publish_status, callback_group=group)
+        if self.params.autostart and self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+            self.trigger_activate()
+
+    # ------------------------------------------------------------- lifecycle
+    def on_configure(self, state) -> TransitionCallbackReturn:
+        p = self.params
+        try:
+            resolve_device(p.device)
+            Path(p.checkpoint_dir).mkdir(parents=True, exist_ok=True)
+            online = make_online_trainer(p)
+            resumed = online.resume()
+        except (CheckpointError, RuntimeError, ValueError, OSError) as exc:
+            self.get_logger().error(f"configure failed: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        self.online = online
+        self.state, self.message = "inactive", f"model on {online.trainer.device}"
         if resumed is not None:
-            self.get_logger().info(f"resumed {self.params.task} at version {resumed}, step {self.online.trainer.step}")
+            self.get_logger().info(f"resumed {p.task} at version {resumed}, step {online.trainer.step}")
             self._publish_version()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state) -> TransitionCallbackReturn:
+        self._stop.clear()
         self._worker = threading.Thread(target=self._loop, name="trainer", daemon=True)
         self._worker.start()
+        self.state = "waiting_for_data"
+        return super().on_activate(state)
+
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
+        self._stop_worker()
+        self.state = "inactive"
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state) -> TransitionCallbackReturn:
+        device = self.online.trainer.device if self.online is not None else None
+        self.online = None
+        release_device_memory(device)
+        self.state, self.message = "unconfigured", ""
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
+        self._stop_worker()
+        self.online = None
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop_worker(self) -> None:
+        self._stop.set()
+        if self._worker is not None:
+            self._worker.join(timeout=60.0)
+            self._worker = None
 
     def _on_pause(self, request, response):
         (self._paused.set if request.data else self._paused.clear)()
@@ -173,6 +229,8 @@ class TrainerNode(Node):
 
     def _publish_status(self) -> None:
         o = self.online
+        if o is None:
+            return
         msg = TrainerStatus(task=self.params.task, state=self.state, message=self.message,
                             model_version=int(o.version or 0), step=int(o.trainer.step),
                             dataset_size=len(o.dataset), num_positive=getattr(o.dataset, "num_positive", 0),
@@ -187,8 +245,7 @@ class TrainerNode(Node):
         self.status_pub.publish(msg)
 
     def destroy_node(self) -> None:
-        self._stop.set()
-        self._worker.join(timeout=30.0)
+        self._stop_worker()
         super().destroy_node()
 
 
