@@ -21,6 +21,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
+from selfsup_perception.core.learning.device import DEVICE_HELP, DeviceUnavailableError, autocast, resolve_device
 from selfsup_perception.core.learning.instance_task import (
     InstanceSegmentationTask,
     InstanceTaskConfig,
@@ -167,6 +168,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--checkpoint-every", type=int, default=500)
     ap.add_argument("--resume", action="store_true", help="continue from the newest valid checkpoint in --out")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help=f"{DEVICE_HELP}; CUDA trains under torch.autocast (float16)")
+    ap.add_argument("--no-mixed-precision", dest="mixed_precision", action="store_false",
+                    help="keep float32 on CUDA")
     ap.add_argument("--seed", type=int, default=0)
     return ap.parse_args(argv)
 
@@ -178,6 +182,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        device = resolve_device(args.device)
+    except (ValueError, DeviceUnavailableError) as exc:
+        LOG.error("%s", exc)
+        return 2
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)
 
@@ -213,6 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         TrainerConfig(
             lr=args.lr, total_steps=args.steps, checkpoint_every=args.checkpoint_every,
             checkpoint_dir=str(ckpt_dir), dataset_size=len(train_items), seed=args.seed, log_every=0,
+            device=str(device), mixed_precision=args.mixed_precision,
         ),
     )
     if args.resume:
@@ -232,13 +242,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     path = trainer.save_checkpoint(ckpt_dir)
     LOG.info("saved %s", path)
 
-    metrics: dict = {"steps": trainer.step, "skipped_steps": trainer.skipped_steps, "checkpoint": str(path),
+    metrics: dict = {"device": str(device), "steps": trainer.step, "skipped_steps": trainer.skipped_steps, "checkpoint": str(path),
                      "train_samples": len(train_items), "eval_samples": len(eval_items)}
-    predictions = [
-        predict_instances(trainer.model, it["rgb"], it.get("depth") if args.use_depth else None,
-                          config=InferenceConfig())
-        for it in tqdm(eval_items, desc="predict", unit="img")
-    ]
+    with torch.no_grad(), autocast(device, args.mixed_precision):
+        predictions = [
+            predict_instances(trainer.model, it["rgb"], it.get("depth") if args.use_depth else None,
+                              config=InferenceConfig())
+            for it in tqdm(eval_items, desc="predict", unit="img")
+        ]
     with_gt = [k for k, it in enumerate(eval_items) if "gt_instances" in it and np.any(it["gt_instances"])]
     if with_gt:
         metrics["coco"] = evaluate_instances([predictions[k] for k in with_gt], [eval_items[k]["gt_instances"] for k in with_gt])
