@@ -5,9 +5,11 @@ wheels of .venv instead of /opt/ros/<distro>) into build/colcon_ws, which is kep
 runs so a second build is incremental. The inference node is then started from what the
 build installed: its executable under lib/selfsup_perception/, its parameters from
 share/selfsup_perception/config/, its Python package from the install's site-packages (the
-source tree is not on its path), and a client in this process calls its services.
+source tree is not on its path). A client process with the same environment (a user who
+sourced install/setup.bash: tests/ros/install_space_client.py) calls its services over DDS.
 """
 
+import json
 import os
 import shutil
 import signal
@@ -17,11 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-import rclpy
-from lifecycle_msgs.srv import GetState
-from ros_helpers import wait_for
 
-from selfsup_perception.srv import LoadModel, SegmentImage
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -103,7 +101,7 @@ def test_colcon_build_installs_everything(install_space):
         or (prefix / "share" / "ament_index" / "resource_index" / "packages" / "selfsup_perception").exists()
 
 
-def test_node_from_the_install_space_serves_over_dds(install_space, tmp_path, ros_context):
+def test_node_from_the_install_space_serves_over_dds(install_space, tmp_path):
     env = installed_env(install_space)
     prefix = install_space / "selfsup_perception"
     where = subprocess.run([str(VENV / "bin" / "python"), "-c",
@@ -120,35 +118,23 @@ def test_node_from_the_install_space_serves_over_dds(install_space, tmp_path, ro
     log = open(tmp_path / "node.log", "w")
     proc = subprocess.Popen([str(exe), "--ros-args", "--params-file", str(config), "-r", "__node:=installed_inference"],
                             env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    node = rclpy.create_node("install_space_client")
     try:
-        state = node.create_client(GetState, "installed_inference/get_state")
-        seg = node.create_client(SegmentImage, "segment_image")
-        load = node.create_client(LoadModel, "load_model")
-
-        def spin_until(predicate, timeout_s):
-            return wait_for(lambda: (rclpy.spin_once(node, timeout_sec=0.05), predicate())[1], timeout_s)
-
-        assert spin_until(lambda: state.service_is_ready() and seg.service_is_ready(), 90), \
-            f"installed node did not come up:\n{(tmp_path / 'node.log').read_text()[-3000:]}"
-
-        def call(client, request):
-            future = client.call_async(request)
-            assert spin_until(future.done, 30), f"{client.srv_name} did not answer"
-            return future.result()
-
-        assert spin_until(lambda: call(state, GetState.Request()).current_state.label == "active", 30)
-        from sensor_msgs.msg import Image
-
-        image = Image(height=8, width=8, encoding="rgb8", step=24, data=bytes(8 * 8 * 3))
-        res = call(seg, SegmentImage.Request(image=image, return_label_image=True))
-        assert res.success and res.segmentation.model_version == "instance_segmentation/v1", res.message
-        assert (res.segmentation.label_image.height, res.segmentation.label_image.width) == (8, 8)
-        res = call(load, LoadModel.Request(task="descriptors", version=-1))
-        assert not res.success and "no descriptors model" in res.message, res.message
+        # the client also runs on the installed interfaces (a user who sourced install/setup.bash)
+        client = subprocess.run([str(VENV / "bin" / "python"), str(Path(__file__).with_name("install_space_client.py")),
+                                 "installed_inference"], env=env, cwd=tmp_path, capture_output=True, text=True,
+                                timeout=300)
+        node_log = (tmp_path / "node.log").read_text()[-3000:]
+        assert client.returncode == 0, f"{client.stderr[-3000:]}\nnode log:\n{node_log}"
+        answer = json.loads(client.stdout.strip().splitlines()[-1])
+        assert "error" not in answer, f"{answer['error']}\nnode log:\n{node_log}"
+        assert answer["interfaces_from"].startswith(str(prefix))
+        assert answer["state"] == "active"
+        seg = answer["segment"]
+        assert seg["success"] and seg["model_version"] == "instance_segmentation/v1", seg["message"]
+        assert seg["label_size"] == [8, 8]
+        assert not answer["load"]["success"] and "no descriptors model" in answer["load"]["message"]
         assert proc.poll() is None, "the installed node died while serving"
     finally:
-        node.destroy_node()
         os.killpg(proc.pid, signal.SIGINT)
         try:
             proc.wait(timeout=20)
