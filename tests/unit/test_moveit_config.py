@@ -8,6 +8,7 @@ and Pilz pipelines), found on the ament index as a robot finds moveit_resources_
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -167,3 +168,13 @@ def test_the_launcher_hands_a_config_package_to_the_interaction_node(ament_prefi
     assert "Traceback" not in done.stderr
     with pytest.raises(ValueError, match="unknown MoveIt parameters"):
         moveit_overrides(str(PANDA), moveit_srdf_file="x.srdf")
+
+
+def test_launch_arguments_match_the_node_parameters():
+    """interaction.launch.py declares one argument per MOVEIT_PARAMETERS entry; each must be a node parameter."""
+    from selfsup_perception.graph import MOVEIT_PARAMETERS
+
+    node_params = {f.name for f in dataclasses.fields(InteractionParams) if f.name.startswith("moveit_")}
+    assert set(MOVEIT_PARAMETERS) == node_params
+    launch = (ROOT / "launch" / "interaction.launch.py").read_text()
+    assert "MOVEIT_PARAMETERS" in launch and '"backend", "robot_config"' in launch
