@@ -129,6 +129,8 @@ class InferenceNode(LifecycleNode):
         if self._autostart_timer is not None:
             self.destroy_timer(self._autostart_timer)
             self._autostart_timer = None
+        if self._state_machine.current_state[1] != "unconfigured":  # configured over the service meanwhile
+            return
         if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
             self.trigger_activate()
 
