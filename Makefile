@@ -10,7 +10,7 @@ STAMPS := $(CURDIR)/.stamps
 BUILD := $(CURDIR)/build/interfaces
 PY := $(VENV)/bin/python
 # colcon (from PyPI) lives in a venv of its own: the test suite builds the package with it in a
-# workspace (build/colcon_ws) against the ROS 2 wheels of $(VENV), as `colcon build` on a robot.
+# workspace (under $TMPDIR) against the ROS 2 wheels of $(VENV), as `colcon build` on a robot.
 COLCON_VENV ?= $(CURDIR)/.venv-colcon
 
 # DDS traffic stays on this machine, on a domain of its own for each make run.

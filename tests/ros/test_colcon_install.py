@@ -1,31 +1,38 @@
 """`colcon build` in a workspace, then a node started from the install space answers over DDS.
 
 The build runs as on a robot (tools/colcon_build.sh: colcon from PyPI, against the ROS 2
-wheels of .venv instead of /opt/ros/<distro>) into build/colcon_ws, which is kept between
-runs so a second build is incremental. The inference node is then started from what the
+wheels of .venv instead of /opt/ros/<distro>) in a workspace under the temp directory
+(src/selfsup_perception links to this tree), which is kept between runs so a second build
+is incremental. The inference node is then started from what the
 build installed: its executable under lib/selfsup_perception/, its parameters from
 share/selfsup_perception/config/, its Python package from the install's site-packages (the
 source tree is not on its path). A client process with the same environment (a user who
 sourced install/setup.bash: tests/ros/install_space_client.py) calls its services over DDS.
 """
 
+import hashlib
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
 
-pytestmark = [pytest.mark.ros, pytest.mark.slow]
+# a first build from scratch takes minutes on a loaded 2-core machine (pytest.ini allows 300 s per test)
+pytestmark = [pytest.mark.ros, pytest.mark.slow, pytest.mark.timeout(1200)]
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV = ROOT / ".venv"
-WORKSPACE = ROOT / "build" / "colcon_ws"
+# Outside the source tree (its src/selfsup_perception links back to the tree: no link loop inside it),
+# one per checkout, kept between runs so the build is incremental.
+WORKSPACE = Path(os.environ.get("SELFSUP_COLCON_WS") or Path(tempfile.gettempdir()) / (
+    "selfsup_colcon_ws_" + hashlib.sha1(str(ROOT).encode()).hexdigest()[:10]))
 NODES = ["sim_world_node", "camera_capture_node", "interaction_node", "labeler_node", "trainer_node",
          "inference_node", "registration_node"]
 
@@ -44,7 +51,7 @@ def install_space():
         pytest.skip("cmake is not installed")
     t0 = time.monotonic()
     done = subprocess.run(["bash", str(ROOT / "tools" / "colcon_build.sh"), str(VENV), colcon, str(WORKSPACE)],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=1100)
     log = (done.stdout + done.stderr)[-4000:]
     assert done.returncode == 0, f"colcon build failed:\n{log}"
     print(f"colcon build: {time.monotonic() - t0:.1f} s")
