@@ -207,6 +207,8 @@ class TrainerNode(LifecycleNode):
             else:
                 self.rounds += 1
                 self.state, self.message = "training", f"version {self.online.version} written to {path}"
+                if not self.context.ok():  # shut down during the round: the checkpoint is on disk, stop quietly
+                    return
                 self._publish_version()
                 self.get_logger().info(
                     f"model v{self.online.version}: step {self.online.trainer.step}, "
