@@ -152,6 +152,10 @@ class SceneObject:
     model: ObjectModel
 
 
+#: Position of the Panda's base (panda_link0) in the world frame; its axes are the world's.
+ARM_BASE_XYZ = (-0.05, 0.0, 0.0)
+
+
 class TabletopSim:
     """Headless pybullet tabletop. Not thread-safe: call from one thread."""
 
@@ -200,7 +204,7 @@ class TabletopSim:
         self.arm_id: Optional[int] = None
         if self.config.with_arm:
             self.arm_id = p.loadURDF(
-                "franka_panda/panda.urdf", [-0.05, 0, 0], useFixedBase=True, physicsClientId=c
+                "franka_panda/panda.urdf", list(ARM_BASE_XYZ), useFixedBase=True, physicsClientId=c
             )
             self.move_arm_home()
         self.set_appearance(self.appearance)
