@@ -9,6 +9,9 @@ VENV ?= $(CURDIR)/.venv
 STAMPS := $(CURDIR)/.stamps
 BUILD := $(CURDIR)/build/interfaces
 PY := $(VENV)/bin/python
+# colcon (from PyPI) lives in a venv of its own: the test suite builds the package with it in a
+# workspace (under $TMPDIR) against the ROS 2 wheels of $(VENV), as `colcon build` on a robot.
+COLCON_VENV ?= $(CURDIR)/.venv-colcon
 
 # DDS traffic stays on this machine, on a domain of its own for each make run.
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
@@ -22,9 +25,9 @@ export OMP_NUM_THREADS ?= 2
 
 INTERFACE_SOURCES := CMakeLists.txt package.xml cmake/wheel_compat.cmake $(wildcard msg/*.msg srv/*.srv action/*.action)
 
-.PHONY: setup demo test bench clean distclean env
+.PHONY: setup demo test bench clean distclean env colcon
 
-setup: $(STAMPS)/interfaces
+setup: $(STAMPS)/interfaces $(STAMPS)/tf2_msgs
 
 $(STAMPS)/venv: requirements.txt constraints.txt
 	@mkdir -p $(STAMPS)
@@ -37,11 +40,26 @@ $(STAMPS)/interfaces: $(STAMPS)/venv $(INTERFACE_SOURCES)
 	@bash tools/build_interfaces.sh $(VENV) $(BUILD)
 	@touch $@
 
+# tf2_msgs (/tf, /tf_static) has no wheel: built from its message definitions (tools/tf2_msgs) with the
+# same rosidl toolchain; skipped where tf2_msgs is importable already.
+$(STAMPS)/tf2_msgs: $(STAMPS)/venv tools/build_tf2_msgs.sh $(wildcard tools/tf2_msgs/* tools/tf2_msgs/*/*)
+	@echo "building tf2_msgs into $(VENV)"
+	@bash tools/build_tf2_msgs.sh $(VENV) $(CURDIR)/build/tf2_msgs
+	@touch $@
+
+$(STAMPS)/colcon: tools/colcon-requirements.txt
+	@mkdir -p $(STAMPS)
+	@test -x $(COLCON_VENV)/bin/python || $(PYTHON) -m venv $(COLCON_VENV)
+	$(COLCON_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r tools/colcon-requirements.txt
+	@touch $@
+
+colcon: $(STAMPS)/colcon
+
 demo: setup
 	$(PY) -m selfsup_perception.cli.demo $(DEMO_ARGS)
 
-test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+test: setup $(STAMPS)/colcon
+	SELFSUP_COLCON=$(COLCON_VENV)/bin/colcon $(PY) -m pytest $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) bench/sim_camera_rate.py
@@ -53,4 +71,4 @@ clean:
 	rm -rf build $(STAMPS)
 
 distclean: clean
-	rm -rf $(VENV) data
+	rm -rf $(VENV) $(COLCON_VENV) data

@@ -36,12 +36,13 @@ def main() -> None:
     parser.add_argument("--input", type=int, nargs=2, default=(160, 120), metavar=("W", "H"))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--world", choices=WORLDS, default="simple", help="simulated world of the query images")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto: training and the inference node")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     w, h = args.input
 
     task = InstanceSegmentationTask()
-    trainer = Trainer(task, TrainerConfig(log_every=0, input_size=(w, h)))
+    trainer = Trainer(task, TrainerConfig(log_every=0, input_size=(w, h), device=args.device))
     rng = np.random.default_rng(0)
     items = synthetic_items(32, height=h, width=w, seed=0)
     batches = (collate_samples([items[i] for i in rng.choice(len(items), 8, replace=False)], rng=rng)
@@ -51,7 +52,7 @@ def main() -> None:
     trainer.train_steps(batches, args.train_steps)
     sps = args.train_steps / (time.perf_counter() - t)
     print(f"training ({task.config.mask_loss} + {task.config.objectness_loss}), batch 8 at {w}x{h}, "
-          f"{args.threads} threads: {sps:.2f} steps/s")
+          f"{args.threads} threads, device {trainer.device}: {sps:.2f} steps/s")
 
     with tempfile.TemporaryDirectory() as ck:
         trainer.save_checkpoint(ck)
@@ -60,7 +61,7 @@ def main() -> None:
             with TabletopSim(SimConfig(world=args.world, camera=CameraConfig(width=iw, height=ih))) as sim:
                 sim.reset_scene(5, split="test", clutter="medium")
                 images[(iw, ih)] = sim.render().rgb
-        overrides = {"inference": {"checkpoint_dir": ck, "torch_threads": args.threads}}
+        overrides = {"inference": {"checkpoint_dir": ck, "torch_threads": args.threads, "device": args.device}}
         with rclpy.init(), GraphProcess([INFERENCE], overrides, echo=False):
             node = rclpy.create_node("bench_segment_client")
             executor = SingleThreadedExecutor()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PACKAGE = "selfsup_perception"
+from selfsup_perception.ros.package_paths import PACKAGE, config_dir  # noqa: F401 - config_dir re-exported
 
 
 @dataclass(frozen=True)
@@ -91,11 +91,23 @@ def merge_overrides(*layers: dict[str, dict]) -> dict[str, dict]:
     return out
 
 
-def config_dir() -> Path:
-    """config/ of the source tree, else the installed share directory."""
-    src = Path(__file__).resolve().parents[1] / "config"
-    if src.is_dir():
-        return src
-    from ament_index_python.packages import get_package_share_directory
+#: Interaction node parameters that name the MoveIt configuration (robot/moveit_config.py), also
+#: the launch arguments of interaction.launch.py of the same names.
+MOVEIT_PARAMETERS = ("moveit_config_package", "moveit_urdf", "moveit_srdf", "moveit_kinematics",
+                     "moveit_joint_limits", "moveit_pilz_cartesian_limits", "moveit_planning_pipelines",
+                     "moveit_cpp_config", "moveit_xacro_args")
 
-    return Path(get_package_share_directory(PACKAGE)) / "config"
+
+def moveit_overrides(robot_config: str, **moveit: str) -> dict[str, dict]:
+    """Overrides that drive the interaction node's arm through MoveIt 2 with the given configuration.
+
+    ``robot_config``: the stack's robot YAML (config/robots/panda.yaml); ``moveit``: any of
+    :data:`MOVEIT_PARAMETERS` (a config package and/or explicit files). Empty values are left out.
+    """
+    unknown = sorted(set(moveit) - set(MOVEIT_PARAMETERS))
+    if unknown:
+        raise ValueError(f"unknown MoveIt parameters {unknown}; known: {', '.join(MOVEIT_PARAMETERS)}")
+    if not robot_config:
+        raise ValueError("the moveit backend needs a robot config (e.g. config/robots/panda.yaml)")
+    return {"interaction": {"backend": "moveit", "robot_config": robot_config,
+                            **{k: v for k, v in moveit.items() if v}}}

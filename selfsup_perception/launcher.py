@@ -31,6 +31,7 @@ from selfsup_perception.graph import (
     config_dir,
     interaction_graph,
     learning_graph,
+    moveit_overrides,
     pretraining_graph,
     data_overrides,
     merge_overrides,
@@ -225,6 +226,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--no-respawn", action="store_true",
                         help="stop the whole graph when a node dies (default: restart it with back-off)")
     parser.add_argument("-p", "--param", action="append", default=[], help="node.param:=value override")
+    parser.add_argument("--robot-config", default="", help="arm through MoveIt 2: the robot YAML "
+                        "(config/robots/panda.yaml); with --moveit-config-package or -p interaction.moveit_*:=file")
+    parser.add_argument("--moveit-config-package", default="", help="MoveIt config package (ament index), e.g. "
+                        "moveit_resources_panda_moveit_config")
     args = parser.parse_args(argv)
     exit_on_sigterm()
     with_sim = not args.no_sim
@@ -234,6 +239,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         overrides = merge_overrides(overrides, pretraining_overrides(with_sim, args.data_dir))
     else:
         specs = (interaction_graph if args.no_learning else learning_graph)(with_simulator=with_sim)
+    if args.robot_config or args.moveit_config_package:
+        overrides = merge_overrides(overrides, moveit_overrides(args.robot_config,
+                                                                moveit_config_package=args.moveit_config_package))
     overrides = merge_overrides(overrides, parse_overrides(args.param))
     graph = GraphProcess(specs, overrides, respawn=not args.no_respawn)
     graph.start()

@@ -222,7 +222,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--pixel-pairs", type=int, default=256, help="region consistency: pixel pairs per view pair")
     ap.add_argument("--checkpoint-every", type=int, default=500)
     ap.add_argument("--resume", action="store_true", help="continue from the newest valid checkpoint in --out")
-    ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                    help="auto: CUDA when available (each torchrun process on its LOCAL_RANK GPU), else CPU; "
+                         "CUDA trains under torch.autocast (float16)")
+    ap.add_argument("--no-mixed-precision", dest="mixed_precision", action="store_false",
+                    help="on CUDA, train in float32 instead of float16 autocast with loss scaling")
     ap.add_argument("--dist-timeout", type=float, default=300.0,
                     help="seconds a rank waits for the others in a collective before stopping with an error")
     ap.add_argument("--no-eval", action="store_true", help="skip the evaluation/report after training")
@@ -414,7 +418,7 @@ def _train(args, ctx, kind: str) -> int:
     trainer = DDPTrainer(task, TrainerConfig(
         lr=args.lr, warmup_steps=args.warmup_steps, total_steps=max(1, args.steps),
         checkpoint_every=args.checkpoint_every, checkpoint_dir=str(ckpt_dir), dataset_size=len(train_items),
-        seed=args.seed, log_every=0, device=ctx.device), ctx)
+        seed=args.seed, log_every=0, device=ctx.device, mixed_precision=args.mixed_precision), ctx)
     check_same_on_all_ranks(ctx, len(train_items), "the number of training items (is --dataset the same data on "
                                                    "every machine?)")
     if args.resume:

@@ -1,8 +1,11 @@
 """Camera capture: time-synchronised RGB + depth + camera_info (+ pose), served as snapshots.
 
 Subscribes (reliable depth 2 by default, or sensor-data QoS): rgb, depth, camera_info (approximate time sync, message_filters
-when importable) and the camera pose (PoseStamped topic, or TF via tf2_ros when
-``use_tf`` is set and tf2_ros is importable).
+when importable). The camera pose comes from TF (``use_tf``, the default): the transform
+``world_frame <- camera_frame`` *at the images' stamp* (``camera_frame`` defaults to the
+CameraInfo's ``header.frame_id``), looked up in tf2_ros's buffer when tf2_ros is importable,
+otherwise in a built-in buffer fed from /tf and /tf_static (ros/tf.py). With ``use_tf: false``
+it comes from a PoseStamped topic (``pose_topic``) instead.
 Service ``capture_view`` (CaptureView): the first synchronised set *newer than the
 request*, so a capture after an arm motion never returns an image from before it.
 A bad message (wrong encoding, mismatched sizes) is logged and dropped; the node keeps running.
@@ -17,9 +20,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
-from geometry_msgs.msg import Pose, PoseStamped
-from rclpy.duration import Duration
-from rclpy.time import Time
+from geometry_msgs.msg import PoseStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -27,6 +28,7 @@ from sensor_msgs.msg import CameraInfo, Image
 
 from selfsup_perception.compat.message_filters import ApproximateTimeSynchronizer, Subscriber
 from selfsup_perception.core.image_conversion import ImageConversionError
+from selfsup_perception.core.geometry.transform_buffer import UnknownFrameError
 from selfsup_perception.msg import RgbdView
 from selfsup_perception.ros.conversions import (
     frame_from_images,
@@ -37,6 +39,7 @@ from selfsup_perception.ros.conversions import (
 from selfsup_perception.ros.callback_guard import GuardedNodeMixin, clamp_request_value
 from selfsup_perception.ros.node_runner import run_node
 from selfsup_perception.ros.parameters import declare_config, field_with_help
+from selfsup_perception.ros.tf import TfLookup, stamp_to_ns
 from selfsup_perception.srv import CaptureView
 
 # Large images over best effort lose fragments under load (see sim_world_node.CAMERA_QOS);
@@ -50,8 +53,10 @@ class CaptureParams:
     depth_topic: str = field_with_help("camera/depth/image_raw", "depth image topic (32FC1 m or 16UC1 mm)")
     camera_info_topic: str = field_with_help("camera/color/camera_info", "camera info topic")
     pose_topic: str = field_with_help("camera/pose", "camera pose topic (PoseStamped) when use_tf is false")
-    use_tf: bool = field_with_help(False, "look the camera pose up in TF (needs tf2_ros)")
+    use_tf: bool = field_with_help(True, "camera pose from TF at the image stamp (false: from pose_topic)")
     world_frame: str = field_with_help("world", "frame of the camera pose")
+    camera_frame: str = field_with_help("", "TF frame of the camera (empty: the CameraInfo's header.frame_id)")
+    tf_cache_s: float = field_with_help(10.0, "history of the TF buffer (s)")
     sync_slop_s: float = field_with_help(0.05, "max stamp difference of a synchronised set (s)")
     sync_queue_size: int = field_with_help(5, "per-topic queue of the synchroniser")
     default_timeout_s: float = field_with_help(5.0, "capture timeout when the request gives none (s)")
@@ -64,6 +69,8 @@ class CaptureParams:
             raise ValueError("sync_slop_s > 0 and 0 < default_timeout_s <= max_timeout_s < 1e6 are required")
         if self.sync_queue_size < 1:
             raise ValueError("sync_queue_size must be >= 1")
+        if self.tf_cache_s <= 0:
+            raise ValueError("tf_cache_s must be positive")
 
 
 class CameraCaptureNode(GuardedNodeMixin, Node):
@@ -87,16 +94,10 @@ class CameraCaptureNode(GuardedNodeMixin, Node):
         ]
         self._sync = ApproximateTimeSynchronizer(subs, queue_size=p.sync_queue_size, slop=p.sync_slop_s)
         self._sync.registerCallback(self._on_synchronized)
-        self._tf_buffer = None
+        self.tf: Optional[TfLookup] = None
         if p.use_tf:
-            try:
-                from tf2_ros import Buffer, TransformListener  # type: ignore[import-not-found]
-
-                self._tf_buffer = Buffer()
-                self._tf_listener = TransformListener(self._tf_buffer, self)
-            except ImportError:
-                self.get_logger().error("use_tf is set but tf2_ros is not importable; using the pose topic")
-        if self._tf_buffer is None:
+            self.tf = TfLookup(self, p.tf_cache_s, callback_group=MutuallyExclusiveCallbackGroup())
+        else:
             self.create_subscription(PoseStamped, p.pose_topic, self._on_pose, qos,
                                      callback_group=sensor_group)
         self.create_service(CaptureView, "capture_view", self._on_capture, callback_group=ReentrantCallbackGroup())
@@ -115,19 +116,14 @@ class CameraCaptureNode(GuardedNodeMixin, Node):
             self._latest_seq += 1
             self._cond.notify_all()
 
-    def _camera_pose(self, rgb: Image) -> np.ndarray:
+    def _camera_pose(self, rgb: Image, info: CameraInfo) -> np.ndarray:
+        """T_world_camera at the images' stamp; LookupError (UnknownFrameError, ExtrapolationError) if unknown."""
         p = self.params
-        if self._tf_buffer is not None:
-            try:
-                tf = self._tf_buffer.lookup_transform(p.world_frame, rgb.header.frame_id,
-                                                      Time.from_msg(rgb.header.stamp), timeout=Duration(seconds=0.5))
-            except Exception as exc:  # noqa: BLE001 - tf2's TransformException family
-                raise LookupError(f"no transform {p.world_frame} <- {rgb.header.frame_id}: {exc}") from exc
-            pose = Pose()
-            pose.position.x, pose.position.y, pose.position.z = (
-                tf.transform.translation.x, tf.transform.translation.y, tf.transform.translation.z)
-            pose.orientation = tf.transform.rotation
-            matrix = pose_msg_to_matrix(pose)
+        if self.tf is not None:
+            camera_frame = p.camera_frame or info.header.frame_id
+            if not camera_frame:
+                raise UnknownFrameError("the camera_info has no header.frame_id and camera_frame is not set")
+            matrix = self.tf.lookup(p.world_frame, camera_frame, stamp_to_ns(rgb.header.stamp))
             if not np.isfinite(matrix).all():
                 raise ValueError("camera pose from TF is not finite")
             return matrix
@@ -168,7 +164,7 @@ class CameraCaptureNode(GuardedNodeMixin, Node):
                 rgb, depth, info = self._latest
             try:
                 frame_from_images(rgb, depth, info)  # validates encodings and sizes
-                pose = self._camera_pose(rgb)
+                pose = self._camera_pose(rgb, info)
             except (ImageConversionError, ValueError) as exc:
                 last_error = exc
                 self.dropped_messages += 1

@@ -3,9 +3,13 @@
 The input size, class names and normalisation of each model come from its checkpoint's
 metadata (``meta.json``: ``inference``), so no parameter repeats "the size it was trained at".
 
-Lifecycle-shaped (rclpy LifecycleNode; ``autostart`` configures and activates at start):
-configure loads the newest model of each task from ``checkpoint_dir`` (missing models are
-fine: requests then get a clear error), activate starts serving, cleanup frees the models.
+A lifecycle node (rclpy LifecycleNode, driven over the standard ``lifecycle_msgs`` services
+``~/change_state`` and ``~/get_state``): configure resolves ``device`` and loads the newest
+model of each task from ``checkpoint_dir`` (missing models are fine: requests then get a
+clear error; a missing *folder*, or an unavailable device, fails the transition), activate
+starts serving, deactivate stops, cleanup frees the models (and the CUDA cache). With
+``autostart`` the node configures and activates itself, waiting (checking every second)
+for the checkpoint folder to appear when the trainer has not created it yet.
 
 Services: ``segment_image`` (SegmentImage), ``compute_descriptors`` (ComputeDescriptors),
 ``find_correspondences`` (FindCorrespondences), ``load_model`` (LoadModel).
@@ -53,6 +57,7 @@ from selfsup_perception.core.descriptors.sparse import (
     sample_descriptor_map,
 )
 from selfsup_perception.core.image_conversion import ImageConversionError, array_to_image, to_depth_metres, to_rgb8
+from selfsup_perception.core.learning.device import release_device_memory, resolve_device
 from selfsup_perception.core.learning.serving import checkpoints as ckpt
 from selfsup_perception.core.learning.serving.checkpoints import CheckpointError, pin_version, unpin_version
 from selfsup_perception.core.learning.serving.inference import label_image, segment_instances, segment_semantic
@@ -75,7 +80,8 @@ DEFAULT_KEYPOINTS = 500
 @dataclass(frozen=True)
 class InferenceParams:
     checkpoint_dir: str = field_with_help("data/checkpoints", "model versions written by the trainer")
-    device: str = field_with_help("cpu", "cpu | cuda | cuda:N")
+    device: str = field_with_help("cpu", "cpu | cuda | cuda:N | auto (CUDA when available); "
+                                  "CUDA runs under torch.autocast (float16)")
     score_threshold: float = field_with_help(0.3, "default minimum instance score")
     max_instances: int = field_with_help(20, "default maximum number of instances")
     refine_masks: bool = field_with_help(True, "refine masks at full resolution along image edges (guided filter); "
@@ -127,8 +133,8 @@ class InferenceNode(GuardedNodeMixin, LifecycleNode):
     def __init__(self, **kwargs):
         super().__init__("inference", **kwargs)
         self.params = declare_config(self, InferenceParams, on_change=self._apply_params, dynamic=(
-            "score_threshold", "max_instances", "refine_masks", "request_wait_s", "follow_trainer", "correspondence_coarse_stride",
-            "torch_threads"))
+            "score_threshold", "max_instances", "refine_masks", "request_wait_s", "follow_trainer",
+            "correspondence_coarse_stride", "torch_threads"))
         torch.set_num_threads(max(self.params.torch_threads, 1))
         self.registry: ModelRegistry | None = None
         self._active = False
@@ -158,9 +164,9 @@ class InferenceNode(GuardedNodeMixin, LifecycleNode):
         self.active_pub = self.create_publisher(ModelVersion, "inference/active_models", LATCHED)
         self.create_subscription(ModelVersion, "trainer/model_versions", self._on_model_version, LATCHED,
                                  callback_group=MutuallyExclusiveCallbackGroup())
+        self._autostart_timer = None
         if self.params.autostart:
-            self.trigger_configure()
-            self.trigger_activate()
+            self._autostart()
 
     def _apply_params(self, params: InferenceParams) -> None:
         """Dynamic parameters take effect with the next request (each request reads ``self.params`` once)."""
@@ -168,13 +174,36 @@ class InferenceNode(GuardedNodeMixin, LifecycleNode):
         self.params = params
 
     # ------------------------------------------------------------- lifecycle
+    def _autostart(self) -> None:
+        """Configure and activate; while the checkpoint folder is missing, try again every second."""
+        waiting = not Path(self.params.checkpoint_dir).is_dir()
+        if waiting and self._autostart_timer is None:
+            self.get_logger().warning(f"checkpoint_dir {self.params.checkpoint_dir!r} does not exist yet; "
+                                      "configuring once it does (the trainer creates it)")
+            self._autostart_timer = self.create_timer(1.0, self._autostart)
+        if waiting:
+            return
+        if self._autostart_timer is not None:
+            self.destroy_timer(self._autostart_timer)
+            self._autostart_timer = None
+        if self._state_machine.current_state[1] != "unconfigured":  # configured over the service meanwhile
+            return
+        if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+            self.trigger_activate()
+
     def on_configure(self, state) -> TransitionCallbackReturn:
         p = self.params
+        folder = Path(p.checkpoint_dir)
+        if not folder.is_dir():
+            self.get_logger().error(f"configure failed: checkpoint_dir {str(folder)!r} does not exist "
+                                    "(point it at the trainer's checkpoint_dir)")
+            return TransitionCallbackReturn.FAILURE
         try:
-            self.registry = ModelRegistry(p.checkpoint_dir, device=p.device, max_cached=p.max_cached_models,
+            device = resolve_device(p.device)
+            self.registry = ModelRegistry(folder, device=str(device), max_cached=p.max_cached_models,
                                           max_cache_bytes=int(p.max_cache_mb * 2**20))
         except (RuntimeError, ValueError) as exc:
-            self.get_logger().error(f"cannot use device {p.device!r}: {exc}")
+            self.get_logger().error(f"configure failed: cannot use device {p.device!r}: {exc}")
             return TransitionCallbackReturn.FAILURE
         for task in TASKS:
             loaded, skipped = self.registry.activate_newest_loadable(task)
@@ -206,11 +235,14 @@ class InferenceNode(GuardedNodeMixin, LifecycleNode):
         return super().on_deactivate(state)
 
     def on_cleanup(self, state) -> TransitionCallbackReturn:
+        device = self.registry.device if self.registry is not None else None
         self.registry = None  # models are freed when the last request holding one ends
+        release_device_memory(device)
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state) -> TransitionCallbackReturn:
         self._stop_workers()
+        self.registry = None
         return TransitionCallbackReturn.SUCCESS
 
     def _stop_workers(self) -> None:

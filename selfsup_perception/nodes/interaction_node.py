@@ -29,6 +29,7 @@ from selfsup_perception.core.interaction.episode import run_episode
 from selfsup_perception.core.types import InteractionKind
 from selfsup_perception.msg import InteractionSample as InteractionSampleMsg
 from selfsup_perception.robot.arm_backend import Workspace
+from selfsup_perception.robot.moveit_config import MoveItConfigError, MoveItConfigSource, moveit_config_for
 from selfsup_perception.ros.conversions import (
     instance_masks_from_msg,
     point_from_msg,
@@ -63,6 +64,19 @@ class InteractionParams:
     segment_service: str = field_with_help("segment_image", "SegmentImage service used for hypotheses")
     workspace_x: list = field_with_help([0.35, 0.75], "workspace x range (m, world frame)")
     workspace_y: list = field_with_help([-0.25, 0.25], "workspace y range (m, world frame)")
+    # MoveIt configuration for MoveItPy(config_dict=...) (robot/moveit_config.py; docs/real_robot.md)
+    moveit_config_package: str = field_with_help("", "moveit backend: MoveIt config package "
+                                                 "(e.g. moveit_resources_panda_moveit_config)")
+    moveit_urdf: str = field_with_help("", "moveit backend: URDF (.urdf or .urdf.xacro); overrides the package's")
+    moveit_srdf: str = field_with_help("", "moveit backend: SRDF; overrides the package's")
+    moveit_kinematics: str = field_with_help("", "moveit backend: kinematics.yaml; overrides the package's")
+    moveit_joint_limits: str = field_with_help("", "moveit backend: joint_limits.yaml; overrides the package's")
+    moveit_pilz_cartesian_limits: str = field_with_help("", "moveit backend: pilz_cartesian_limits.yaml")
+    moveit_planning_pipelines: str = field_with_help("", "moveit backend: comma-separated <name>_planning.yaml "
+                                                     "files; override the package's")
+    moveit_cpp_config: str = field_with_help("", "moveit backend: moveit_py parameter file "
+                                             "(empty: config/robots/moveit_py_panda.yaml)")
+    moveit_xacro_args: str = field_with_help("", "moveit backend: space-separated name:=value for a xacro URDF")
 
     def __post_init__(self) -> None:
         if self.backend not in ("sim", "moveit"):
@@ -77,7 +91,21 @@ class InteractionParams:
                 raise ValueError(f"{name} must be [low, high] with low < high, got {v}")
 
 
-def make_arm_backend(node: Node, params: InteractionParams, callback_group):
+def moveit_source(params: InteractionParams) -> MoveItConfigSource:
+    """The MoveIt configuration named by the node's ``moveit_*`` parameters."""
+    from selfsup_perception.ros.package_paths import config_dir
+
+    return MoveItConfigSource(
+        package=params.moveit_config_package, urdf=params.moveit_urdf, srdf=params.moveit_srdf,
+        kinematics=params.moveit_kinematics, joint_limits=params.moveit_joint_limits,
+        pilz_cartesian_limits=params.moveit_pilz_cartesian_limits,
+        planning_pipelines=tuple(p.strip() for p in params.moveit_planning_pipelines.split(",") if p.strip()),
+        moveit_cpp=params.moveit_cpp_config or str(config_dir() / "robots" / "moveit_py_panda.yaml"),
+        xacro_args=tuple(params.moveit_xacro_args.split()))
+
+
+def make_arm_backend(node: Node, params: InteractionParams, callback_group, moveit_api=None):
+    """The arm backend of ``params.backend``; ``moveit_api`` replaces moveit_py (tests: the recording double)."""
     # Objects stay inside workspace_x/y; the finger may start and end up to the planner's
     # reach_margin outside it (behind an object at the edge), so the arm's goals may too.
     m = PlannerConfig().reach_margin
@@ -93,7 +121,14 @@ def make_arm_backend(node: Node, params: InteractionParams, callback_group):
 
     if not params.robot_config:
         raise ValueError("backend 'moveit' needs the robot_config parameter (e.g. config/robots/panda.yaml)")
-    return MoveItArmBackend(RobotConfig.from_yaml(params.robot_config), logger=node.get_logger())
+    robot = RobotConfig.from_yaml(params.robot_config)
+    source = moveit_source(params)
+    if not (source.package or source.urdf):
+        raise MoveItConfigError("backend 'moveit' needs a MoveIt configuration: set moveit_config_package "
+                                "(e.g. moveit_resources_panda_moveit_config) or the moveit_urdf/moveit_srdf/"
+                                "moveit_kinematics/... files (docs/real_robot.md)")
+    config = moveit_config_for(source, [robot.free_planner.pipeline, robot.linear_planner.pipeline])
+    return MoveItArmBackend(robot, api=moveit_api, config_dict=config, logger=node.get_logger())
 
 
 class InteractionNode(GuardedNodeMixin, Node):
@@ -103,6 +138,7 @@ class InteractionNode(GuardedNodeMixin, Node):
                                      dynamic=("capture_timeout_s", "use_model_hypotheses"))
         p = self.params
         self._clients_group = ReentrantCallbackGroup()
+        self._bag = None  # destroy_node may run on a node whose start-up failed below
         self.arm = make_arm_backend(self, p, self._clients_group)
         self.store = SampleStore(p.dataset_dir)
         self._capture_client = self.create_client(CaptureView, p.capture_service, callback_group=self._clients_group)

@@ -2,7 +2,12 @@
 
 Publishes (reliable, depth 2):
   ~/camera/color/image_raw (rgb8), ~/camera/depth/image_raw (32FC1 m or 16UC1 mm),
-  ~/camera/color/camera_info, ~/camera/pose (PoseStamped, optical frame in the world frame)
+  ~/camera/color/camera_info, ~/camera/pose (PoseStamped, optical frame in the world frame;
+  optional: ``publish_pose_topic``)
+  /tf_static, /tf (tf2_msgs/TFMessage): the frame tree of a robot with a camera
+  (sim/camera_rig.py: world -> panda_link0 -> camera_link -> camera_color_frame ->
+  camera_color_optical_frame); /tf at every image's stamp and at ``tf_rate_hz`` in between,
+  so the camera's link moves when the camera moves (``/sim/set_camera`` or ``camera_motion: orbit``)
 Services:
   /sim/execute_arm_motion (ExecuteArmMotion)  push / grasp / out-of-view with the Panda
   /sim/reset_scene (SimResetScene), /sim/set_camera (SimSetCamera),
@@ -43,6 +48,8 @@ from selfsup_perception.ros.conversions import (
 from selfsup_perception.ros.callback_guard import GuardedNodeMixin
 from selfsup_perception.ros.node_runner import run_node
 from selfsup_perception.ros.parameters import declare_config, field_with_help
+from selfsup_perception.ros.tf import TfPublisher, ns_to_stamp
+from selfsup_perception.sim.camera_rig import CameraRig, orbit_camera_pose
 from selfsup_perception.sim.tabletop import (
     CLUTTER_LEVELS,
     WORLDS,
@@ -79,7 +86,16 @@ class SimWorldParams:
     publish_rate_hz: float = field_with_help(5.0, "camera publish rate; rendering is the limit")
     depth_encoding: str = field_with_help("32FC1", "depth encoding: 32FC1 (metres) | 16UC1 (millimetres)")
     world_frame: str = field_with_help("world", "frame of poses")
-    camera_frame: str = field_with_help("camera_color_optical_frame", "frame_id of the images")
+    camera_frame: str = field_with_help("camera_color_optical_frame", "frame_id of the images (the optical frame)")
+    base_frame: str = field_with_help("panda_link0", "TF: the arm's base frame (child of world_frame)")
+    camera_link_frame: str = field_with_help("camera_link", "TF: the camera body frame (moves with the camera)")
+    camera_color_frame: str = field_with_help("camera_color_frame", "TF: the colour sensor frame")
+    publish_tf: bool = field_with_help(True, "publish /tf and /tf_static")
+    tf_rate_hz: float = field_with_help(20.0, "/tf rate between images (as a robot_state_publisher)")
+    publish_pose_topic: bool = field_with_help(True, "also publish camera/pose (PoseStamped)")
+    camera_motion: str = field_with_help("static", "static (moved by /sim/set_camera) | orbit (circles the "
+                                         "table, sim/camera_rig.orbit_camera_pose of the image stamp)")
+    orbit_period_s: float = field_with_help(20.0, "camera_motion orbit: seconds per turn")
     shake_translation_m: float = field_with_help(
         -1.0, "camera-mount shake when the arm moves: largest offset (m); < 0 = the world's default")
     shake_rotation_deg: float = field_with_help(
@@ -100,14 +116,25 @@ class SimWorldParams:
             raise ValueError("publish_rate_hz must be in [0.1, 60]")
         if self.depth_encoding not in ("32FC1", "16UC1"):
             raise ValueError(f"depth_encoding must be 32FC1 or 16UC1, got {self.depth_encoding!r}")
+        if self.camera_motion not in ("static", "orbit"):
+            raise ValueError(f"camera_motion must be static or orbit, got {self.camera_motion!r}")
+        if not 0.1 <= self.tf_rate_hz <= 1000 or self.orbit_period_s <= 0:
+            raise ValueError("tf_rate_hz must be in [0.1, 1000] and orbit_period_s positive")
+        self.rig()  # frame names are non-empty and distinct
+
+    def rig(self) -> CameraRig:
+        return CameraRig(world_frame=self.world_frame, base_frame=self.base_frame,
+                         camera_link_frame=self.camera_link_frame, color_frame=self.camera_color_frame,
+                         optical_frame=self.camera_frame)
 
 
 class SimWorldNode(GuardedNodeMixin, Node):
     def __init__(self, **kwargs):
         super().__init__("sim_world", **kwargs)
         self.params = declare_config(self, SimWorldParams, on_change=self._apply_params,
-                                     dynamic=("split", "clutter", "depth_encoding", "world_frame", "camera_frame"))
+                                     dynamic=("split", "clutter", "depth_encoding"))
         p = self.params
+        self.rig = p.rig()
         self._lock = threading.Lock()
         shake = None
         if p.shake_translation_m >= 0 or p.shake_rotation_deg >= 0:
@@ -122,7 +149,12 @@ class SimWorldNode(GuardedNodeMixin, Node):
         self.rgb_pub = self.create_publisher(Image, "camera/color/image_raw", CAMERA_QOS)
         self.depth_pub = self.create_publisher(Image, "camera/depth/image_raw", CAMERA_QOS)
         self.info_pub = self.create_publisher(CameraInfo, "camera/color/camera_info", CAMERA_QOS)
-        self.pose_pub = self.create_publisher(PoseStamped, "camera/pose", CAMERA_QOS)
+        self.pose_pub = self.create_publisher(PoseStamped, "camera/pose", CAMERA_QOS) if p.publish_pose_topic else None
+        self.tf = TfPublisher(self) if p.publish_tf else None
+        if self.tf is not None:
+            self.tf.publish_static(self.rig.static_transforms(), self.get_clock().now().nanoseconds)
+            self._publish_tf(self.get_clock().now().nanoseconds, self.sim.camera_to_world)
+            self.create_timer(1.0 / p.tf_rate_hz, self._on_tf_timer, callback_group=MutuallyExclusiveCallbackGroup())
         self.create_service(ExecuteArmMotion, "/sim/execute_arm_motion", self._on_arm_motion,
                             callback_group=self._service_group)
         self.create_service(SimResetScene, "/sim/reset_scene", self._on_reset, callback_group=self._service_group)
@@ -142,10 +174,31 @@ class SimWorldNode(GuardedNodeMixin, Node):
     def _apply_params(self, params: SimWorldParams) -> None:
         self.params = params  # read per frame / per reset; the camera model and rate are fixed at start-up
 
+    def _camera_pose_at(self, stamp_ns: int) -> np.ndarray:
+        """The optical frame's pose at ``stamp_ns`` (call with the lock held)."""
+        if self.params.camera_motion == "orbit":
+            self.sim.set_camera_pose(orbit_camera_pose(stamp_ns * 1e-9, period_s=self.params.orbit_period_s),
+                                     keep_shake=True)
+        return self.sim.camera_to_world
+
+    def _publish_tf(self, stamp_ns: int, T_world_optical: np.ndarray) -> None:
+        if self.tf is not None:
+            self.tf.publish(self.rig.dynamic_transforms(T_world_optical), stamp_ns)
+
+    # /tf goes out under the lock, so its stamps leave in increasing order (as from a robot): once a
+    # listener holds a later transform it already holds the one of every earlier image.
+    def _on_tf_timer(self) -> None:
+        with self._lock:
+            stamp_ns = self.get_clock().now().nanoseconds
+            self._publish_tf(stamp_ns, self._camera_pose_at(stamp_ns))
+
     def _publish_camera(self) -> None:
         with self._lock:
-            stamp = self.get_clock().now().to_msg()  # acquisition time: after any arm motion has ended
+            stamp_ns = self.get_clock().now().nanoseconds  # acquisition time: after any arm motion has ended
+            self._camera_pose_at(stamp_ns)
             frame = self.sim.render()
+            self._publish_tf(stamp_ns, frame.camera_to_world)
+        stamp = ns_to_stamp(stamp_ns)
         p = self.params
         rgb = rgb_to_msg(frame.rgb, p.camera_frame)
         depth = depth_to_msg(frame.depth, p.depth_encoding, p.camera_frame)
@@ -158,7 +211,8 @@ class SimWorldNode(GuardedNodeMixin, Node):
         self.rgb_pub.publish(rgb)
         self.depth_pub.publish(depth)
         self.info_pub.publish(info)
-        self.pose_pub.publish(pose)
+        if self.pose_pub is not None:
+            self.pose_pub.publish(pose)
         self.frames_published += 1
 
     # -------------------------------------------------------------- services
@@ -208,8 +262,11 @@ class SimWorldNode(GuardedNodeMixin, Node):
     def _on_set_camera(self, request, response):
         try:
             t = pose_msg_to_matrix(request.camera_pose)
+            if self.params.camera_motion != "static":
+                raise ValueError(f"the camera follows camera_motion {self.params.camera_motion!r}")
             with self._lock:
                 self.sim.set_camera_pose(t)
+                self._publish_tf(self.get_clock().now().nanoseconds, t)
         except ValueError as exc:
             response.success, response.message = False, str(exc)
             return response

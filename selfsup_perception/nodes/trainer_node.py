@@ -11,6 +11,13 @@ Retention: after each version, versions older than the newest ``keep_versions`` 
 except pinned ones (the version the inference node serves, promoted ones); see
 ``checkpoints.prune_versions``. Shutdown (SIGINT/SIGTERM) interrupts a running round between
 two steps and saves nothing partial; the node exits within about one training step.
+
+A lifecycle node (``lifecycle_msgs`` services ``~/change_state``, ``~/get_state``): configure
+resolves ``device``, creates ``checkpoint_dir``, builds the model and resumes from the newest
+checkpoint (an unusable checkpoint or device fails the transition, the node stays up);
+activate starts the training thread, deactivate stops it after the current step batch,
+cleanup drops the model and optimizer. ``autostart`` configures and activates at start.
+On CUDA the steps run under ``torch.autocast`` (float16) with loss scaling.
 """
 
 from __future__ import annotations
@@ -19,14 +26,16 @@ import dataclasses
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_srvs.srv import SetBool
 
-from selfsup_perception.core.learning.serving.checkpoints import prune_versions
+from selfsup_perception.core.learning.device import DEVICE_HELP, release_device_memory, resolve_device
+from selfsup_perception.core.learning.serving.checkpoints import CheckpointError, prune_versions
 from selfsup_perception.core.learning.training.factory import OnlineTrainerSettings, make_online_trainer
 from selfsup_perception.core.learning.training.online import RoundInterrupted
 from selfsup_perception.core.learning.training.trainer import NonFiniteLossError
@@ -67,6 +76,8 @@ class TrainerParams:
                                     "robot's other work get the CPU first; 0 = same priority")
     keep_versions: int = field_with_help(20, "checkpoint retention: keep the newest N versions and every pinned "
                                          "(served/promoted) one; 0 = keep all")
+    device: str = field_with_help("cpu", f"{DEVICE_HELP}; CUDA trains under torch.autocast (float16)")
+    autostart: bool = field_with_help(True, "configure and activate at start")
 
     def __post_init__(self) -> None:
         if self.task not in ("instance_segmentation", "semantic_segmentation", "descriptors"):
@@ -88,37 +99,86 @@ def settings_from_params(p: TrainerParams) -> OnlineTrainerSettings:
         input_width=p.input_width, input_height=p.input_height, batch_size=p.batch_size,
         steps_per_round=p.steps_per_round, min_samples=p.min_samples, learning_rate=p.learning_rate,
         warmup_steps=p.warmup_steps, mask_loss=p.mask_loss, objectness_loss=p.objectness_loss,
-        co_teaching=p.co_teaching, seed=p.seed)
+        co_teaching=p.co_teaching, seed=p.seed, device=p.device)
 
 
-class TrainerNode(GuardedNodeMixin, Node):
+class TrainerNode(GuardedNodeMixin, LifecycleNode):
     def __init__(self, **kwargs):
         super().__init__("trainer", **kwargs)
         self.params = declare_config(self, TrainerParams, on_change=self._apply_params, dynamic=(
             "update_interval_s", "steps_per_round", "batch_size", "learning_rate", "max_rounds"))
         torch.set_num_threads(max(self.params.torch_threads, 1))
-        self.online = make_online_trainer(settings_from_params(self.params))
-        resumed = self.online.resume()
+        self.online = None  # built in configure
         self.version_pub = self.create_publisher(ModelVersion, "trainer/model_versions", LATCHED)
         self.status_pub = self.create_publisher(TrainerStatus, "trainer/status", 10)
-        self.state, self.message = "waiting_for_data", ""
+        self.state, self.message = "unconfigured", ""
         self.rounds = 0
         self._paused = threading.Event()
         self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
         group = MutuallyExclusiveCallbackGroup()
         self.create_service(SetBool, "trainer/pause", self._on_pause, callback_group=group)
         self.create_timer(1.0, self._publish_status, callback_group=group)
+        if self.params.autostart and self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+            self.trigger_activate()
+
+    # ------------------------------------------------------------- lifecycle
+    def on_configure(self, state) -> TransitionCallbackReturn:
+        p = self.params
+        try:
+            resolve_device(p.device)
+            Path(p.checkpoint_dir).mkdir(parents=True, exist_ok=True)
+            online = make_online_trainer(settings_from_params(p))
+            resumed = online.resume()
+        except (CheckpointError, RuntimeError, ValueError, OSError) as exc:
+            self.get_logger().error(f"configure failed: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        self.online = online
+        self.state, self.message = "inactive", f"model on {online.trainer.device}"
         if resumed is not None:
-            self.get_logger().info(f"resumed {self.params.task} at version {resumed}, step {self.online.trainer.step}")
+            self.get_logger().info(f"resumed {p.task} at version {resumed}, step {online.trainer.step}")
             self._publish_version()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state) -> TransitionCallbackReturn:
+        self._stop.clear()
         self._worker = threading.Thread(target=self._loop, name="trainer", daemon=True)
         self._worker.start()
+        self.state = "waiting_for_data"
         self.get_logger().info(f"training {self.params.task} from {self.params.dataset_dir} "
                                f"into {self.params.checkpoint_dir}")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
+        self._stop_worker()
+        self.state = "inactive"
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state) -> TransitionCallbackReturn:
+        device = self.online.trainer.device if self.online is not None else None
+        self.online = None
+        release_device_memory(device)
+        self.state, self.message = "unconfigured", ""
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
+        self._stop_worker()
+        self.online = None
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop_worker(self, timeout_s: float = 60.0) -> None:
+        """Interrupt the round between two steps (nothing partial is saved) and wait for the thread."""
+        self._stop.set()
+        if self._worker is not None:
+            self._worker.join(timeout=timeout_s)
+            self._worker = None
 
     def _apply_params(self, params: TrainerParams) -> None:
         """Takes effect with the next round: learning rate, steps and batch size of the online trainer."""
         online = self.online
+        if online is None:  # not configured yet: configure builds it from these parameters
+            self.params = params
+            return
         online.trainer.config = dataclasses.replace(online.trainer.config, lr=params.learning_rate)
         online.config = dataclasses.replace(online.config, steps_per_round=params.steps_per_round,
                                             batch_size=params.batch_size)
@@ -186,6 +246,8 @@ class TrainerNode(GuardedNodeMixin, Node):
 
     def _publish_status(self) -> None:
         o = self.online
+        if o is None:
+            return
         msg = TrainerStatus(task=self.params.task, state=self.state, message=self.message,
                             model_version=int(o.version or 0), step=int(o.trainer.step),
                             dataset_size=len(o.dataset), num_positive=getattr(o.dataset, "num_positive", 0),
@@ -201,8 +263,7 @@ class TrainerNode(GuardedNodeMixin, Node):
 
     def destroy_node(self) -> None:
         if hasattr(self, "_stop"):  # absent when the constructor failed
-            self._stop.set()
-            self._worker.join(timeout=1.2)  # a round stops between two steps; run_node ends the process after that
+            self._stop_worker(timeout_s=1.2)  # a round stops between two steps; run_node ends the process after that
         super().destroy_node()
 
 

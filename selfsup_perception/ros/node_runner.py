@@ -37,7 +37,7 @@ def run_node(make_node: Callable[[], Node], *, num_threads: int = 2, args=None) 
         with rclpy.init(args=args):
             try:
                 node = make_node()
-            except (ValueError, TypeError) as exc:
+            except (ValueError, TypeError, ImportError) as exc:
                 logger.fatal(f"cannot start: {exc}")
                 raise SystemExit(2) from exc
             except (KeyboardInterrupt, ExternalShutdownException):

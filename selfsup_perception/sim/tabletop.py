@@ -173,6 +173,10 @@ def make_object_set(split: str, count: int = 40, seed: int = 0) -> list[ObjectMo
     return models
 
 
+#: Position of the Panda's base (panda_link0) in the world frame; its axes are the world's.
+ARM_BASE_XYZ = (-0.05, 0.0, 0.0)
+
+
 class TabletopSim:
     """Headless pybullet tabletop. Not thread-safe: call from one thread."""
 
@@ -276,7 +280,7 @@ class TabletopSim:
         self.arm_id: Optional[int] = None
         if self.config.with_arm:
             self.arm_id = p.loadURDF(
-                "franka_panda/panda.urdf", [-0.05, 0, 0], useFixedBase=True, physicsClientId=c
+                "franka_panda/panda.urdf", list(ARM_BASE_XYZ), useFixedBase=True, physicsClientId=c
             )
             self.move_arm_home()
         self.set_appearance(self.appearance)
@@ -655,12 +659,16 @@ class TabletopSim:
         return True, f"grasped and moved object {held.instance_id}"
 
     # ----------------------------------------------------------------- camera
-    def set_camera_pose(self, camera_to_world: np.ndarray) -> None:
+    def set_camera_pose(self, camera_to_world: np.ndarray, keep_shake: bool = False) -> None:
+        """Put the camera at ``camera_to_world`` exactly (the mount's shake is cleared), or, with
+        ``keep_shake``, move its nominal pose there and keep the current shake on top (a camera
+        carried along a trajectory on a mount that still shakes)."""
         t = np.asarray(camera_to_world, dtype=np.float64)
         if t.shape != (4, 4):
             raise ValueError("camera_to_world must be 4x4")
         self._camera_nominal = t.copy()
-        self._mount_offset = np.eye(4)
+        if not keep_shake:
+            self._mount_offset = np.eye(4)
 
     def _view_projection(self) -> tuple[list[float], list[float]]:
         cam = self.config.camera

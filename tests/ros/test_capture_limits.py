@@ -23,6 +23,7 @@ def test_nan_pose_is_refused_and_timeouts_are_clamped(spinner):
     cap = spinner.add(CameraCaptureNode(parameter_overrides=[
         Parameter("rgb_topic", value="fake/rgb"), Parameter("depth_topic", value="fake/depth"),
         Parameter("camera_info_topic", value="fake/info"), Parameter("pose_topic", value="fake/pose"),
+        Parameter("use_tf", value=False),  # the pose from the (legacy) pose topic: a NaN one must be refused
         Parameter("max_timeout_s", value=1.0), Parameter("default_timeout_s", value=1.0)]))
     node = spinner.add(rclpy.create_node("fake_camera_nan"))
     qos = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)

@@ -145,6 +145,7 @@ def test_bad_requests_get_clear_errors_and_the_node_keeps_serving(spinner, train
 
 
 def test_missing_model_is_a_clear_error(spinner, tmp_path):
+    (tmp_path / "nothing").mkdir()  # an empty checkpoint folder (a missing one fails configure: test_lifecycle_nodes)
     spinner.add(InferenceNode(parameter_overrides=inference_params(tmp_path / "nothing")))
     client_node = spinner.add(rclpy.create_node("no_model_client"))
     seg = client_node.create_client(SegmentImage, "segment_image")

@@ -22,6 +22,7 @@ from selfsup_perception.core.descriptors.spatial_expectation import (
     heatmap_log_probs,
     sample_descriptors,
 )
+from selfsup_perception.core.learning.device import autocast
 from selfsup_perception.core.learning.models.backbone import normalize_image
 
 
@@ -39,7 +40,7 @@ def compute_descriptor_image(model: torch.nn.Module, rgb: np.ndarray, device: st
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), autocast(device):  # float16 on CUDA
             x = normalize_image(torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0)).to(device)  # (1, 3, H, W)
             if hasattr(model, "dense"):
                 desc = model.dense(x)
@@ -47,7 +48,7 @@ def compute_descriptor_image(model: torch.nn.Module, rgb: np.ndarray, device: st
                 desc = F.normalize(F.interpolate(model(x), size=rgb.shape[:2], mode="bilinear", align_corners=False), dim=1)
     finally:
         model.train(was_training)
-    return desc[0].permute(1, 2, 0).contiguous().cpu().numpy().astype(np.float32)
+    return desc[0].float().permute(1, 2, 0).contiguous().cpu().numpy()
 
 
 def find_correspondences(desc_ref: np.ndarray, desc_target: np.ndarray, pixels_ref: np.ndarray, *,

@@ -7,6 +7,9 @@ from typing import Optional
 
 import cv2
 import numpy as np
+import torch
+
+from selfsup_perception.core.learning.device import autocast
 
 from selfsup_perception.core.learning.serving.mask_refinement import MaskRefinementConfig, gray_image, refine_mask
 from selfsup_perception.core.learning.models.instance_segmentation import (
@@ -16,6 +19,11 @@ from selfsup_perception.core.learning.models.instance_segmentation import (
 )
 
 OUTPUT_STRIDE = 4  # of the instance network's masks (InstanceSegConfig.output_stride default)
+
+
+def model_device(model) -> torch.device:
+    """The device of a model's parameters (CPU for a model without any)."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
 def segment_instances(model, rgb: np.ndarray, input_size: tuple[int, int], *,
@@ -34,8 +42,9 @@ def segment_instances(model, rgb: np.ndarray, input_size: tuple[int, int], *,
     small = rgb if (w, h) == (iw, ih) else cv2.resize(rgb, (iw, ih), interpolation=cv2.INTER_AREA)
     scale = (w * h) / (iw * ih)
     cfg = replace(config, min_area=max(int(config.min_area / scale), 1))
-    instances = predict_instances(model, small, score_threshold=score_threshold, max_instances=max_instances,
-                                  config=cfg)
+    with torch.no_grad(), autocast(model_device(model)):
+        instances = predict_instances(model, small, score_threshold=score_threshold, max_instances=max_instances,
+                                      config=cfg)
     if (w, h) == (iw, ih):
         return instances
     out = []
@@ -63,16 +72,18 @@ def label_image(instances: list[Instance], shape: tuple[int, int]) -> np.ndarray
 
 
 def segment_semantic(model, rgb: np.ndarray, input_size: tuple[int, int]) -> np.ndarray:
-    """(H, W) uint8 class ids of ``rgb``, predicted at ``input_size`` = (width, height) and upsampled."""
-    import torch
+    """(H, W) uint8 class ids of ``rgb``, predicted at ``input_size`` = (width, height) and upsampled.
 
+    The image goes to the model's device (float16 autocast on CUDA); the classes come back to the CPU.
+    """
     from selfsup_perception.core.learning.models.semantic_segmentation import predict
 
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or rgb.size == 0:
         raise ValueError(f"rgb must be a non-empty (H, W, 3) uint8 image, got {rgb.shape} {rgb.dtype}")
     h, w = rgb.shape[:2]
     small = cv2.resize(rgb, input_size, interpolation=cv2.INTER_AREA) if (w, h) != tuple(input_size) else rgb
-    with torch.no_grad():
-        device = next(model.parameters()).device
-        classes = predict(model, torch.from_numpy(small).permute(2, 0, 1).unsqueeze(0).to(device))[0].cpu().numpy()
+    device = model_device(model)
+    x = torch.from_numpy(np.ascontiguousarray(small)).permute(2, 0, 1).unsqueeze(0).to(device)  # (1, 3, h, w) uint8
+    with torch.no_grad(), autocast(device):
+        classes = predict(model, x)[0].cpu().numpy()
     return cv2.resize(classes.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)

@@ -32,6 +32,7 @@ class OnlineTrainerSettings:
     objectness_loss: str = "bootstrap"
     co_teaching: bool = False
     seed: int = 0
+    device: str = "cpu"  # cpu | cuda | cuda:N | auto (core/learning/device.py)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -39,7 +40,7 @@ class OnlineTrainerSettings:
 
     def trainer_config(self) -> TrainerConfig:
         return TrainerConfig(lr=self.learning_rate, warmup_steps=self.warmup_steps, seed=self.seed,
-                             grad_clip_norm=self.grad_clip_norm)
+                             grad_clip_norm=self.grad_clip_norm, device=self.device)
 
 
 def make_online_trainer(s: OnlineTrainerSettings):

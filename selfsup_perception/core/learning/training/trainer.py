@@ -22,6 +22,7 @@ from typing import Iterable
 
 import torch
 
+from selfsup_perception.core.learning.device import autocast, grad_scaler, resolve_device
 from selfsup_perception.core.learning.serving import checkpoints as ckpt
 from selfsup_perception.core.learning.tasks.base import TrainingTask
 
@@ -48,7 +49,8 @@ class TrainerConfig:
     checkpoint_every: int = 0  # 0: only explicit save_checkpoint()
     checkpoint_dir: str | None = None
     dataset_size: int | None = None  # recorded in checkpoint metadata
-    device: str = "cpu"
+    device: str = "cpu"  # cpu | cuda | cuda:N | auto (core/learning/device.py)
+    mixed_precision: bool = True  # torch.autocast float16 + loss scaling on CUDA; no effect on CPU
     seed: int | None = 0  # torch.manual_seed before building the model; None leaves the RNG alone
     # what serving needs, written into every checkpoint's metadata (serving.checkpoints.inference_info):
     # the (width, height) images are resized to for this model, and class names of semantic models
@@ -84,7 +86,7 @@ class Trainer:
             raise TypeError(f"{type(task).__name__} does not implement TrainingTask")
         self.task = task
         self.config = config
-        self.device = torch.device(config.device)
+        self.device = resolve_device(config.device)
         if config.seed is not None:
             torch.manual_seed(config.seed)
         self.model = task.build_model().to(self.device)
@@ -95,6 +97,7 @@ class Trainer:
             self.optimizer = torch.optim.SGD(
                 params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
             )
+        self.scaler = grad_scaler(self.device if config.mixed_precision else "cpu")  # a pass-through on CPU
         self.step = 0
         self.skipped_steps = 0
         self.history: list[dict] = []
@@ -137,21 +140,28 @@ class Trainer:
             batch = _to_device(dict(batch), self.device)
             batch["step"] = self.step
             self.optimizer.zero_grad(set_to_none=True)
-            loss, metrics = self.task.compute_loss(self.model, batch)
+            with autocast(self.device, c.mixed_precision):
+                loss, metrics = self.task.compute_loss(self.model, batch)
+            loss = loss.float()
             # -- guard (loss)
             if not torch.isfinite(loss):
                 self._skip(f"loss is {loss.item()}")
                 continue
-            # -- backward + clip
-            loss.backward()
+            # -- backward + clip (gradients unscaled first when float16 loss scaling is on)
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
             max_norm = c.grad_clip_norm if c.grad_clip_norm > 0 else float("inf")
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
             if not math.isfinite(grad_norm):
                 self.optimizer.zero_grad(set_to_none=True)
+                if self.scaler.is_enabled():  # float16 overflow: AMP lowers the scale and retries, not a NaN
+                    self.scaler.update()
+                    continue
                 self._skip(f"gradient norm is {grad_norm}")
                 continue
             # -- step
-            self.optimizer.step()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
             self.step += 1
             # -- log
             record = {
