@@ -171,5 +171,12 @@ def test_realistic_world_node_publishes_the_shaken_camera_pose_and_its_classes(s
     rel = np.linalg.inv(before) @ after
     angle = np.degrees(np.arccos(np.clip((np.trace(rel[:3, :3]) - 1) / 2, -1, 1)))
     assert 0.4 * 0.5 - 1e-6 <= angle <= 0.5 + 1e-6  # one shake of 0.4..1 x 0.5 deg, seen through the topic
+    # a capture node reads the pose from TF at the image stamp: the shaken pose too
+    spinner.add(CameraCaptureNode())
+    capture = client.create_client(CaptureView, "capture_view")
+    assert capture.wait_for_service(timeout_sec=10)
+    res = wait_future(capture.call_async(CaptureView.Request(timeout_s=5.0)), 15)
+    assert res.success, res.message
+    np.testing.assert_allclose(view_msg_to_frame(res.view).camera_to_world, sim.sim.camera_to_world, atol=1e-5)
     gt = wait_future(client.create_client(SimGroundTruth, "/sim/ground_truth").call_async(SimGroundTruth.Request()), 10)
     assert gt.success and list(gt.class_names) == list(REALISTIC_SEMANTIC_CLASSES)
