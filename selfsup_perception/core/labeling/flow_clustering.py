@@ -9,7 +9,9 @@ colour, normalized cut (scikit-image ``graph.rag_mean_color`` +
 Where we deviate, for speed (whole labeling <= 50 ms at 640x480 on a CPU core):
 
 * Clustering runs at ``scale`` of the image (default 1/4: 160x120 for 640x480)
-  and only on the bounding box of the moving pixels (plus a margin); SLIC gets
+  and only on the bounding box of the moving pixels (plus a margin), at a lower
+  resolution still when that crop would exceed ``max_cluster_pixels``, with at
+  most ``max_segments`` superpixels (bounded time on real images); SLIC gets
   ``mask=moving`` so superpixels never straddle background (the reference blanks
   the background in the image instead). The number of superpixels is the
   reference density, ``slic_segments * crop_area / image_area`` (>= 2), so a
@@ -33,6 +35,7 @@ Where we deviate, for speed (whole labeling <= 50 ms at 640x480 on a CPU core):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -60,14 +63,19 @@ class ClusterConfig:
     # (pixels at 640x480, scaled) are merged (single linkage). None = the reference (no merge).
     merge_flow_px: Optional[float] = 4.0
     merge_relative: float = 0.5  # ... or by less than this fraction of the larger mean flow magnitude
+    # Bounds on the work when much of the image moves (real images: up to 2.2 s in the N-cut without them):
+    # the crop is clustered at a lower resolution when it would exceed max_cluster_pixels at ``scale``,
+    # and SLIC makes at most max_segments superpixels.
+    max_cluster_pixels: int = 4800
+    max_segments: int = 150
 
     def __post_init__(self) -> None:
         if self.method not in ("ncut", "components"):
             raise ValueError(f"method must be 'ncut' or 'components', got {self.method!r}")
         if not 0 < self.scale <= 1:
             raise ValueError(f"scale must be in (0, 1], got {self.scale}")
-        if self.slic_segments < 1:
-            raise ValueError("slic_segments must be >= 1")
+        if self.slic_segments < 1 or self.max_segments < 2 or self.max_cluster_pixels < 16:
+            raise ValueError("slic_segments must be >= 1, max_segments >= 2 and max_cluster_pixels >= 16")
 
 
 def _components(moving: np.ndarray) -> np.ndarray:
@@ -154,33 +162,34 @@ def cluster_flow(flow: np.ndarray, moving: np.ndarray, config: Optional[ClusterC
     if config.method == "components":
         return _components(moving)
 
-    # Low-resolution crop around the moving pixels.
-    sw, sh = max(int(round(w * config.scale)), 4), max(int(round(h * config.scale)), 4)
-    flow_s = cv2.resize(flow, (sw, sh), interpolation=cv2.INTER_AREA)
-    moving_s = cv2.resize(moving.astype(np.uint8), (sw, sh), interpolation=cv2.INTER_AREA) > 0
-    if not moving_s.any():
-        moving_s = cv2.resize(moving.astype(np.uint8), (sw, sh), interpolation=cv2.INTER_NEAREST) > 0
-    if not moving_s.any():
+    # Low-resolution crop around the moving pixels; the resolution drops below ``scale`` when the crop
+    # would have more than ``max_cluster_pixels`` pixels.
+    bx, by, bw, bh = cv2.boundingRect(moving.astype(np.uint8))
+    sc = min(config.scale, math.sqrt(config.max_cluster_pixels / max(bw * bh, 1)))
+    m = int(math.ceil(config.crop_margin / sc))
+    x0, y0, x1, y1 = max(bx - m, 0), max(by - m, 0), min(bx + bw + m, w), min(by + bh + m, h)
+    cw, ch = x1 - x0, y1 - y0
+    sw, sh = max(int(round(cw * sc)), 4), max(int(round(ch * sc)), 4)
+    crop_flow = cv2.resize(flow[y0:y1, x0:x1], (sw, sh), interpolation=cv2.INTER_AREA)
+    mov_u8 = moving[y0:y1, x0:x1].astype(np.uint8)
+    crop_mov = cv2.resize(mov_u8, (sw, sh), interpolation=cv2.INTER_AREA) > 0
+    if not crop_mov.any():
+        crop_mov = cv2.resize(mov_u8, (sw, sh), interpolation=cv2.INTER_NEAREST) > 0
+    if not crop_mov.any():
         return _components(moving)
-    ys, xs = np.nonzero(moving_s)
-    m = config.crop_margin
-    y0, y1 = max(ys.min() - m, 0), min(ys.max() + m + 1, sh)
-    x0, x1 = max(xs.min() - m, 0), min(xs.max() + m + 1, sw)
-    crop_flow, crop_mov = flow_s[y0:y1, x0:x1], moving_s[y0:y1, x0:x1]
     mag = np.linalg.norm(crop_flow, axis=2)
     color = flow_to_color(np.where(crop_mov[..., None], crop_flow, 0.0), max_magnitude=float(mag[crop_mov].max()))
     color[~crop_mov] = 0  # background blanked, as the reference
-    n_seg = max(2, int(round(config.slic_segments * crop_mov.size / (sw * sh))))
+    n_seg = min(config.max_segments, max(2, int(round(config.slic_segments * cw * ch / (w * h)))))
     crop_lab = _ncut_labels(color, crop_mov, n_seg, config)
     if config.merge_flow_px is not None:
         crop_lab = merge_similar_segments(crop_lab, crop_flow, config.merge_flow_px * pixel_scale,
                                           config.merge_relative)
-    low = np.zeros((sh, sw), dtype=np.int32)
-    low[y0:y1, x0:x1] = crop_lab
 
     # Back to full resolution: full-res moving pixels within 2 low-res pixels of a labelled pixel take
     # the nearest label; moving blobs that vanished at low resolution become their own components.
-    up = cv2.resize(low, (w, h), interpolation=cv2.INTER_NEAREST)
+    up = np.zeros((h, w), dtype=np.int32)
+    up[y0:y1, x0:x1] = cv2.resize(crop_lab, (cw, ch), interpolation=cv2.INTER_NEAREST)
     unlabeled = moving & (up == 0)
     if unlabeled.any():
         dist, idx = cv2.distanceTransformWithLabels((up == 0).astype(np.uint8), cv2.DIST_L2, 3,
@@ -189,7 +198,7 @@ def cluster_flow(flow: np.ndarray, moving: np.ndarray, config: Optional[ClusterC
         zy, zx = np.nonzero(up != 0)
         lut = np.zeros(int(idx.max()) + 1, dtype=np.int32)
         lut[idx[zy, zx]] = up[zy, zx]
-        near = unlabeled & (dist <= 2.0 / config.scale)
+        near = unlabeled & (dist <= 2.0 / sc)
         up[near] = lut[idx[near]]
         far = unlabeled & ~near
         if far.any():

@@ -55,6 +55,7 @@ diagnostics; consumers must check ``kept``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -63,7 +64,9 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from selfsup_perception.core.interaction.table_plane import TablePlane, TablePlaneConfig, fit_table_plane
+from selfsup_perception.core.geometry import depth_units_problem
+from selfsup_perception.core.interaction.table_plane import TablePlane, TablePlaneConfig, find_table_plane
+from selfsup_perception.core.labeling.ego_motion import EgoMotionConfig, estimate_ego_motion
 from selfsup_perception.core.labeling.flow_clustering import ClusterConfig, cluster_flow
 from selfsup_perception.core.labeling.optical_flow import FlowConfig, compute_flow, to_gray_u8
 from selfsup_perception.core.types import InteractionSample, MaskLabel, RgbdFrame
@@ -83,6 +86,7 @@ class FlowLabelerConfig:
     flow: FlowConfig = field(default_factory=FlowConfig)
     clustering: ClusterConfig = field(default_factory=ClusterConfig)
     table: TablePlaneConfig = field(default_factory=TablePlaneConfig)
+    ego_motion: EgoMotionConfig = field(default_factory=EgoMotionConfig)
     table_height: float = 0.01  # metres: pixels below this height above the plane are table
     motion_threshold_px: float = 1.0  # filtered flow magnitude above this counts as motion
     max_mean_flow_px: float = 7.0  # reference: discard the interaction above this mean magnitude
@@ -104,6 +108,12 @@ class FlowLabelerConfig:
     negative_check_radius_px: float = 25.0
     negative_depth_change_m: float = 0.01
     negative_max_changed_fraction: float = 0.05
+    # Only the moving regions that reach within cluster_reach_sigmas * prior_sigma_px of the action pixel
+    # are clustered (the segment choice never looks farther), which bounds the time when much moves.
+    cluster_reach_sigmas: float = 4.0
+    # Camera motion larger than this (largest camera-induced displacement, px at 640x480) is not a shake:
+    # the interaction is discarded ("large camera motion") rather than trusted to the compensation.
+    max_ego_motion_px: float = 20.0
 
     def __post_init__(self) -> None:
         if not 0 < self.max_area_fraction <= 1:
@@ -116,6 +126,40 @@ class FlowLabelerConfig:
                              f"got {self.mean_flow_region!r}")
         if self.min_area_px < 0 or self.prior_samples < 0:
             raise ValueError("min_area_px and prior_samples must be non-negative")
+
+
+def sample_data_problem(sample: InteractionSample) -> Optional[str]:
+    """Why the sample's data cannot be labelled (a data condition, reported and skipped), or None.
+
+    Missing frames or depth, depth without a single valid pixel (all NaN / zero / negative), and float
+    depth that looks like millimetres. Malformed inputs (wrong shapes or dtypes) are programming errors
+    and raise in :func:`check_sample` instead.
+    """
+    for name in ("before", "after"):
+        fr = getattr(sample, name)
+        if fr is None:
+            return f"no {name} frame"
+        if fr.depth is None:
+            return f"the {name} frame has no depth image"
+        depth = np.asarray(fr.depth)
+        if np.issubdtype(depth.dtype, np.floating):
+            with np.errstate(invalid="ignore"):
+                if not (np.isfinite(depth) & (depth > 0)).any():
+                    return f"not enough depth: the {name} depth has no valid pixel (all NaN, zero or negative)"
+            problem = depth_units_problem(depth)
+            if problem is not None:
+                return f"{name} {problem}"
+    return None
+
+
+def skipped_label(sample: InteractionSample, labeler: str, reason: str, t0: float) -> MaskLabel:
+    """A label that says the sample was skipped and why: ``kept=False``, empty mask, ``stats['skipped']``."""
+    shape = (0, 0)
+    if sample.before is not None and sample.before.rgb is not None:
+        shape = np.asarray(sample.before.rgb).shape[:2]
+    return MaskLabel(mask=np.zeros(shape, dtype=bool), is_negative=False, kept=False, reason=f"skipped: {reason}",
+                     labeler=labeler,
+                     stats={"skipped": True, "time_ms": 1000.0 * (time.perf_counter() - t0)})
 
 
 def check_sample(sample: InteractionSample) -> tuple[int, int]:
@@ -133,8 +177,6 @@ def check_sample(sample: InteractionSample) -> tuple[int, int]:
             raise ValueError(f"{name} depth {depth.shape} does not match its rgb {rgb.shape[:2]}")
         if not np.issubdtype(depth.dtype, np.floating):
             raise ValueError(f"{name} depth must be float metres with NaN invalid, got {depth.dtype}")
-        if not np.isfinite(depth).any():
-            raise ValueError(f"{name} depth has no valid pixel (all NaN)")
     if sample.before.rgb.shape != sample.after.rgb.shape:
         raise ValueError(f"before {sample.before.rgb.shape} and after {sample.after.rgb.shape} differ in size")
     h, w = sample.before.rgb.shape[:2]
@@ -172,7 +214,8 @@ class FlowMaskLabeler:
         self.config = config or FlowLabelerConfig()
 
     def moving_mask(self, before: RgbdFrame, after: RgbdFrame, flow: np.ndarray, magnitude: np.ndarray,
-                    plane: TablePlane, threshold_px: float) -> np.ndarray:
+                    plane: TablePlane, threshold_px: float, height_before: Optional[np.ndarray] = None
+                    ) -> np.ndarray:
         """(H, W) bool: pixels whose flow survives the table filter and exceeds ``threshold_px``.
 
         Zeroed (static): before pixels on/below the plane (height < ``table_height``) or with invalid
@@ -205,6 +248,24 @@ class FlowMaskLabeler:
         gy = cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3)
         return cv2.magnitude(gx, gy) > threshold
 
+    @staticmethod
+    def reachable(moving: np.ndarray, action_pixel: tuple[float, float], radius: float) -> np.ndarray:
+        """The moving pixels of the 8-connected moving regions that come within ``radius`` of the action pixel."""
+        h, w = moving.shape
+        u, v = action_pixel
+        r = int(math.ceil(radius))
+        u0, u1 = max(int(u) - r, 0), min(int(u) + r + 1, w)
+        v0, v1 = max(int(v) - r, 0), min(int(v) + r + 1, h)
+        if u0 >= u1 or v0 >= v1 or not moving[v0:v1, u0:u1].any():
+            return np.zeros_like(moving)
+        _, comp = cv2.connectedComponents(moving.astype(np.uint8), connectivity=8)
+        yy, xx = np.ogrid[v0:v1, u0:u1]
+        disk = (xx - u) ** 2 + (yy - v) ** 2 <= radius * radius
+        ids = np.unique(comp[v0:v1, u0:u1][disk])
+        lut = np.zeros(int(comp.max()) + 1, dtype=bool)
+        lut[ids[ids > 0]] = True
+        return lut[comp]
+
     def changed_fraction_near_action(self, sample: InteractionSample, radius: float) -> float:
         """Fraction of pixels within ``radius`` of the action pixel whose depth changed (invalid depth: unchanged)."""
         cfg = self.config
@@ -220,31 +281,59 @@ class FlowMaskLabeler:
         return float(changed[disk].mean())
 
     def label(self, sample: InteractionSample, plane: Optional[TablePlane] = None,
-              flow: Optional[np.ndarray] = None) -> MaskLabel:
+              flow: Optional[np.ndarray] = None, *,
+              camera_poses: Optional[tuple[np.ndarray, np.ndarray]] = None) -> MaskLabel:
         """Label one interaction.
 
         ``plane`` (fitted on ``sample.before``) may be passed to skip the fit; ``flow`` (H, W, 2)
-        before -> after may be passed to use another flow estimator (e.g. a network on a GPU).
+        before -> after may be passed to use another flow estimator (e.g. a network on a GPU);
+        ``camera_poses`` (T_wc before, T_wc after) override the frames' ``camera_to_world`` for the
+        ego-motion compensation. Data conditions (no depth, no table, ...) give a skipped label
+        (``kept=False``, reason ``"skipped: ..."``); malformed inputs raise ``ValueError``.
         """
         cfg = self.config
         t0 = time.perf_counter()
+        if camera_poses is not None:
+            t_b, t_a = camera_poses
+            sample = dataclasses.replace(
+                sample, before=dataclasses.replace(sample.before, camera_to_world=np.asarray(t_b, np.float64)),
+                after=dataclasses.replace(sample.after, camera_to_world=np.asarray(t_a, np.float64)))
+        problem = sample_data_problem(sample)
+        if problem is not None:
+            return skipped_label(sample, self.name, problem, t0)
         h, w = check_sample(sample)
         s = resolution_scale((h, w))
         min_area = cfg.min_area_px * s * s
         max_area = cfg.max_area_fraction * h * w
 
+        if plane is None:
+            found = find_table_plane(sample.before, cfg.table, np.random.default_rng(cfg.seed))
+            if not found.found:
+                return skipped_label(sample, self.name, found.reason, t0)
+            plane = found.plane
         if flow is None:
             flow = compute_flow(sample.before.rgb, sample.after.rgb, cfg.flow)  # (H, W, 2)
         else:
             flow = np.asarray(flow, dtype=np.float32)
             if flow.shape != (h, w, 2):
                 raise ValueError(f"flow must be ({h}, {w}, 2), got {flow.shape}")
-        raw_mag = cv2.magnitude(flow[..., 0], flow[..., 1])  # (H, W)
-        if plane is None:
-            plane = fit_table_plane(sample.before, cfg.table, np.random.default_rng(cfg.seed))
-        moving = self.moving_mask(sample.before, sample.after, flow, raw_mag, plane, cfg.motion_threshold_px * s)
+        height_b = plane.height_image(sample.before)  # (H, W), NaN without depth
+        textured = self.observable_pixels(to_gray_u8(sample.before.rgb), cfg.texture_threshold)
+        try:
+            ego = estimate_ego_motion(sample.before, sample.after, flow, textured, height_b,
+                                      plane.camera_plane(sample.before.camera_to_world), cfg.ego_motion, s)
+        except ValueError as exc:  # a pose beyond the orthonormality tolerance
+            return skipped_label(sample, self.name, f"bad camera pose: {exc}", t0)
+        comp = flow - ego.flow if ego.compensated else flow  # (H, W, 2) flow of the scene itself
+        raw_mag = cv2.magnitude(comp[..., 0], comp[..., 1])  # (H, W)
+        moving = self.moving_mask(sample.before, sample.after, flow, raw_mag, plane, cfg.motion_threshold_px * s,
+                                  height_b)
+        if ego.compensated:  # content shifted in at the borders has no before pixel to match
+            m = int(math.ceil(ego.max_px)) + 2
+            moving[:m], moving[-m:], moving[:, :m], moving[:, -m:] = False, False, False, False
         moving_area = int(moving.sum())
-        labels = cluster_flow(flow, moving, cfg.clustering, pixel_scale=s)
+        labels = cluster_flow(comp, self.reachable(moving, sample.action_pixel, cfg.cluster_reach_sigmas
+                                                   * cfg.prior_sigma_px * s), cfg.clustering, pixel_scale=s)
         seg = segment_at_pixel(labels, sample.action_pixel, cfg.prior_sigma_px * s, cfg.prior_samples,
                                np.random.default_rng(cfg.seed))
         mask = labels == seg if seg > 0 else np.zeros((h, w), dtype=bool)
@@ -253,7 +342,7 @@ class FlowMaskLabeler:
         if cfg.mean_flow_region == "image":
             mean_flow = float(raw_mag.mean())
         else:
-            region = self.observable_pixels(to_gray_u8(sample.before.rgb), cfg.texture_threshold)
+            region = textured.copy()
             if cfg.mean_flow_region == "textured_outside_mask":
                 region &= ~cv2.dilate(mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
             mean_flow = float(raw_mag[region].mean()) if region.mean() >= 0.01 else float(raw_mag.mean())
@@ -261,6 +350,7 @@ class FlowMaskLabeler:
             "mean_flow": mean_flow, "flow_std": flow_std, "area": area, "moving_area": moving_area,
             "num_segments": int(labels.max()), "scale": s,
             "mask_mean_flow": float(raw_mag[mask].mean()) if area else 0.0,
+            "ego_motion": ego.source, "ego_motion_px": ego.max_px, "ego_motion_reason": ego.reason,
         }
 
         def out(kept: bool, reason: str, negative: bool = False) -> MaskLabel:
@@ -268,6 +358,9 @@ class FlowMaskLabeler:
             return MaskLabel(mask=mask, is_negative=negative, kept=kept, reason=reason, labeler=self.name,
                              stats=stats)
 
+        if ego.max_px > cfg.max_ego_motion_px * s:
+            return out(False, f"large camera motion: {ego.max_px:.1f} px > {cfg.max_ego_motion_px * s:.1f} px "
+                              f"({ego.source})")
         if mean_flow > cfg.max_mean_flow_px * s:
             return out(False, f"large motion: mean flow {mean_flow:.2f} px > {cfg.max_mean_flow_px * s:.2f} px")
         if moving_area < min_area:
