@@ -54,6 +54,9 @@ class TablePlaneConfig:
     below_band_m: tuple[float, float] = (0.03, 0.25)
     max_below_fraction: float = 0.1
     iterations_no_gravity: int = 300  # RANSAC hypotheses without a normal prior
+    # A plane parallel to the dominant one, at least this much higher and with min_inlier_fraction of
+    # the points, is a table standing on the floor: it is taken instead (None: keep the dominant plane).
+    min_table_lift_m: Optional[float] = 0.25
 
     def __post_init__(self) -> None:
         if self.frame not in ("world", "camera"):
@@ -205,6 +208,9 @@ def find_table_plane(
     3. Least-squares refit (SVD) on the inliers among all valid pixels (every ``stride``-th pixel),
        repeated ``refit_iterations`` times.
     4. Orientation: the camera centre gets a positive height.
+    5. Table on a floor: when a plane parallel to it (within 10 deg), at least ``min_table_lift_m``
+       higher and with ``min_inlier_fraction`` of the points exists, the highest such plane is the table
+       (from standing height the floor around a small table can be the largest plane in view).
 
     Raises ``ValueError`` only for programming errors (depth/rgb/intrinsics sizes, non-float depth);
     missing or too little depth, millimetres as float, no plane with ``min_inlier_fraction`` support,
@@ -299,6 +305,12 @@ def find_table_plane(
 
     if normal @ origin + offset < 0:  # camera above the table
         normal, offset = -normal, -offset
+    lifted = _higher_parallel_plane(grid, gthr, normal, offset, origin, config)
+    floor = None
+    if lifted is not None:
+        floor = TablePlane(normal=normal, offset=offset, inlier_mask=np.zeros((1, 1), bool), frame=config.frame,
+                           camera_to_world=t_wc.copy())
+        normal, offset, rms = lifted
     plane = TablePlane(normal=normal, offset=offset, inlier_mask=np.zeros(depth.shape, bool),
                        frame=config.frame, camera_to_world=t_wc.copy(), rms_error=rms)
     height = plane.height_image(frame)
@@ -306,7 +318,10 @@ def find_table_plane(
         tol = config.inlier_threshold + config.relative_inlier_threshold * depth
         inlier_mask = valid & (np.abs(height) < tol)
         lo, hi = config.below_band_m
-        below_frac = float(((height < -lo) & (height > -hi)).sum() / n_valid)
+        below = (height < -lo) & (height > -hi)
+        if floor is not None:  # the floor the table stands on is below it by construction
+            below &= ~(np.abs(floor.height_image(frame)) < tol)
+        below_frac = float(below.sum() / n_valid)
     plane.inlier_mask = inlier_mask
     frac = float(inlier_mask.sum() / n_valid)
     confidence = min(1.0, frac / 0.5) * max(0.0, 1.0 - below_frac / max(config.max_below_fraction, 1e-9))
@@ -320,6 +335,54 @@ def find_table_plane(
         result.reason = (f"no table: {100 * below_frac:.0f}% of the scene lies just below the best plane "
                          f"(> {100 * config.max_below_fraction:.0f}%); not a supporting surface")
     return result
+
+
+def _higher_parallel_plane(points: np.ndarray, thr: np.ndarray, normal: np.ndarray, offset: float,
+                           origin: np.ndarray, config: TablePlaneConfig) -> Optional[tuple[np.ndarray, float, float]]:
+    """A table standing on the dominant plane: the highest plane parallel to it, at least
+    ``min_table_lift_m`` above it (between it and the camera), holding at least
+    ``min_inlier_fraction`` of the points and with at most ``max_below_fraction`` of them just below
+    it (other than the floor); None if there is none.
+
+    Seen from standing height, the floor around a small table can be the largest plane in view;
+    the table is the supporting surface the objects stand on, so it wins over the floor.
+    """
+    if config.min_table_lift_m is None:
+        return None
+    h = points @ normal + offset  # (N,) heights above the dominant plane
+    camera_h = float(normal @ origin + offset)
+    lo = config.min_table_lift_m
+    sel = (h > lo) & (h < camera_h - 0.05)
+    if sel.sum() < config.min_inlier_fraction * len(points):
+        return None
+    bins = np.arange(lo, max(camera_h, lo + 0.02) + 0.02, 0.02)
+    counts, edges = np.histogram(h[sel], bins=bins)
+    # 3-bin (6 cm) windows, highest first
+    window = np.convolve(counts, np.ones(3), mode="same")
+    need = config.min_inlier_fraction * len(points)
+    for i in np.flatnonzero(window >= need)[::-1]:
+        centre = 0.5 * (edges[i] + edges[i + 1])
+        near = np.abs(h - centre) < 0.04
+        if near.sum() < 3:
+            continue
+        n2, d2, rms = _plane_from_points(points[near])
+        for _ in range(config.refit_iterations):
+            inl = np.abs(points @ n2 + d2) < thr
+            if inl.sum() < 3:
+                break
+            n2, d2, rms = _plane_from_points(points[inl])
+        h2 = points @ n2 + d2
+        inl = np.abs(h2) < thr
+        if n2 @ origin + d2 < 0:
+            h2 = -h2
+        # not a plane through object tops: little of the scene just below it (the floor aside)
+        below = (h2 < -config.below_band_m[0]) & (h2 > -config.below_band_m[1]) & ~(np.abs(h) < thr)
+        if inl.sum() >= need and abs(float(n2 @ normal)) > np.cos(np.radians(10.0)) \
+                and below.mean() <= config.max_below_fraction:
+            if n2 @ origin + d2 < 0:
+                n2, d2 = -n2, -d2
+            return n2, d2, rms
+    return None
 
 
 def fit_table_plane(
