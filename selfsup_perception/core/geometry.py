@@ -127,11 +127,13 @@ def depth_units_problem(depth: np.ndarray) -> "str | None":
     depth = np.asarray(depth)
     if not np.issubdtype(depth.dtype, np.floating):
         return None
+    step = max(int(np.sqrt(depth.size / 20000)), 1) if depth.ndim == 2 else 1
+    sub = depth[::step, ::step] if depth.ndim == 2 else depth
     with np.errstate(invalid="ignore"):
-        valid = depth[np.isfinite(depth) & (depth > 0)]
+        valid = sub[np.isfinite(sub) & (sub > 0)]
     if valid.size == 0:
         return None
-    med = float(np.median(valid[:: max(valid.size // 20000, 1)]))
+    med = float(np.median(valid))
     if med > MAX_PLAUSIBLE_DEPTH_M:
         return (f"depth looks like millimetres: the valid median is {med:.1f} m (> {MAX_PLAUSIBLE_DEPTH_M:.0f} m); "
                 "float depth must be metres (divide by 1000)")

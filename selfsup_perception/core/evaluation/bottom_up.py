@@ -72,6 +72,8 @@ class DepthBottomUpConfig:
     min_area: int = 400
     max_area_fraction: float = 0.25  # larger regions are scenery (the floor's edge, a chair), not objects
     regrow_px: float = 3.0  # boundary pixels rejoin the nearest region within this distance
+    min_support: float = 0.3  # a region with less of its outline on the table ...
+    min_shared_outline: float = 0.3  # ... and this much of it on another region is merged into that one
 
 
 @dataclass
@@ -93,7 +95,9 @@ def depth_bottom_up(frame: RgbdFrame, config: DepthBottomUpConfig = DepthBottomU
     3. Pixels next to a depth jump (> ``jump_abs + jump_rel * depth`` to a 4-neighbour) are taken out,
        the rest is split into 4-connected regions; regions of at least ``min_area`` (scaled) and at most
        ``max_area_fraction`` of the image are kept and the boundary pixels rejoin the nearest kept region
-       within ``regrow_px``.
+       within ``regrow_px``. A region with less than ``min_support`` of its outline on the table and at
+       least ``min_shared_outline`` of it on another region (an object's self-occluded part, e.g. a
+       bowl's inside behind its rim) is merged into that region.
     4. Score: the fraction of the region's 3-px outer ring that is table or lower (an object standing
        on the table is surrounded by it), times the plane's confidence.
     """
@@ -138,10 +142,30 @@ def depth_bottom_up(frame: RgbdFrame, config: DepthBottomUpConfig = DepthBottomU
         lab[near] = near_lut[idx[near]]
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
     low = ~(height > config.min_height)  # table, below it or no depth
+    # A region that does not stand on the table but is enclosed by another region is that object's
+    # self-occluded part (a bowl's inside behind its front rim): merge it into the neighbour it shares
+    # most of its outline with.
+    ring_of = {}
+    for k in np.flatnonzero(ok):
+        m = lab == k
+        ring_of[k] = cv2.dilate(m.astype(np.uint8), kernel).astype(bool) & ~m
+    for k in sorted(ring_of, key=lambda i: area[i]):
+        ring = ring_of[k]
+        if not ring.any() or float(low[ring].mean()) >= config.min_support:
+            continue
+        nb = lab[ring]
+        nb = nb[(nb > 0) & (nb != k)]
+        if nb.size < config.min_shared_outline * ring.sum():
+            continue
+        target = int(np.bincount(nb).argmax())
+        lab[lab == k] = target
+        ok[k] = False
+        m = lab == target
+        ring_of[target] = cv2.dilate(m.astype(np.uint8), kernel).astype(bool) & ~m
     out = []
     for k in np.flatnonzero(ok):
         m = lab == k
-        ring = cv2.dilate(m.astype(np.uint8), kernel).astype(bool) & ~m
+        ring = ring_of[k]
         support = float(low[ring].mean()) if ring.any() else 0.0
         out.append((m, support * confidence))
     out.sort(key=lambda t: -t[1])

@@ -53,7 +53,7 @@ class TablePlaneConfig:
     # behind has much of the scene there. More than max_below_fraction of the valid points -> rejected.
     below_band_m: tuple[float, float] = (0.03, 0.25)
     max_below_fraction: float = 0.1
-    iterations_no_gravity: int = 300  # RANSAC hypotheses without a normal prior
+    iterations_no_gravity: int = 200  # RANSAC hypotheses without a normal prior
     # A plane parallel to the dominant one, at least this much higher and with min_inlier_fraction of
     # the points, is a table standing on the floor: it is taken instead (None: keep the dominant plane).
     min_table_lift_m: Optional[float] = 0.25
@@ -277,8 +277,8 @@ def find_table_plane(
         ok &= d_cam > 0.05  # the camera is not on the plane
         ok &= -n_cam[:, 2] >= np.cos(np.radians(85.0))  # faces the camera: within 85 deg of the optical axis
         ok &= n_cam[:, 1] <= 0.3  # not seen from below (image down = +y): the camera is not upside down
-    dist = p @ n.T + d  # (M, K) signed
-    inl = np.abs(dist) < thr[:, None]
+    dist = p.astype(np.float32) @ n.T.astype(np.float32) + d.astype(np.float32)  # (M, K) signed
+    inl = np.abs(dist) < thr.astype(np.float32)[:, None]
     score = inl.sum(axis=0).astype(np.float64)
     if not use_pose:
         lo, hi = config.below_band_m

@@ -189,20 +189,22 @@ def cluster_flow(flow: np.ndarray, moving: np.ndarray, config: Optional[ClusterC
     # Back to full resolution: full-res moving pixels within 2 low-res pixels of a labelled pixel take
     # the nearest label; moving blobs that vanished at low resolution become their own components.
     up = np.zeros((h, w), dtype=np.int32)
-    up[y0:y1, x0:x1] = cv2.resize(crop_lab, (cw, ch), interpolation=cv2.INTER_NEAREST)
-    unlabeled = moving & (up == 0)
-    if unlabeled.any():
-        dist, idx = cv2.distanceTransformWithLabels((up == 0).astype(np.uint8), cv2.DIST_L2, 3,
+    crop_up = cv2.resize(crop_lab, (cw, ch), interpolation=cv2.INTER_NEAREST)  # (ch, cw)
+    crop_moving = moving[y0:y1, x0:x1]  # every moving pixel lies inside the crop
+    unlabeled = crop_moving & (crop_up == 0)
+    if unlabeled.any() and (crop_up != 0).any():
+        dist, idx = cv2.distanceTransformWithLabels((crop_up == 0).astype(np.uint8), cv2.DIST_L2, 3,
                                                     labelType=cv2.DIST_LABEL_PIXEL)
         # idx enumerates the zero pixels of the input (= the labelled pixels here): map index -> label
-        zy, zx = np.nonzero(up != 0)
+        zy, zx = np.nonzero(crop_up != 0)
         lut = np.zeros(int(idx.max()) + 1, dtype=np.int32)
-        lut[idx[zy, zx]] = up[zy, zx]
+        lut[idx[zy, zx]] = crop_up[zy, zx]
         near = unlabeled & (dist <= 2.0 / sc)
-        up[near] = lut[idx[near]]
-        far = unlabeled & ~near
-        if far.any():
-            comp = _components(far)
-            up[far] = comp[far] + up.max()
+        crop_up[near] = lut[idx[near]]
+    far = crop_moving & (crop_up == 0)
+    if far.any():
+        comp = _components(far)
+        crop_up[far] = comp[far] + crop_up.max()
+    up[y0:y1, x0:x1] = crop_up
     up[~moving] = 0
     return up
