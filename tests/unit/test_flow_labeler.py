@@ -260,3 +260,23 @@ def test_bad_data_gives_a_skipped_label_with_the_reason_and_bad_inputs_raise():
             labeler.label(dataclasses.replace(good, before=bad_depth))
         with pytest.raises(ValueError, match="not finite"):
             labeler.label(dataclasses.replace(good, action_pixel=(np.nan, 3.0)))
+
+
+def test_fast_region_adjacency_graph_equals_scikit_image():
+    from skimage import graph
+    from skimage.segmentation import slic
+
+    from selfsup_perception.core.labeling.flow_clustering import rag_mean_color
+
+    img = _texture(5, shape=(60, 80), blur=1.0)
+    mask = np.zeros((60, 80), bool)
+    mask[10:50, 5:70] = True
+    sp = slic(img, n_segments=40, compactness=30, mask=mask, start_label=1, channel_axis=-1)
+    ref = graph.rag_mean_color(img, sp, mode="similarity")
+    ref.remove_node(0)
+    fast = rag_mean_color(img, sp)
+    assert sorted(ref.nodes) == sorted(fast.nodes) and len(ref.nodes) > 10
+    assert set(map(frozenset, ref.edges)) == set(map(frozenset, fast.edges))
+    for a, b in ref.edges:
+        assert fast.edges[a, b]["weight"] == pytest.approx(ref.edges[a, b]["weight"], abs=1e-12)
+        assert np.allclose(fast.nodes[a]["mean color"], ref.nodes[a]["mean color"])

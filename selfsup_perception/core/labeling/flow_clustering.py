@@ -83,6 +83,38 @@ def _components(moving: np.ndarray) -> np.ndarray:
     return labels.astype(np.int32)
 
 
+def rag_mean_color(image: np.ndarray, labels: np.ndarray, sigma: float = 255.0) -> graph.RAG:
+    """The region adjacency graph of scikit-image's ``graph.rag_mean_color(image, labels, connectivity=2,
+    mode='similarity', sigma)`` without label 0, built with numpy.
+
+    Same nodes ('labels', 'pixel count', 'total color', 'mean color'), 8-neighbour adjacency and edge
+    weights exp(-|c_a - c_b|^2 / sigma) of the mean colours; scikit-image loops over pixels in Python
+    (most of the clustering time on real images).
+    """
+    n = int(labels.max()) + 1
+    flat = labels.ravel()
+    cnt = np.bincount(flat, minlength=n).astype(np.float64)
+    total = np.stack([np.bincount(flat, weights=image[..., c].ravel().astype(np.float64), minlength=n)
+                      for c in range(image.shape[-1])], axis=1)  # (n, 3)
+    mean = total / np.maximum(cnt, 1.0)[:, None]
+    pairs = np.concatenate([
+        np.stack([labels[:, :-1].ravel(), labels[:, 1:].ravel()], 1),
+        np.stack([labels[:-1, :].ravel(), labels[1:, :].ravel()], 1),
+        np.stack([labels[:-1, :-1].ravel(), labels[1:, 1:].ravel()], 1),
+        np.stack([labels[:-1, 1:].ravel(), labels[1:, :-1].ravel()], 1),
+    ])
+    pairs = pairs[(pairs[:, 0] > 0) & (pairs[:, 1] > 0) & (pairs[:, 0] != pairs[:, 1])]
+    pairs = np.unique(np.sort(pairs, axis=1), axis=0)
+    rag = graph.RAG()
+    for i in np.flatnonzero(cnt[1:]) + 1:
+        rag.add_node(int(i), **{"labels": [int(i)], "pixel count": int(cnt[i]), "total color": total[i],
+                                "mean color": mean[i]})
+    d2 = ((mean[pairs[:, 0]] - mean[pairs[:, 1]]) ** 2).sum(axis=1)
+    weights = np.exp(-d2 / sigma)
+    rag.add_edges_from((int(a), int(b), {"weight": float(wt)}) for (a, b), wt in zip(pairs, weights))
+    return rag
+
+
 def _ncut_labels(color: np.ndarray, moving: np.ndarray, n_segments: int, config: ClusterConfig) -> np.ndarray:
     """SLIC on the moving pixels of a colour-coded flow crop, then RAG + normalized cut; 0 = not moving."""
     sp = slic(color, n_segments=n_segments, compactness=config.slic_compactness, mask=moving,
@@ -90,9 +122,7 @@ def _ncut_labels(color: np.ndarray, moving: np.ndarray, n_segments: int, config:
     n_sp = int(sp.max())
     if n_sp <= 1:
         return sp.astype(np.int32)
-    rag = graph.rag_mean_color(color, sp, mode="similarity")
-    if rag.has_node(0):
-        rag.remove_node(0)  # background (masked out) takes no part in the cut
+    rag = rag_mean_color(color, sp)  # background (label 0, masked out) takes no part in the cut
     cut = graph.cut_normalized(sp, rag, thresh=config.ncut_threshold, num_cuts=config.ncut_num_cuts,
                                rng=np.random.default_rng(config.seed))
     # Relabel the cut to 1..K on moving pixels, 0 elsewhere.
