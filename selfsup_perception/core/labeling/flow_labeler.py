@@ -2,9 +2,20 @@
 
 Pipeline of :meth:`FlowMaskLabeler.label` on one :class:`InteractionSample`:
 
+0. Data conditions first: no depth, depth without a valid pixel, millimetres stored as float, or no
+   table plane in view (:func:`find_table_plane`, any viewpoint) give a *skipped* label
+   (``kept=False``, reason ``"skipped: ..."``, ``stats['skipped']``), never an exception; malformed
+   inputs (shapes, dtypes, a non-finite action pixel) still raise ``ValueError``.
 1. Flow before -> after (:func:`compute_flow`: OpenCV DIS, preset ``medium``, at
    half resolution by default; 'farneback' optional). The mask lives in the
    *before* image: flow at a before pixel says where it went.
+1b. Ego-motion compensation (deviation; :mod:`.ego_motion`): the flow the camera's own motion causes
+   -- from depth and the two poses when they differ, then a RANSAC homography of what is left on the
+   table/background when it is camera-like -- is subtracted before anything below looks at the flow
+   (the end points of step 3 still use the measured flow). Camera motion above ``max_ego_motion_px``
+   discards the interaction ("large camera motion"). A moving region must also have *changed the
+   image* (``change_threshold``, ``min_changed_fraction``): flow errors on plain surfaces after a
+   shake do not, a pushed object does.
 2. Large-motion filter: mean flow magnitude (unfiltered flow) >
    ``max_mean_flow_px`` -> discard the interaction (reference: 7 px at 640x480,
    over the whole image; checked after clustering so the discarded label still
@@ -31,11 +42,14 @@ Pipeline of :meth:`FlowMaskLabeler.label` on one :class:`InteractionSample`:
 5. Clustering (:func:`cluster_flow`): SLIC + RAG + normalized cut on the
    colour-coded flow as in the reference, at reduced resolution, then adjacent
    segments with similar mean flow are merged (see :mod:`flow_clustering` for
-   the deviations and why).
+   the deviations and why). Only the moving regions that come within
+   ``cluster_reach_sigmas`` x ``prior_sigma_px`` of the action pixel are clustered
+   (the segment choice never looks farther): bounded time when much of the image moves.
 6. Segment choice: the segment under the action pixel; if that pixel is
    background, up to ``prior_samples`` (50) pixels drawn from a Gaussian
    (sigma ``prior_sigma_px`` = 10 px at 640x480) around it, the first that hits a
-   segment wins (reference behaviour).
+   segment wins (reference behaviour). Holes enclosed by the chosen segment are filled
+   (``fill_holes``, deviation: a bowl's inside is within ``table_height`` of the table on real depth).
 7. Mask filters: area > ``max_area_fraction`` (2.5 %) of the image or <
    ``min_area_px`` (100 px at 640x480) -> discard; std of the flow *magnitude*
    inside the mask > ``max_flow_std_px`` (15 px at 640x480) -> discard (rotation;
