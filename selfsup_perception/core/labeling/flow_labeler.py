@@ -139,6 +139,9 @@ class FlowLabelerConfig:
     # Holes enclosed by the chosen segment belong to the object (a bowl's or a mug's inside: on real depth
     # its bottom is within table_height of the table, so the table filter removes it). Deviation.
     fill_holes: bool = True
+    # A flow end point counts as landing above the table when an above-table pixel of the after frame is
+    # within this many pixels (at 640x480, scaled; 0 = the exact pixel, the reference). Deviation.
+    end_point_tolerance_px: float = 6.0
 
     def __post_init__(self) -> None:
         if not 0 < self.max_area_fraction <= 1:
@@ -264,7 +267,7 @@ class FlowMaskLabeler:
         """
         cfg = self.config
         h, w = magnitude.shape
-        hb = plane.height_image(before)
+        hb = plane.height_image(before) if height_before is None else height_before
         with np.errstate(invalid="ignore"):
             cand = (hb >= cfg.table_height) & (magnitude > threshold_px)  # NaN -> False
         idx = np.flatnonzero(cand)
@@ -272,10 +275,24 @@ class FlowMaskLabeler:
         ue = np.rint(uu + flow[vv, uu, 0]).astype(np.int64)
         ve = np.rint(vv + flow[vv, uu, 1]).astype(np.int64)
         ok = (ue >= 0) & (ue < w) & (ve >= 0) & (ve < h)
-        ha = np.full(idx.shape, np.nan)
-        ha[ok] = plane.height_at_pixels(after, ue[ok], ve[ok])
-        with np.errstate(invalid="ignore"):
-            keep = ha >= cfg.table_height
+        r = int(round(cfg.end_point_tolerance_px * resolution_scale((h, w))))
+        if r > 0 and ok.any():
+            # End points within r px of an above-table pixel of the after frame pass: DIS underestimates
+            # long motions near object boundaries, and the before pixel is already known to be above the table.
+            y0, y1 = max(int(ve[ok].min()) - r, 0), min(int(ve[ok].max()) + r + 1, h)
+            x0, x1 = max(int(ue[ok].min()) - r, 0), min(int(ue[ok].max()) + r + 1, w)
+            vg, ug = np.mgrid[y0:y1, x0:x1]
+            with np.errstate(invalid="ignore"):
+                above = (plane.height_at_pixels(after, ug.ravel(), vg.ravel()) >= cfg.table_height)
+            above = cv2.dilate(above.reshape(y1 - y0, x1 - x0).astype(np.uint8), np.ones((2 * r + 1, 2 * r + 1),
+                                                                                          np.uint8)).astype(bool)
+            keep = np.zeros(idx.shape, bool)
+            keep[ok] = above[ve[ok] - y0, ue[ok] - x0]
+        else:
+            ha = np.full(idx.shape, np.nan)
+            ha[ok] = plane.height_at_pixels(after, ue[ok], ve[ok])
+            with np.errstate(invalid="ignore"):
+                keep = ha >= cfg.table_height
         moving = np.zeros(h * w, dtype=bool)
         moving[idx[keep]] = True
         return moving.reshape(h, w)
