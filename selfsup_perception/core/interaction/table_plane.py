@@ -1,5 +1,9 @@
 """Table plane from one depth image: RANSAC on a subsample, least-squares refit on the inliers.
 
+:func:`find_table_plane` works from any viewpoint (gravity from the camera pose when there is one,
+otherwise the dominant supporting plane facing the camera) and returns a :class:`TablePlaneResult`
+with a confidence, or the reason there is no plane; :func:`fit_table_plane` raises that reason.
+
 The plane is ``n . x + d = 0`` with a unit normal ``n`` oriented so that the
 camera centre has a positive height: ``height_above(x) = n . x + d`` is the signed
 distance of ``x`` above the table (metres). Papers 001/003 segment the table with
