@@ -38,7 +38,7 @@ $(STAMPS)/interfaces: $(STAMPS)/venv $(INTERFACE_SOURCES)
 	@touch $@
 
 demo: setup
-	$(PY) -m selfsup_perception.demo $(DEMO_ARGS)
+	$(PY) -m selfsup_perception.cli.demo $(DEMO_ARGS)
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -40,20 +40,21 @@ import cv2
 import numpy as np
 import torch
 
+from selfsup_perception.core.dataset.atomic_io import atomic_write_bytes
 from selfsup_perception.core.evaluation.bottom_up import bottom_up_instances
-from selfsup_perception.core.evaluation.sim_scenes import evaluate_segmenter, render_test_scenes
-from selfsup_perception.core.evaluation.sim_pushes import simulated_push
+from selfsup_perception.sim.evaluation_scenes import evaluate_segmenter, render_test_scenes
+from selfsup_perception.sim.scripted_pushes import simulated_push
 from selfsup_perception.core.interaction import PlannerConfig
 from selfsup_perception.core.labeling import FlowMaskLabeler, FrameDifferenceLabeler
-from selfsup_perception.core.learning.inference import segment_instances
-from selfsup_perception.core.learning.instance_task import (
+from selfsup_perception.core.learning.serving.inference import segment_instances
+from selfsup_perception.core.learning.tasks.instance import (
     InstanceSegmentationTask,
     InstanceTaskConfig,
     collate_samples,
 )
 from selfsup_perception.core.learning.models.instance_segmentation import InferenceConfig
-from selfsup_perception.core.learning.online_training import resize_item
-from selfsup_perception.core.learning.trainer import Trainer, TrainerConfig
+from selfsup_perception.core.learning.training.online import resize_item
+from selfsup_perception.core.learning.training.trainer import Trainer, TrainerConfig
 from selfsup_perception.sim.tabletop import SimConfig, TabletopSim, replace_camera
 
 LABEL_SETS = ("frame_difference", "flow", "ground_truth")
@@ -106,9 +107,7 @@ def _save_push(path: Path, p: dict) -> None:
               "gt_mask": p["gt_mask"] if p["gt_mask"] is not None else np.zeros(p["rgb"].shape[:2], bool)}
     for name, (mask, kept, neg) in p["labels"].items():
         arrays[f"{name}_mask"], arrays[f"{name}_kept"], arrays[f"{name}_negative"] = mask, np.bool_(kept), np.bool_(neg)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, lambda f: np.savez_compressed(f, **arrays))
 
 
 def _load_push(path: Path) -> dict:

@@ -40,13 +40,13 @@ import torch
 from selfsup_perception.core.descriptors.classical_baseline import match_classical
 from selfsup_perception.core.descriptors.matching import compute_descriptor_image, find_correspondences
 from selfsup_perception.core.descriptors.metrics import matching_metrics, pixel_errors
-from selfsup_perception.core.geometry import backproject_pixels, project, transform_points
-from selfsup_perception.core.learning import checkpoint as ckpt
-from selfsup_perception.core.learning.descriptor_task import DescriptorTask, DescriptorTaskConfig
+from selfsup_perception.core.geometry.camera import backproject_pixels, project, transform_points
+from selfsup_perception.core.learning.serving import checkpoints as ckpt
+from selfsup_perception.core.learning.tasks.descriptors import DescriptorTask, DescriptorTaskConfig
 from selfsup_perception.core.descriptors.spatial_expectation import grid_to_image, image_to_grid
 from selfsup_perception.core.learning.models.backbone import BackboneConfig, normalize_image
 from selfsup_perception.core.learning.models.descriptor_net import DescriptorNetConfig
-from selfsup_perception.core.learning.trainer import Trainer, TrainerConfig
+from selfsup_perception.core.learning.training.trainer import Trainer, TrainerConfig
 from selfsup_perception.core.types import RgbdFrame
 from selfsup_perception.sim.tabletop import CameraConfig, SimConfig, TabletopSim, look_at
 

@@ -38,7 +38,7 @@ import time
 import cv2
 import numpy as np
 
-from selfsup_perception.core.evaluation.sim_pushes import simulated_push
+from selfsup_perception.sim.scripted_pushes import simulated_push
 from selfsup_perception.core.interaction import PlannerConfig
 from selfsup_perception.core.labeling import FlowMaskLabeler, FrameDifferenceLabeler
 from selfsup_perception.core.labeling.quality import LabelQuality

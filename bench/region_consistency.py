@@ -27,13 +27,13 @@ import time
 import numpy as np
 import torch
 
-from selfsup_perception.core.learning.region_consistency_task import (
+from selfsup_perception.core.learning.tasks.region_consistency import (
     RegionConsistencyConfig,
     RegionConsistencyData,
     RegionConsistencyDataConfig,
     RegionConsistencyTask,
 )
-from selfsup_perception.core.learning.semantic_task import (
+from selfsup_perception.core.learning.tasks.semantic import (
     SemanticSegmentationTask,
     SemanticTaskConfig,
     confusion_matrix,

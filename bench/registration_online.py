@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import torch
 
-from selfsup_perception.core.learning.online_region_consistency import (
+from selfsup_perception.core.learning.training.online_region_consistency import (
     OnlineRegionConsistencyConfig,
     OnlineRegionConsistencyTrainer,
 )

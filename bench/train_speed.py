@@ -1,6 +1,6 @@
 """Instance segmentation cost on this CPU: forward latency, inference latency, training steps/s.
 
-Synthetic data only (selfsup_perception.core.learning.instance_task.synthetic_items), so no
+Synthetic data only (selfsup_perception.core.learning.tasks.instance.synthetic_items), so no
 simulator render time is included. Also trains briefly on synthetic scenes and reports
 class-agnostic COCO AP on held-out synthetic scenes as a sanity check that learning works.
 
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from selfsup_perception.core.evaluation import evaluate_instances
-from selfsup_perception.core.learning.instance_task import (
+from selfsup_perception.core.learning.tasks.instance import (
     InstanceSegmentationTask,
     InstanceTaskConfig,
     collate_samples,
@@ -30,8 +30,8 @@ from selfsup_perception.core.learning.models.instance_segmentation import (
     count_parameters,
     predict_instances,
 )
-from selfsup_perception.core.learning.inference import segment_instances
-from selfsup_perception.core.learning.trainer import Trainer, TrainerConfig
+from selfsup_perception.core.learning.serving.inference import segment_instances
+from selfsup_perception.core.learning.training.trainer import Trainer, TrainerConfig
 
 
 def median_ms(fn, repeats: int, warmup: int = 2) -> float:

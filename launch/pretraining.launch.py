@@ -1,4 +1,4 @@
-"""ros2 launch selfsup_perception pretraining.launch.py [use_sim:=true|false]
+"""ros2 launch selfsup_perception pretraining.launch.py [use_sim:=true|false] [data_dir:=DIR]
 
 Registered views -> region-consistency pre-training of semantic segmentation -> inference.
 Starts capture, registration, trainer (task semantic_segmentation on the registration
@@ -7,10 +7,12 @@ around the static scene) when use_sim is true.
 The same graph without ros2 launch: python -m selfsup_perception.launcher --pretraining.
 """
 
+from pathlib import PurePosixPath
+
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
 from launch.conditions import IfCondition
-from launch.substitutions import LaunchConfiguration
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 
 from selfsup_perception.graph import (
@@ -20,13 +22,25 @@ from selfsup_perception.graph import (
     SIM_WORLD,
     TRAINER,
     config_dir,
+    data_overrides,
     pretraining_overrides,
 )
 
 
 def _node(spec, overrides, **kwargs):
+    overrides = {k: v for k, v in overrides.items() if k != "dataset_dir"}  # from data_dir below
     return Node(package="selfsup_perception", executable=spec.executable, name=spec.name, output="screen",
-                parameters=[str(config_dir() / spec.params_file), {**spec.overrides, **overrides}], **kwargs)
+                parameters=[str(config_dir() / spec.params_file), {**spec.overrides, **overrides},
+                            _data_parameters(spec, LaunchConfiguration("data_dir"), pretraining=True)], **kwargs)
+
+
+def _data_parameters(spec, data_dir, pretraining: bool = False) -> dict:
+    """The node's data folders under the ``data_dir`` launch argument (graph.data_overrides: one layout)."""
+    layout = data_overrides("DATA")
+    if pretraining:  # the pre-training trainer reads the registration store
+        layout["trainer"]["dataset_dir"] = layout["registration"]["dataset_dir"]
+    return {k: PathJoinSubstitution([data_dir, PurePosixPath(v).name]) for k, v in layout.get(spec.name, {}).items()}
+
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -34,6 +48,8 @@ def generate_launch_description() -> LaunchDescription:
     o = pretraining_overrides(with_simulator=True)
     return LaunchDescription([
         DeclareLaunchArgument("use_sim", default_value="true", description="start the simulated tabletop"),
+        DeclareLaunchArgument("data_dir", default_value="data", description="root of the folders the nodes hand "
+                              "data through (registration/, checkpoints/)"),
         _node(SIM_WORLD, {}, condition=IfCondition(use_sim)),
         _node(CAMERA_CAPTURE, {}),
         _node(REGISTRATION, o.get("registration", {})),

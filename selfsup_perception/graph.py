@@ -53,13 +53,41 @@ def pretraining_graph(with_simulator: bool = True) -> list[NodeSpec]:
     return ([SIM_WORLD] if with_simulator else []) + [CAMERA_CAPTURE, REGISTRATION, TRAINER, INFERENCE]
 
 
-def pretraining_overrides(with_simulator: bool = True) -> dict[str, dict]:
+def pretraining_overrides(with_simulator: bool = True, data_dir: str | Path = "data") -> dict[str, dict]:
     """Parameter overrides that turn the shared configs into the pre-training graph."""
-    out = {"trainer": {"task": "semantic_segmentation", "dataset_dir": "data/registration", "min_samples": 1,
-                       "batch_size": 4, "torch_threads": 1}}
+    out = {"trainer": {"task": "semantic_segmentation", "dataset_dir": data_overrides(data_dir)["registration"][
+        "dataset_dir"], "min_samples": 1, "batch_size": 4, "torch_threads": 1}}
     if with_simulator:
         # one static scene: two arcs of views, then the trainer works on their pairs
         out["registration"] = {"drive_sim_camera": True, "collect_period_s": 5.0, "max_timer_collections": 2}
+    return out
+
+
+def data_overrides(data_dir: str | Path) -> dict[str, dict]:
+    """Where the nodes hand data to each other, set from one root (the one place that knows the layout).
+
+    ``<data_dir>/interactions`` (interaction -> labeler -> trainer), ``<data_dir>/registration``
+    (registration -> pre-training), ``<data_dir>/checkpoints`` (trainer -> inference),
+    ``<data_dir>/bags`` (recorded interactions). A trainer with ``task: semantic_segmentation``
+    reads the registration store instead (:func:`pretraining_overrides` sets it).
+    """
+    root = Path(data_dir)
+    interactions, checkpoints = str(root / "interactions"), str(root / "checkpoints")
+    return {
+        "interaction": {"dataset_dir": interactions, "bag_dir": str(root / "bags")},
+        "labeler": {"dataset_dir": interactions},
+        "registration": {"dataset_dir": str(root / "registration")},
+        "trainer": {"dataset_dir": interactions, "checkpoint_dir": checkpoints},
+        "inference": {"checkpoint_dir": checkpoints},
+    }
+
+
+def merge_overrides(*layers: dict[str, dict]) -> dict[str, dict]:
+    """Per-node parameter overrides, later layers winning."""
+    out: dict[str, dict] = {}
+    for layer in layers:
+        for node, params in layer.items():
+            out.setdefault(node, {}).update(params)
     return out
 
 

@@ -26,6 +26,8 @@ from selfsup_perception.graph import (
     interaction_graph,
     learning_graph,
     pretraining_graph,
+    data_overrides,
+    merge_overrides,
     pretraining_overrides,
 )
 
@@ -151,17 +153,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--no-learning", action="store_true", help="without the trainer and inference nodes")
     parser.add_argument("--pretraining", action="store_true",
                         help="registered views and region-consistency pre-training instead of interaction")
+    parser.add_argument("--data-dir", default="data", help="root of the folders the nodes hand data through "
+                        "(interactions/, registration/, checkpoints/, bags/)")
     parser.add_argument("-p", "--param", action="append", default=[], help="node.param:=value override")
     args = parser.parse_args(argv)
     exit_on_sigterm()
     with_sim = not args.no_sim
-    overrides: dict[str, dict] = {}
+    overrides = data_overrides(args.data_dir)
     if args.pretraining:
-        specs, overrides = pretraining_graph(with_sim), pretraining_overrides(with_sim)
+        specs = pretraining_graph(with_sim)
+        overrides = merge_overrides(overrides, pretraining_overrides(with_sim, args.data_dir))
     else:
         specs = (interaction_graph if args.no_learning else learning_graph)(with_simulator=with_sim)
-    for node, params in parse_overrides(args.param).items():
-        overrides.setdefault(node, {}).update(params)
+    overrides = merge_overrides(overrides, parse_overrides(args.param))
     graph = GraphProcess(specs, overrides)
     graph.start()
     try:

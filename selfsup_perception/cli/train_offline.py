@@ -4,7 +4,7 @@
         --out runs/instance --steps 2000 --batch-size 8 --crop 240 320
     python -m selfsup_perception.cli.train_offline --synthetic 200 --out /tmp/run --steps 100   # smoke test
 
-Writes to ``--out``: ``checkpoints/instance_segmentation/vNNNNN/`` (see core/learning/checkpoint.py),
+Writes to ``--out``: ``checkpoints/instance_segmentation/vNNNNN/`` (see core/learning/serving/checkpoints.py),
 ``report/loss.png`` (loss over steps), ``report/examples.png`` (predicted masks on evaluation
 images), ``report/metrics.json`` (training summary and COCO AP when ground truth is available).
 """
@@ -21,7 +21,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from selfsup_perception.core.learning.instance_task import (
+from selfsup_perception.core.learning.tasks.instance import (
     InstanceSegmentationTask,
     InstanceTaskConfig,
     collate_samples,
@@ -33,7 +33,7 @@ from selfsup_perception.core.learning.models.instance_segmentation import (
     InstanceSegConfig,
     predict_instances,
 )
-from selfsup_perception.core.learning.trainer import Trainer, TrainerConfig
+from selfsup_perception.core.learning.training.trainer import Trainer, TrainerConfig
 
 LOG = logging.getLogger("train_offline")
 
@@ -53,7 +53,7 @@ def load_labeled_samples(dataset_dir: str | Path, labeler: str, with_ground_trut
     import cv2
 
     from selfsup_perception.core.dataset.sample_store import CorruptSampleError, SampleStore
-    from selfsup_perception.core.learning.online_training import resize_item
+    from selfsup_perception.core.learning.training.online import resize_item
 
     store = SampleStore(dataset_dir)
     items = []

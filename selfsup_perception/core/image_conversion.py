@@ -115,7 +115,7 @@ def to_depth_metres(msg) -> np.ndarray:
         raise ImageConversionError(
             f"expected a depth image ({', '.join(DEPTH_ENCODINGS)}), got encoding {msg.encoding!r}"
         )
-    from selfsup_perception.core.geometry import sanitize_depth
+    from selfsup_perception.core.geometry.camera import sanitize_depth
 
     return sanitize_depth(image_to_array(msg))
 

@@ -67,7 +67,8 @@ class CaptureParams:
 class CameraCaptureNode(Node):
     def __init__(self, **kwargs):
         super().__init__("camera_capture", **kwargs)
-        self.params = declare_config(self, CaptureParams)
+        self.params = declare_config(self, CaptureParams, on_change=self._apply_params,
+                                     dynamic=("default_timeout_s", "max_pose_age_s", "world_frame"))
         p = self.params
         self._cond = threading.Condition()
         self._latest: Optional[tuple[Image, Image, CameraInfo]] = None
@@ -98,6 +99,9 @@ class CameraCaptureNode(Node):
                                      callback_group=sensor_group)
         self.create_service(CaptureView, "capture_view", self._on_capture, callback_group=ReentrantCallbackGroup())
         self.get_logger().info(f"capturing {p.rgb_topic} + {p.depth_topic} (slop {p.sync_slop_s}s)")
+
+    def _apply_params(self, params: CaptureParams) -> None:
+        self.params = params  # read per capture; topics, sync and QoS are fixed at start-up (read-only)
 
     def _on_pose(self, msg: PoseStamped) -> None:
         with self._cond:

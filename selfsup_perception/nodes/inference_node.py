@@ -1,5 +1,8 @@
 """Inference: segmentation and dense descriptors as services and a stream, with hot-swapped models.
 
+The input size, class names and normalisation of each model come from its checkpoint's
+metadata (``meta.json``: ``inference``), so no parameter repeats "the size it was trained at".
+
 Lifecycle-shaped (rclpy LifecycleNode; ``autostart`` configures and activates at start):
 configure loads the newest model of each task from ``checkpoint_dir`` (missing models are
 fine: requests then get a clear error), activate starts serving, cleanup frees the models.
@@ -24,16 +27,18 @@ import torch
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import Image, RegionOfInterest
+from sensor_msgs.msg import Image
 
 from selfsup_perception.core.dataset.visualization import overlay_mask
 from selfsup_perception.core.descriptors.matching import compute_descriptor_image, find_correspondences
 from selfsup_perception.core.image_conversion import ImageConversionError, array_to_image, to_rgb8
-from selfsup_perception.core.learning.checkpoint import CheckpointError
-from selfsup_perception.core.learning.inference import label_image, segment_instances, segment_semantic
-from selfsup_perception.core.learning.model_registry import TASKS, ModelNotAvailableError, ModelRegistry
-from selfsup_perception.msg import InstanceSegmentation, ModelVersion, SegmentedInstance
-from selfsup_perception.ros.conversions import mask_to_msg, rgb_to_msg
+from selfsup_perception.core.learning.serving import checkpoints as ckpt
+from selfsup_perception.core.learning.serving.checkpoints import CheckpointError
+from selfsup_perception.core.learning.serving.inference import label_image, segment_instances, segment_semantic
+from selfsup_perception.core.learning.serving.mask_refinement import MaskRefinementConfig
+from selfsup_perception.core.learning.serving.model_registry import TASKS, ModelNotAvailableError, ModelRegistry
+from selfsup_perception.msg import InstanceSegmentation, ModelVersion
+from selfsup_perception.ros.conversions import instances_to_msgs, rgb_to_msg
 from selfsup_perception.ros.node_runner import run_node
 from selfsup_perception.ros.parameters import declare_config, field_with_help
 from selfsup_perception.ros.work_queue import WorkQueue
@@ -47,12 +52,10 @@ REQUEST_ERRORS = (ImageConversionError, ModelNotAvailableError, CheckpointError,
 class InferenceParams:
     checkpoint_dir: str = field_with_help("data/checkpoints", "model versions written by the trainer")
     device: str = field_with_help("cpu", "cpu | cuda | cuda:N")
-    input_width: int = field_with_help(320, "segmentation input width (as trained)")
-    input_height: int = field_with_help(240, "segmentation input height (as trained)")
-    semantic_input_width: int = field_with_help(160, "semantic segmentation input width (as trained)")
-    semantic_input_height: int = field_with_help(120, "semantic segmentation input height (as trained)")
     score_threshold: float = field_with_help(0.3, "default minimum instance score")
     max_instances: int = field_with_help(20, "default maximum number of instances")
+    refine_masks: bool = field_with_help(True, "refine masks at full resolution along image edges (guided filter); "
+                                         "false: nearest-neighbour upsampling of the network's grid")
     max_concurrent_requests: int = field_with_help(2, "requests served at once; more wait up to request_wait_s")
     request_wait_s: float = field_with_help(10.0, "how long a request may wait for a free slot (s)")
     follow_trainer: bool = field_with_help(True, "activate each new version published by the trainer")
@@ -71,22 +74,14 @@ class InferenceParams:
             raise ValueError("correspondence_coarse_stride must be >= 1")
         if not 0.0 <= self.score_threshold <= 1.0:
             raise ValueError("score_threshold must be in [0, 1]")
-        if self.input_width < 32 or self.input_height < 32:
-            raise ValueError("input size must be at least 32x32")
-
-
-def default_class_names(meta: dict) -> list[str]:
-    """Class names of a semantic model: the simulated world's classes when the count matches."""
-    from selfsup_perception.sim.tabletop import SEMANTIC_CLASSES
-
-    n = int(meta.get("model_config", {}).get("num_classes", 0))
-    return list(SEMANTIC_CLASSES) if n == len(SEMANTIC_CLASSES) else [f"class_{i}" for i in range(n)]
 
 
 class InferenceNode(LifecycleNode):
     def __init__(self, **kwargs):
         super().__init__("inference", **kwargs)
-        self.params = declare_config(self, InferenceParams, read_only=("device",))
+        self.params = declare_config(self, InferenceParams, on_change=self._apply_params, dynamic=(
+            "score_threshold", "max_instances", "refine_masks", "request_wait_s", "follow_trainer", "correspondence_coarse_stride",
+            "torch_threads"))
         torch.set_num_threads(max(self.params.torch_threads, 1))
         self.registry: ModelRegistry | None = None
         self._active = False
@@ -108,6 +103,11 @@ class InferenceNode(LifecycleNode):
         if self.params.autostart:
             self.trigger_configure()
             self.trigger_activate()
+
+    def _apply_params(self, params: InferenceParams) -> None:
+        """Dynamic parameters take effect with the next request (each request reads ``self.params`` once)."""
+        torch.set_num_threads(max(params.torch_threads, 1))
+        self.params = params
 
     # ------------------------------------------------------------- lifecycle
     def on_configure(self, state) -> TransitionCallbackReturn:
@@ -206,17 +206,14 @@ class InferenceNode(LifecycleNode):
         """(InstanceSegmentation message, list of core Instances) of one RGB image."""
         p = self.params
         loaded = self.registry.get("instance_segmentation", model_version)
-        instances = segment_instances(loaded.model, rgb, (p.input_width, p.input_height),
+        instances = segment_instances(loaded.model, rgb, ckpt.serving_input_size(loaded.meta),
                                       score_threshold=score_threshold or p.score_threshold,
-                                      max_instances=max_instances or p.max_instances)
+                                      max_instances=max_instances or p.max_instances,
+                                      refinement=MaskRefinementConfig() if p.refine_masks else None)
         out = InstanceSegmentation(model_version=loaded.name)
         if header is not None:
             out.header = header
-        for i, inst in enumerate(instances):
-            x0, y0, x1, y1 = inst.box
-            item = SegmentedInstance(id=i + 1, score=float(inst.score), mask=mask_to_msg(inst.mask[y0:y1 + 1, x0:x1 + 1]))
-            item.box = RegionOfInterest(x_offset=x0, y_offset=y0, width=x1 - x0 + 1, height=y1 - y0 + 1)
-            out.instances.append(item)
+        out.instances = instances_to_msgs(instances)
         if with_label_image:
             array_to_image(label_image(instances, rgb.shape[:2]), "mono16", out.label_image)
         self._add_semantic(out, rgb)
@@ -228,10 +225,9 @@ class InferenceNode(LifecycleNode):
             loaded = self.registry.active("semantic_segmentation")
         except ModelNotAvailableError:
             return
-        p = self.params
-        classes = segment_semantic(loaded.model, rgb, (p.semantic_input_width, p.semantic_input_height))
+        classes = segment_semantic(loaded.model, rgb, ckpt.serving_input_size(loaded.meta))
         array_to_image(classes, "mono8", out.semantic_image)
-        out.class_names = list(loaded.meta.get("class_names") or default_class_names(loaded.meta))
+        out.class_names = ckpt.serving_class_names(loaded.meta)
 
     def _on_segment(self, request, response):
         def work(res):

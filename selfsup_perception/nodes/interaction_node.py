@@ -11,12 +11,10 @@ with an error code; the node keeps serving.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 from rclpy.action import ActionServer, GoalResponse
@@ -26,17 +24,14 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 from selfsup_perception.action import ExecuteInteraction
 from selfsup_perception.core.dataset.sample_store import SampleStore
-from selfsup_perception.core.evaluation.hypotheses import hypothesis_recall
-from selfsup_perception.core.image_conversion import image_to_array
 from selfsup_perception.core.interaction.action_planning import PlannerConfig
 from selfsup_perception.core.interaction.episode import run_episode
 from selfsup_perception.core.types import InteractionKind
 from selfsup_perception.msg import InteractionSample as InteractionSampleMsg
 from selfsup_perception.robot.arm_backend import Workspace
 from selfsup_perception.ros.conversions import (
-    mask_from_msg,
+    instance_masks_from_msg,
     point_from_msg,
-    pose_msg_to_matrix,
     rgb_to_msg,
     sample_to_msg,
     view_msg_to_frame,
@@ -44,7 +39,7 @@ from selfsup_perception.ros.conversions import (
 from selfsup_perception.ros.node_runner import run_node
 from selfsup_perception.ros.parameters import declare_config, field_with_help
 from selfsup_perception.ros.service_calls import ServiceCallError, call_service
-from selfsup_perception.srv import CaptureView, SegmentImage, SimGroundTruth
+from selfsup_perception.srv import CaptureView, SegmentImage
 
 SAMPLES_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
 
@@ -63,7 +58,6 @@ class InteractionParams:
     depth_encoding: str = field_with_help("32FC1", "depth encoding of published samples: 32FC1 | 16UC1")
     world_frame: str = field_with_help("world", "frame of the interaction points")
     seed: int = field_with_help(0, "seed of action sampling")
-    sim_ground_truth: bool = field_with_help(False, "store simulator ground truth with samples (evaluation only)")
     use_model_hypotheses: bool = field_with_help(False, "choose objects from the segmentation service's masks")
     segment_service: str = field_with_help("segment_image", "SegmentImage service used for hypotheses")
     workspace_x: list = field_with_help([0.35, 0.75], "workspace x range (m, world frame)")
@@ -104,13 +98,13 @@ def make_arm_backend(node: Node, params: InteractionParams, callback_group):
 class InteractionNode(Node):
     def __init__(self, **kwargs):
         super().__init__("interaction", **kwargs)
-        self.params = declare_config(self, InteractionParams)
+        self.params = declare_config(self, InteractionParams, on_change=self._apply_params,
+                                     dynamic=("capture_timeout_s", "use_model_hypotheses"))
         p = self.params
         self._clients_group = ReentrantCallbackGroup()
         self.arm = make_arm_backend(self, p, self._clients_group)
         self.store = SampleStore(p.dataset_dir)
         self._capture_client = self.create_client(CaptureView, p.capture_service, callback_group=self._clients_group)
-        self._gt_client = self.create_client(SimGroundTruth, "/sim/ground_truth", callback_group=self._clients_group)
         self._segment_client = self.create_client(SegmentImage, p.segment_service, callback_group=self._clients_group)
         self.sample_pub = self.create_publisher(InteractionSampleMsg, "interaction/samples", SAMPLES_QOS)
         self._rng = np.random.default_rng(p.seed)
@@ -123,12 +117,13 @@ class InteractionNode(Node):
             bag_path.parent.mkdir(parents=True, exist_ok=True)
             self._bag = BagRecorder(bag_path, storage="mcap")
             self.get_logger().info(f"recording samples into {bag_path}")
-        self.hypothesis_log: list[dict] = []  # per interaction: recall of the model's hypotheses (simulation)
-        self._last_hypotheses: list = []
         self._action_server = ActionServer(
             self, ExecuteInteraction, "execute_interaction", execute_callback=self._execute,
             goal_callback=self._on_goal, callback_group=MutuallyExclusiveCallbackGroup())
         self.get_logger().info(f"interaction controller ready (backend {p.backend}, dataset {p.dataset_dir})")
+
+    def _apply_params(self, params: InteractionParams) -> None:
+        self.params = params  # read per goal; the arm backend, stores and workspace are fixed at start-up
 
     def _on_goal(self, goal) -> GoalResponse:
         if goal.kind not in (ExecuteInteraction.Goal.KIND_PUSH, ExecuteInteraction.Goal.KIND_GRASP):
@@ -137,16 +132,12 @@ class InteractionNode(Node):
         return GoalResponse.ACCEPT
 
     # ------------------------------------------------------------ callables
-    def _capture(self, gt_store: Optional[list]):
+    def _capture(self):
         view = call_service(self._capture_client, CaptureView.Request(timeout_s=self.params.capture_timeout_s),
                             self.params.capture_timeout_s + 2.0)
         if not view.success:
             raise TimeoutError(view.message)
-        frame = view_msg_to_frame(view.view)
-        if gt_store is not None:
-            gt = call_service(self._gt_client, SimGroundTruth.Request(), 10.0)
-            gt_store.append(gt)
-        return frame
+        return view_msg_to_frame(view.view)
 
     def _hypotheses(self, frame):
         try:
@@ -156,18 +147,7 @@ class InteractionNode(Node):
             return [], []
         if not res.success:
             return [], []
-        h, w = frame.shape
-        masks, scores = [], []
-        for inst in res.segmentation.instances:
-            m = np.zeros((h, w), dtype=bool)
-            crop = mask_from_msg(inst.mask)
-            x0, y0 = inst.box.x_offset, inst.box.y_offset
-            m[y0:y0 + crop.shape[0], x0:x0 + crop.shape[1]] = crop[: h - y0, : w - x0]
-            masks.append(m)
-            scores.append(inst.score)
-        self._last_hypotheses = masks
-        self._last_model_version = res.segmentation.model_version
-        return masks, scores
+        return instance_masks_from_msg(res.segmentation, frame.shape)
 
     # -------------------------------------------------------------- action
     def _execute(self, goal_handle):
@@ -185,17 +165,15 @@ class InteractionNode(Node):
     def _run(self, goal_handle, goal, result):
         p = self.params
         kind = InteractionKind(goal.kind)
-        gt_store: Optional[list] = [] if p.sim_ground_truth else None
 
         def feedback(stage: str, progress: float) -> None:
             goal_handle.publish_feedback(ExecuteInteraction.Feedback(stage=stage, progress=float(progress)))
 
-        self._last_hypotheses, self._last_model_version = [], ""
         points = {}
         if not goal.auto_select:
             points = dict(start_point=point_from_msg(goal.start_point), end_point=point_from_msg(goal.end_point))
         episode = run_episode(
-            lambda: self._capture(gt_store), self.arm, kind, self._rng, planner=PlannerConfig(
+            self._capture, self.arm, kind, self._rng, planner=PlannerConfig(
                 workspace_x=tuple(p.workspace_x), workspace_y=tuple(p.workspace_y)),
             hypotheses=self._hypotheses if p.use_model_hypotheses else None, feedback=feedback, **points)
         result.message, result.error_code = episode.message, episode.error_code
@@ -204,10 +182,6 @@ class InteractionNode(Node):
             goal_handle.abort()
             return result
         sample = episode.sample
-        if gt_store is not None and len(gt_store) == 2:
-            sample.ground_truth = self._ground_truth(gt_store[0], gt_store[1])
-            if p.use_model_hypotheses:
-                self._track_hypotheses(sample)
         feedback("recording", 0.9)
         msg = sample_to_msg(sample, depth_encoding=p.depth_encoding, world_frame=p.world_frame)
         if goal.record:
@@ -222,34 +196,6 @@ class InteractionNode(Node):
         result.sample, result.success = msg, True
         goal_handle.succeed()
         return result
-
-    def _track_hypotheses(self, sample) -> None:
-        """Recall of the model's hypotheses against simulator ground truth, logged to hypotheses.jsonl."""
-        recall, n_objects = hypothesis_recall(self._last_hypotheses, sample.ground_truth["instance_mask_before"])
-        record = {"sample_id": sample.sample_id, "model_version": self._last_model_version,
-                  "num_hypotheses": len(self._last_hypotheses), "num_objects": n_objects, "recall": recall,
-                  "candidate_source": "model" if self._last_hypotheses else "geometry"}
-        self.hypothesis_log.append(record)
-        with open(Path(self.params.dataset_dir) / "hypotheses.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
-        self.get_logger().info(f"hypotheses of {record['model_version'] or 'no model'}: recall {recall:.2f} "
-                               f"of {n_objects} objects")
-
-    @staticmethod
-    def _ground_truth(before, after) -> dict:
-        moved, best = 0, 0.0
-        pos_after = {i: pose_msg_to_matrix(pm)[:3, 3] for i, pm in zip(after.instance_ids, after.object_poses)}
-        for i, pm in zip(before.instance_ids, before.object_poses):
-            if i in pos_after:
-                d = float(np.linalg.norm(pose_msg_to_matrix(pm)[:3, 3] - pos_after[i]))
-                if d > best:
-                    moved, best = int(i), d
-        return {
-            "instance_mask_before": image_to_array(before.instance_mask),
-            "instance_mask_after": image_to_array(after.instance_mask),
-            "semantic_mask_before": image_to_array(before.semantic_mask),
-            "moved_instance": moved if best > 0.005 else 0,
-        }
 
     def destroy_node(self) -> None:
         if self._bag is not None:

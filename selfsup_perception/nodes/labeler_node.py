@@ -67,7 +67,9 @@ def make_labeler(p: LabelerParams):
 class LabelerNode(Node):
     def __init__(self, **kwargs):
         super().__init__("labeler", **kwargs)
-        self.params = declare_config(self, LabelerParams, on_change=self._on_params)
+        self.params = declare_config(self, LabelerParams, on_change=self._on_params, dynamic=(
+            "labeler", "max_mean_flow_px", "max_area_fraction", "min_area_px", "max_flow_std_px",
+            "motion_threshold_px"))
         self.labeler = make_labeler(self.params)
         self.store = SampleStore(self.params.dataset_dir)
         self.label_pub = self.create_publisher(LabeledSample, "labeler/labeled_samples", RELIABLE)
@@ -89,6 +91,7 @@ class LabelerNode(Node):
 
     def _on_params(self, params: LabelerParams) -> None:
         self.labeler = make_labeler(params)
+        self.params = params
 
     def _on_error(self, item, exc: BaseException) -> None:
         self.counts["failed"] += 1

@@ -6,7 +6,7 @@ worker is idle. A worker thread (never a callback) does the work:
 
 * each view comes from the camera capture node's ``capture_view`` (CaptureView; the pose comes with
   the view, from TF or the pose topic). With ``drive_sim_camera`` the node first moves the simulated
-  camera along a jittered arc around the table (sim/multiview.ring_camera_poses ->
+  camera along a jittered arc around the table (core/geometry/camera_poses.ring_camera_poses ->
   ``/sim/set_camera``), then captures; on a robot something else moves the camera and the node
   captures every ``capture_interval_s``;
 * a view overlapping a stored view by more than ``duplicate_iou`` (camera standing still) is dropped;
@@ -19,11 +19,12 @@ worker is idle. A worker thread (never a callback) does the work:
 On start, stored views whose pairs were never computed (a crash mid-way) are registered first.
 A failed capture or camera move is logged with the reason, counted, and the collection goes on;
 the next ``registration/collect`` answer repeats the last error. The online pre-training
-(core/learning/online_region_consistency.py) reads the same store.
+(core/learning/training/online_region_consistency.py) reads the same store.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -36,8 +37,9 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_srvs.srv import Trigger
 
 from selfsup_perception.core.image_conversion import ImageConversionError
-from selfsup_perception.core.registration import FelzenszwalbConfig, correspondences, felzenszwalb_regions, view_overlap
-from selfsup_perception.core.registration.pair_store import PairStore, StoredPair, pair_id_of
+from selfsup_perception.core.registration import FelzenszwalbConfig
+from selfsup_perception.core.registration.pair_store import PairStore, StoredPair
+from selfsup_perception.core.registration.view_registry import ViewRegistry, ViewRegistryConfig, pose_matches
 from selfsup_perception.core.types import RgbdFrame
 from selfsup_perception.msg import RegisteredViewPair
 from selfsup_perception.ros.conversions import frame_to_view_msg, matrix_to_pose_msg, time_to_msg, view_msg_to_frame
@@ -45,7 +47,7 @@ from selfsup_perception.ros.node_runner import run_node
 from selfsup_perception.ros.parameters import declare_config, field_with_help
 from selfsup_perception.ros.service_calls import ServiceCallError, call_service
 from selfsup_perception.ros.work_queue import WorkQueue
-from selfsup_perception.sim.multiview import MultiViewConfig, ring_camera_poses
+from selfsup_perception.core.geometry.camera_poses import MultiViewConfig, ring_camera_poses
 from selfsup_perception.srv import CaptureView, SimSetCamera
 
 PAIRS_QOS = QoSProfile(depth=8, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
@@ -117,6 +119,16 @@ class RegistrationParams:
             if n == 2 and not float(v[0]) <= float(v[1]):
                 raise ValueError(f"{name} must be [low, high] with low <= high, got {v}")
 
+    def registry_config(self) -> ViewRegistryConfig:
+        return ViewRegistryConfig(
+            iou_low=self.iou_low, iou_high=self.iou_high, duplicate_iou=self.duplicate_iou,
+            depth_tolerance=self.depth_tolerance, relative_depth_tolerance=self.relative_depth_tolerance,
+            overlap_stride=self.overlap_stride, max_baseline_m=self.max_baseline_m,
+            max_correspondences=self.max_correspondences, compute_regions=self.compute_regions,
+            region_size=(self.region_width, self.region_height),
+            felzenszwalb=FelzenszwalbConfig(self.felzenszwalb_scale, self.felzenszwalb_sigma,
+                                            self.felzenszwalb_min_size))
+
     def ring_config(self, num_views: int) -> MultiViewConfig:
         f = lambda v: tuple(float(x) for x in v)  # noqa: E731
         return MultiViewConfig(num_views=num_views, target=f(self.ring_target), radius=f(self.ring_radius),
@@ -133,21 +145,12 @@ class _Collect:
     index: int
 
 
-def subsample_correspondences(pixels_a: np.ndarray, pixels_b: np.ndarray, max_count: int,
-                              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """At most ``max_count`` correspondences, a uniform subsample kept in the original (row-major) order."""
-    if len(pixels_a) <= max_count:
-        return pixels_a, pixels_b
-    keep = np.sort(rng.choice(len(pixels_a), size=max_count, replace=False))
-    return pixels_a[keep], pixels_b[keep]
-
-
 class RegistrationNode(Node):
     def __init__(self, **kwargs):
         super().__init__("registration", **kwargs)
-        self.params = declare_config(self, RegistrationParams, on_change=self._on_params,
-                                     read_only=("dataset_dir", "queue_size", "capture_service",
-                                                "sim_camera_service", "collect_period_s"))
+        static = ("dataset_dir", "queue_size", "capture_service", "sim_camera_service", "collect_period_s", "seed")
+        self.params = declare_config(self, RegistrationParams, on_change=self._on_params, dynamic=tuple(
+            f.name for f in dataclasses.fields(RegistrationParams) if f.name not in static))
         p = self.params
         self.store = PairStore(p.dataset_dir)
         self._clients_group = ReentrantCallbackGroup()
@@ -158,9 +161,9 @@ class RegistrationNode(Node):
         self.last_error = ""
         self._collections_queued = 0
         self._rng = np.random.default_rng(p.seed)
-        # depth, intrinsics and pose of every registered view (what the overlap test needs)
-        self._geometry: dict[str, tuple[np.ndarray, object, np.ndarray]] = {}
-        self._load_registered()
+        self.registry = ViewRegistry(self.store, p.registry_config())
+        for view_id in self.registry.load_registered():
+            self.get_logger().warning(f"registered view {view_id} is missing or corrupt; skipped")
         self._queue = WorkQueue(self._work, p.queue_size, on_error=self._on_error, name="registration")
         service_group = MutuallyExclusiveCallbackGroup()
         self.create_service(Trigger, "registration/collect", self._on_collect, callback_group=service_group)
@@ -173,11 +176,12 @@ class RegistrationNode(Node):
             for view_id in pending:
                 self._queue.put(view_id)
         self.get_logger().info(
-            f"registration ready on {p.dataset_dir}: {len(self._geometry)} views, {len(self.store)} pairs; "
+            f"registration ready on {p.dataset_dir}: {len(self.registry)} views, {len(self.store)} pairs; "
             f"{'driving the sim camera' if p.drive_sim_camera else 'capturing'} via {p.capture_service}")
 
     # ---------------------------------------------------------------- callbacks (enqueue only)
     def _on_params(self, params: RegistrationParams) -> None:
+        self.registry.config = params.registry_config()
         self.params = params
 
     def _on_collect(self, request, response):
@@ -210,7 +214,7 @@ class RegistrationNode(Node):
             self._collect(item)
         else:  # a stored view id left unregistered by a crash
             frame = self.store.read_view(item)
-            self._register(item, frame, None)
+            self._publish_pairs(frame, None, self.registry.register(item, frame), item)
 
     def _collect(self, job: _Collect) -> None:
         p = self.params
@@ -232,7 +236,7 @@ class RegistrationNode(Node):
                 added += 1
         self.stats["collections"] += 1
         self.get_logger().info(f"collection {job.index}: {added} views added, {failed} failed; "
-                               f"{len(self._geometry)} views, {len(self.store)} pairs stored")
+                               f"{len(self.registry)} views, {len(self.store)} pairs stored")
 
     def _capture(self, pose: Optional[np.ndarray]) -> tuple[RgbdFrame, object]:
         """Move the sim camera to ``pose`` (if given) and capture a view whose pose matches it."""
@@ -249,7 +253,7 @@ class RegistrationNode(Node):
                 if not res.success:
                     raise CollectionError(f"{p.capture_service} failed: {res.message}")
                 frame = view_msg_to_frame(res.view)
-                if pose is None or np.linalg.norm(frame.camera_to_world[:3, 3] - pose[:3, 3]) <= p.pose_tolerance_m:
+                if pose is None or pose_matches(frame, pose, p.pose_tolerance_m):
                     return frame, res.view
             raise CollectionError(f"captured camera pose still differs from the commanded one after "
                                   f"{p.capture_retries} captures (tolerance {p.pose_tolerance_m} m)")
@@ -258,68 +262,32 @@ class RegistrationNode(Node):
         except (ImageConversionError, ValueError) as exc:
             raise CollectionError(f"captured view is invalid: {exc}") from exc
 
-    def _overlaps(self, frame: RgbdFrame, exclude: str = "") -> dict[str, float]:
-        p = self.params
-        centre = frame.camera_to_world[:3, 3]
-        out = {}
-        for vid, (depth, k, t) in self._geometry.items():
-            if vid == exclude or (p.max_baseline_m > 0 and np.linalg.norm(t[:3, 3] - centre) > p.max_baseline_m):
-                continue
-            out[vid] = view_overlap(depth, k, t, frame.depth, frame.intrinsics, frame.camera_to_world,
-                                    depth_tolerance=p.depth_tolerance,
-                                    relative_depth_tolerance=p.relative_depth_tolerance, stride=p.overlap_stride)
-        return out
-
     def _store_new_view(self, frame: RgbdFrame, view_msg) -> Optional[str]:
-        overlaps = self._overlaps(frame)
-        best = max(overlaps.items(), key=lambda kv: kv[1], default=None)
-        if best is not None and best[1] > self.params.duplicate_iou:
+        added = self.registry.add_view(frame)
+        if added.is_duplicate:
             self.stats["duplicates"] += 1
-            self.get_logger().info(
-                f"dropping a view that overlaps {best[0]} by IoU {best[1]:.3f} (camera did not move)")
+            self.get_logger().info(f"dropping a view that overlaps {added.duplicate_of} by IoU "
+                                   f"{added.duplicate_iou:.3f} (camera did not move)")
             return None
-        view_id = self.store.next_view_id()
-        self.store.write_view(view_id, frame, self._regions(frame))
-        self._register(view_id, frame, view_msg, overlaps)
-        return view_id
+        self._publish_pairs(frame, view_msg, added.pairs, added.view_id, added.compared)
+        return added.view_id
 
-    def _regions(self, frame: RgbdFrame) -> Optional[np.ndarray]:
+    def _publish_pairs(self, frame: RgbdFrame, view_msg, pairs: list[StoredPair], view_id: str,
+                       compared: Optional[int] = None) -> None:
+        """Publish the (already stored) pairs of a newly registered view."""
         p = self.params
-        if not p.compute_regions:
-            return None
-        import cv2
-
-        rgb = frame.rgb
-        if rgb.shape[:2] != (p.region_height, p.region_width):
-            rgb = cv2.resize(rgb, (p.region_width, p.region_height), interpolation=cv2.INTER_AREA)
-        return felzenszwalb_regions(rgb, FelzenszwalbConfig(p.felzenszwalb_scale, p.felzenszwalb_sigma,
-                                                            p.felzenszwalb_min_size))
-
-    def _register(self, view_id: str, frame: RgbdFrame, view_msg, overlaps: Optional[dict] = None) -> None:
-        """Select, store and publish the pairs of a stored view with every registered view."""
-        p = self.params
-        if overlaps is None:
-            overlaps = self._overlaps(frame, exclude=view_id)
-        selected = [(vid, iou) for vid, iou in overlaps.items() if p.iou_low <= iou <= p.iou_high]
-        pairs = [StoredPair(pair_id_of(vid, view_id), vid, view_id, iou) for vid, iou in selected]
-        self.store.register_view(view_id, pairs)  # stored before published: a restart loses nothing
-        self._geometry[view_id] = (frame.depth, frame.intrinsics, frame.camera_to_world)
         self.stats["views"] += 1
         self.stats["pairs"] += len(pairs)
         if view_msg is None:
             view_msg = frame_to_view_msg(frame, depth_encoding=p.depth_encoding, world_frame=p.world_frame)
         for pair in pairs:
             self.pair_pub.publish(self._pair_msg(pair, view_msg, frame))
-        self.get_logger().info(f"{view_id}: {len(pairs)} pairs (IoU in [{p.iou_low}, {p.iou_high}]) "
-                               f"of {len(overlaps)} compared views")
+        self.get_logger().info(f"{view_id}: {len(pairs)} pairs (IoU in [{p.iou_low}, {p.iou_high}])"
+                               + (f" of {compared} compared views" if compared is not None else ""))
 
     def _pair_msg(self, pair: StoredPair, view_b_msg, frame_b: RgbdFrame) -> RegisteredViewPair:
         p = self.params
-        frame_a = self.store.read_view(pair.view_a)
-        corr = correspondences(frame_a.depth, frame_a.intrinsics, frame_a.camera_to_world,
-                               frame_b.depth, frame_b.intrinsics, frame_b.camera_to_world,
-                               depth_tolerance=p.depth_tolerance, relative_depth_tolerance=p.relative_depth_tolerance)
-        pa, pb = subsample_correspondences(corr.pixels_a, corr.pixels_b, p.max_correspondences, self._rng)
+        frame_a, pa, pb = self.registry.pair_correspondences(pair, frame_b, self._rng)
         msg = RegisteredViewPair()
         msg.header.stamp = time_to_msg(self.get_clock().now().nanoseconds * 1e-9)
         msg.header.frame_id = p.world_frame
@@ -331,14 +299,6 @@ class RegistrationNode(Node):
         msg.pixels_a = pa.astype(np.uint16).ravel().tolist()
         msg.pixels_b = pb.astype(np.float32).ravel().tolist()
         return msg
-
-    def _load_registered(self) -> None:
-        for view_id in self.store.registered_view_ids():
-            frame = self.store.load_view_or_quarantine(view_id)
-            if frame is None:
-                self.get_logger().warning(f"registered view {view_id} is missing or corrupt; skipped")
-                continue
-            self._geometry[view_id] = (frame.depth, frame.intrinsics, frame.camera_to_world)
 
     def idle(self) -> bool:
         return self._queue.idle()

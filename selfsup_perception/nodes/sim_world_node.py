@@ -90,7 +90,8 @@ class SimWorldParams:
 class SimWorldNode(Node):
     def __init__(self, **kwargs):
         super().__init__("sim_world", **kwargs)
-        self.params = declare_config(self, SimWorldParams, read_only=("seed", "width", "height", "vertical_fov_deg"))
+        self.params = declare_config(self, SimWorldParams, on_change=self._apply_params,
+                                     dynamic=("split", "clutter", "depth_encoding", "world_frame", "camera_frame"))
         p = self.params
         self._lock = threading.Lock()
         self.sim = TabletopSim(SimConfig(seed=p.seed, camera=CameraConfig(
@@ -118,6 +119,9 @@ class SimWorldNode(Node):
             f"{len(self.sim.objects)} objects ({p.split}, {p.clutter} clutter)")
 
     # ---------------------------------------------------------------- camera
+    def _apply_params(self, params: SimWorldParams) -> None:
+        self.params = params  # read per frame / per reset; the camera model and rate are fixed at start-up
+
     def _publish_camera(self) -> None:
         with self._lock:
             stamp = self.get_clock().now().to_msg()  # acquisition time: after any arm motion has ended

@@ -10,10 +10,10 @@ node resumes from the newest valid checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -21,9 +21,8 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_srvs.srv import SetBool
 
-from selfsup_perception.core.learning.instance_task import InstanceTaskConfig
-from selfsup_perception.core.learning.online_training import OnlineInstanceTrainer, OnlineTrainingConfig
-from selfsup_perception.core.learning.trainer import NonFiniteLossError, TrainerConfig
+from selfsup_perception.core.learning.training.factory import OnlineTrainerSettings, make_online_trainer
+from selfsup_perception.core.learning.training.trainer import NonFiniteLossError
 from selfsup_perception.msg import ModelVersion, TrainerStatus
 from selfsup_perception.ros.conversions import time_to_msg
 from selfsup_perception.ros.node_runner import run_node
@@ -48,6 +47,7 @@ class TrainerParams:
     input_height: int = field_with_help(240, "training image height")
     min_samples: int = field_with_help(4, "kept labels (instance) or usable view pairs (semantic) needed to start")
     learning_rate: float = field_with_help(1e-3, "AdamW learning rate")
+    warmup_steps: int = field_with_help(20, "linear learning-rate warm-up at the start of training (steps)")
     mask_loss: str = field_with_help("soft_iou", "bce | robust_set | soft_iou (bench/ap_table.py: docs/learning.md)")
     objectness_loss: str = field_with_help("bootstrap", "bce | bootstrap")
     co_teaching: bool = field_with_help(False, "train two networks on each other's small-loss samples")
@@ -67,45 +67,22 @@ class TrainerParams:
             raise ValueError(f"objectness_loss must be bce or bootstrap, got {self.objectness_loss!r}")
 
 
-def make_online_trainer(p: TrainerParams):
-    """The online trainer of ``p.task``: both share resume(), train_round(), version, trainer, dataset, last_round."""
-    if p.task == "semantic_segmentation":
-        from selfsup_perception.core.learning.online_region_consistency import (
-            OnlineRegionConsistencyConfig,
-            OnlineRegionConsistencyTrainer,
-        )
-        from selfsup_perception.core.learning.region_consistency_task import RegionConsistencyConfig
-
-        return OnlineRegionConsistencyTrainer(
-            OnlineRegionConsistencyConfig(dataset_dir=p.dataset_dir, checkpoint_dir=p.checkpoint_dir,
-                                          input_width=p.input_width, input_height=p.input_height,
-                                          batch_size=p.batch_size, steps_per_round=p.steps_per_round,
-                                          min_pairs=p.min_samples, seed=p.seed),
-            RegionConsistencyConfig(seed=p.seed),
-            TrainerConfig(lr=p.learning_rate, warmup_steps=20, seed=p.seed, grad_clip_norm=5.0))
-    if p.task == "descriptors":
-        from selfsup_perception.core.learning.online_descriptors import OnlineDescriptorConfig, OnlineDescriptorTrainer
-
-        return OnlineDescriptorTrainer(
-            OnlineDescriptorConfig(dataset_dir=p.dataset_dir, checkpoint_dir=p.checkpoint_dir,
-                                   input_width=p.input_width, input_height=p.input_height, batch_size=p.batch_size,
-                                   steps_per_round=p.steps_per_round, min_samples=p.min_samples, seed=p.seed),
-            trainer_config=TrainerConfig(lr=p.learning_rate, warmup_steps=20, seed=p.seed))
-    return OnlineInstanceTrainer(
-        OnlineTrainingConfig(dataset_dir=p.dataset_dir, labeler=p.labeler, checkpoint_dir=p.checkpoint_dir,
-                             input_width=p.input_width, input_height=p.input_height, batch_size=p.batch_size,
-                             steps_per_round=p.steps_per_round, min_samples=p.min_samples, seed=p.seed),
-        InstanceTaskConfig(mask_loss=p.mask_loss, objectness_loss=p.objectness_loss, co_teaching=p.co_teaching),
-        TrainerConfig(lr=p.learning_rate, warmup_steps=20, seed=p.seed))
+def settings_from_params(p: TrainerParams) -> OnlineTrainerSettings:
+    return OnlineTrainerSettings(
+        task=p.task, dataset_dir=p.dataset_dir, checkpoint_dir=p.checkpoint_dir, labeler=p.labeler,
+        input_width=p.input_width, input_height=p.input_height, batch_size=p.batch_size,
+        steps_per_round=p.steps_per_round, min_samples=p.min_samples, learning_rate=p.learning_rate,
+        warmup_steps=p.warmup_steps, mask_loss=p.mask_loss, objectness_loss=p.objectness_loss,
+        co_teaching=p.co_teaching, seed=p.seed)
 
 
 class TrainerNode(Node):
     def __init__(self, **kwargs):
         super().__init__("trainer", **kwargs)
-        self.params = declare_config(self, TrainerParams, read_only=(
-            "task", "dataset_dir", "checkpoint_dir", "input_width", "input_height", "co_teaching"))
+        self.params = declare_config(self, TrainerParams, on_change=self._apply_params, dynamic=(
+            "update_interval_s", "steps_per_round", "batch_size", "learning_rate", "max_rounds"))
         torch.set_num_threads(max(self.params.torch_threads, 1))
-        self.online = make_online_trainer(self.params)
+        self.online = make_online_trainer(settings_from_params(self.params))
         resumed = self.online.resume()
         self.version_pub = self.create_publisher(ModelVersion, "trainer/model_versions", LATCHED)
         self.status_pub = self.create_publisher(TrainerStatus, "trainer/status", 10)
@@ -122,14 +99,22 @@ class TrainerNode(Node):
         self._worker = threading.Thread(target=self._loop, name="trainer", daemon=True)
         self._worker.start()
 
+    def _apply_params(self, params: TrainerParams) -> None:
+        """Takes effect with the next round: learning rate, steps and batch size of the online trainer."""
+        online = self.online
+        online.trainer.config = dataclasses.replace(online.trainer.config, lr=params.learning_rate)
+        online.config = dataclasses.replace(online.config, steps_per_round=params.steps_per_round,
+                                            batch_size=params.batch_size)
+        self.params = params
+
     def _on_pause(self, request, response):
         (self._paused.set if request.data else self._paused.clear)()
         response.success, response.message = True, "paused" if request.data else "training"
         return response
 
     def _loop(self) -> None:
-        p = self.params
         while not self._stop.is_set():
+            p = self.params  # dynamic parameters take effect from the next round
             if self._paused.is_set():
                 self.state = "paused"
                 self._stop.wait(0.2)
@@ -163,7 +148,7 @@ class TrainerNode(Node):
 
     def _publish_version(self) -> None:
         o = self.online
-        path = Path(self.params.checkpoint_dir) / self.params.task / f"v{int(o.version or 0):05d}"
+        path = o.version_path if o.version_path is not None else ""
         msg = ModelVersion(task=self.params.task, version=int(o.version or 0), step=int(o.trainer.step),
                            checkpoint_path=str(path))
         msg.stamp = time_to_msg(time.time())

@@ -19,7 +19,7 @@ from selfsup_perception.robot.arm_backend import (
     check_points,
     validate_point,
 )
-from selfsup_perception.robot.robot_config import ArmConfig, PlannerConfig, RobotConfig
+from selfsup_perception.robot.robot_config import ArmConfig, MotionPlannerConfig, RobotConfig
 
 __all__ = [
     "ERROR_CODES",
@@ -33,7 +33,7 @@ __all__ = [
     "ArmConfig",
     "InvalidGoalError",
     "MotionResult",
-    "PlannerConfig",
+    "MotionPlannerConfig",
     "RobotConfig",
     "Workspace",
     "check_points",

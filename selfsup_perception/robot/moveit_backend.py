@@ -52,7 +52,7 @@ executed goal was a contact pose it lifts straight up by the approach height (LI
 moves out of view; the result's message says whether that worked.
 
 ``moveit_py`` (and ``geometry_msgs``) are imported only when no ``api`` is injected; tests
-inject :mod:`selfsup_perception.robot.recording_moveit` doubles instead.
+inject ``tests/doubles/recording_moveit.py`` doubles instead.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ from selfsup_perception.robot.arm_backend import (
     MotionResult,
     validate_point,
 )
-from selfsup_perception.robot.robot_config import ArmConfig, PlannerConfig, RobotConfig
+from selfsup_perception.robot.robot_config import ArmConfig, MotionPlannerConfig, RobotConfig
 
 MOVEIT_INSTALL_HINT = (
     "MoveItArmBackend needs moveit_py (MoveIt 2's Python bindings), which is not on PyPI "
@@ -85,7 +85,7 @@ MOVEIT_INSTALL_HINT = (
     "ROS 2 distribution, e.g. `sudo apt install ros-$ROS_DISTRO-moveit ros-$ROS_DISTRO-moveit-py` "
     "(or build moveit2 from source: https://moveit.ros.org/install-moveit2/source/), then "
     "`source /opt/ros/$ROS_DISTRO/setup.bash` before starting Python. Without a robot, use the simulated "
-    "backend, or inject selfsup_perception.robot.recording_moveit.RecordingMoveItPy for tests."
+    "backend, or inject tests/doubles/recording_moveit.py RecordingMoveItPy for tests."
 )
 
 # moveit_msgs/msg/MoveItErrorCodes values this backend tells apart.
@@ -124,7 +124,7 @@ class _Step:
     label: str
     group: str
     goal: tuple
-    planner: PlannerConfig
+    planner: MotionPlannerConfig
 
 
 class _StepFailed(Exception):
@@ -384,7 +384,7 @@ class MoveItArmBackend:
         state.update()
         return component.set_goal_state(robot_state=state)
 
-    def _plan_parameters(self, planner: PlannerConfig, remaining_s: float) -> Any:
+    def _plan_parameters(self, planner: MotionPlannerConfig, remaining_s: float) -> Any:
         params = self._api.PlanRequestParameters(self._moveit, planner.parameter_namespace)
         params.planning_pipeline = planner.pipeline
         params.planner_id = planner.planner_id

@@ -43,7 +43,7 @@ def _floats(values: Sequence[float], n: int, what: str) -> tuple[float, ...]:
 
 
 @dataclass(frozen=True)
-class PlannerConfig:
+class MotionPlannerConfig:
     """One MoveIt planning setup, turned into ``moveit.planning.PlanRequestParameters``.
 
     ``pipeline``/``planner_id`` follow the names in the moveit_py config
@@ -152,11 +152,11 @@ class RobotConfig:
     name: str
     base_frame: str
     arms: tuple[ArmConfig, ...]
-    free_planner: PlannerConfig = field(
-        default_factory=lambda: PlannerConfig("ompl", "RRTConnectkConfigDefault", 0.2, 0.2, 2.0, 1, "ompl_rrtc")
+    free_planner: MotionPlannerConfig = field(
+        default_factory=lambda: MotionPlannerConfig("ompl", "RRTConnectkConfigDefault", 0.2, 0.2, 2.0, 1, "ompl_rrtc")
     )
-    linear_planner: PlannerConfig = field(
-        default_factory=lambda: PlannerConfig("pilz_industrial_motion_planner", "LIN", 0.05, 0.05, 1.0, 1, "pilz_lin")
+    linear_planner: MotionPlannerConfig = field(
+        default_factory=lambda: MotionPlannerConfig("pilz_industrial_motion_planner", "LIN", 0.05, 0.05, 1.0, 1, "pilz_lin")
     )
     workspace: Workspace = field(default_factory=Workspace)
     table_height: float = 0.0
@@ -231,8 +231,8 @@ class RobotConfig:
         d["arms"] = tuple(arms)
         for key in ("free_planner", "linear_planner"):
             if key in d:
-                _check_keys(d[key], PlannerConfig, key)
-                d[key] = PlannerConfig(**d[key])
+                _check_keys(d[key], MotionPlannerConfig, key)
+                d[key] = MotionPlannerConfig(**d[key])
         if "workspace" in d:
             _check_keys(d["workspace"], Workspace, "workspace")
             d["workspace"] = Workspace(**{k: tuple(v) for k, v in d["workspace"].items()})

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Point, Pose as PoseMsg
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, Image, RegionOfInterest
 
 from selfsup_perception.core.image_conversion import (
     ImageConversionError,
@@ -31,6 +31,7 @@ from selfsup_perception.core.types import (
 from selfsup_perception.msg import InteractionSample as InteractionSampleMsg
 from selfsup_perception.msg import LabeledSample as LabeledSampleMsg
 from selfsup_perception.msg import RgbdView
+from selfsup_perception.msg import SegmentedInstance
 
 
 def time_to_msg(seconds: float) -> Time:
@@ -190,3 +191,53 @@ def label_from_msg(msg: LabeledSampleMsg) -> tuple[InteractionSample, MaskLabel]
     label = MaskLabel(mask=mask, is_negative=msg.is_negative, kept=msg.kept, reason=msg.reason,
                       labeler=msg.labeler, stats=dict(zip(msg.stat_names, msg.stat_values)))
     return sample, label
+
+
+def instance_masks_from_msg(segmentation, shape: tuple[int, int]) -> tuple[list[np.ndarray], list[float]]:
+    """Full-image boolean masks (H, W) and scores of an ``InstanceSegmentation`` message.
+
+    Each ``SegmentedInstance`` carries its mask cropped to its box; it is pasted back at the box
+    offset (clipped to the image). Inverse of how the inference node crops masks.
+    """
+    h, w = shape
+    masks, scores = [], []
+    for inst in segmentation.instances:
+        m = np.zeros((h, w), dtype=bool)
+        crop = mask_from_msg(inst.mask)
+        x0, y0 = int(inst.box.x_offset), int(inst.box.y_offset)
+        if 0 <= x0 < w and 0 <= y0 < h:
+            m[y0:y0 + crop.shape[0], x0:x0 + crop.shape[1]] = crop[: h - y0, : w - x0]
+        masks.append(m)
+        scores.append(float(inst.score))
+    return masks, scores
+
+
+def instances_to_msgs(instances) -> list:
+    """``SegmentedInstance`` messages (ids 1..N, masks cropped to their boxes) of core ``Instance`` results."""
+    out = []
+    for i, inst in enumerate(instances):
+        x0, y0, x1, y1 = (int(v) for v in inst.box)
+        item = SegmentedInstance(id=i + 1, score=float(inst.score), mask=mask_to_msg(inst.mask[y0:y1 + 1, x0:x1 + 1]))
+        item.box = RegionOfInterest(x_offset=x0, y_offset=y0, width=x1 - x0 + 1, height=y1 - y0 + 1)
+        out.append(item)
+    return out
+
+
+def ground_truth_from_sim(before, after, moved_threshold_m: float = 0.005) -> dict:
+    """Ground truth of one interaction from two ``SimGroundTruth`` responses (before and after it).
+
+    Keys: ``instance_mask_before``/``_after`` (uint16 ids), ``semantic_mask_before``, ``moved_instance``
+    (the id whose position changed most, 0 if none moved more than ``moved_threshold_m``).
+    """
+    from selfsup_perception.core.evaluation.ground_truth import moved_instance
+
+    def positions(resp):
+        return {int(i): pose_msg_to_matrix(pm)[:3, 3] for i, pm in zip(resp.instance_ids, resp.object_poses)}
+
+    moved, _ = moved_instance(positions(before), positions(after), moved_threshold_m)
+    return {
+        "instance_mask_before": image_to_array(before.instance_mask),
+        "instance_mask_after": image_to_array(after.instance_mask),
+        "semantic_mask_before": image_to_array(before.semantic_mask),
+        "moved_instance": moved,
+    }

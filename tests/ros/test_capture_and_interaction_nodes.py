@@ -11,12 +11,12 @@ from sensor_msgs.msg import CameraInfo, Image
 
 from selfsup_perception.action import ExecuteInteraction
 from selfsup_perception.core.dataset.sample_store import SampleStore
-from selfsup_perception.core.geometry import depth_to_world_points
+from selfsup_perception.core.geometry.camera import depth_to_world_points
 from selfsup_perception.msg import InteractionSample
 from selfsup_perception.nodes.camera_capture_node import CameraCaptureNode
 from selfsup_perception.nodes.interaction_node import InteractionNode
 from selfsup_perception.nodes.sim_world_node import SimWorldNode
-from selfsup_perception.ros.conversions import point_to_msg, view_msg_to_frame
+from selfsup_perception.ros.conversions import ground_truth_from_sim, point_to_msg, view_msg_to_frame
 from selfsup_perception.srv import CaptureView, SimGroundTruth
 
 pytestmark = [pytest.mark.ros, pytest.mark.sim]
@@ -28,7 +28,7 @@ def world(spinner, tmp_path):
     sim = spinner.add(SimWorldNode(parameter_overrides=SMALL))
     cap = spinner.add(CameraCaptureNode())
     inter = spinner.add(InteractionNode(parameter_overrides=[
-        Parameter("dataset_dir", value=str(tmp_path / "ds")), Parameter("sim_ground_truth", value=True),
+        Parameter("dataset_dir", value=str(tmp_path / "ds")),
         Parameter("record_bag", value=True), Parameter("bag_dir", value=str(tmp_path / "bags"))]))
     client = spinner.add(rclpy.create_node("test_client"))
     return sim, cap, inter, client
@@ -110,14 +110,18 @@ def test_push_records_a_sample_that_moved_the_object(world, tmp_path):
     _, _, inter, client = world
     received = []
     client.create_subscription(InteractionSample, "interaction/samples", received.append, 10)
+    gt_client = client.create_client(SimGroundTruth, "/sim/ground_truth")
+    before = wait_future(gt_client.call_async(SimGroundTruth.Request()), 10)  # evaluation harness, not the node
     result = _run_goal(client, ExecuteInteraction.Goal(kind=0, auto_select=True, record=True))
     assert result.success, result.message
+    after = wait_future(gt_client.call_async(SimGroundTruth.Request()), 10)
+    gt = ground_truth_from_sim(before, after)
     store = SampleStore(tmp_path / "ds")
-    sample = store.read_sample(result.sample.sample_id, with_ground_truth=True)
-    moved = sample.ground_truth["moved_instance"]
+    sample = store.read_sample(result.sample.sample_id)
+    moved = gt["moved_instance"]
     assert moved > 0  # the chosen push moved an object
     u, v = sample.action_pixel  # the contact pixel lies on the object that moved
-    assert sample.ground_truth["instance_mask_before"][int(round(v)), int(round(u))] == moved
+    assert gt["instance_mask_before"][int(round(v)), int(round(u))] == moved
     assert wait_for(lambda: received, 10) and received[0].sample_id == sample.sample_id
 
 

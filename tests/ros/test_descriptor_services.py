@@ -16,8 +16,8 @@ from ros_helpers import wait_future
 from sensor_msgs.msg import Image
 
 from selfsup_perception.core.descriptors.matching import compute_descriptor_image
-from selfsup_perception.core.learning import checkpoint as ckpt
-from selfsup_perception.core.learning.descriptor_task import DescriptorTask, DescriptorTaskConfig
+from selfsup_perception.core.learning.serving import checkpoints as ckpt
+from selfsup_perception.core.learning.tasks.descriptors import DescriptorTask, DescriptorTaskConfig
 from selfsup_perception.core.learning.models.backbone import BackboneConfig
 from selfsup_perception.core.learning.models.descriptor_net import DescriptorNetConfig
 from selfsup_perception.nodes.inference_node import InferenceNode

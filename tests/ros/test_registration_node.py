@@ -8,7 +8,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from ros_helpers import wait_for, wait_future
 from std_srvs.srv import Trigger
 
-from selfsup_perception.core.geometry import depth_to_world_points
+from selfsup_perception.core.geometry.camera import depth_to_world_points
 from selfsup_perception.core.registration import view_overlap
 from selfsup_perception.core.registration.pair_store import PairStore
 from selfsup_perception.msg import RegisteredViewPair

@@ -13,7 +13,7 @@ from sample_factory import make_sample
 from sensor_msgs.msg import Image
 
 from selfsup_perception.core.dataset.sample_store import SampleStore
-from selfsup_perception.core.learning import checkpoint as ckpt
+from selfsup_perception.core.learning.serving import checkpoints as ckpt
 from selfsup_perception.core.types import MaskLabel
 from selfsup_perception.msg import ModelVersion, TrainerStatus
 from selfsup_perception.nodes.inference_node import InferenceNode
@@ -72,7 +72,7 @@ def test_trainer_publishes_versions_and_resumes_after_a_kill(spinner, tmp_path):
 @pytest.fixture
 def trained(tmp_path):
     """Two checkpoint versions trained on tiny images."""
-    from selfsup_perception.core.learning.online_training import OnlineInstanceTrainer, OnlineTrainingConfig
+    from selfsup_perception.core.learning.training.online import OnlineInstanceTrainer, OnlineTrainingConfig
 
     labeled_store(tmp_path / "ds")
     online = OnlineInstanceTrainer(OnlineTrainingConfig(dataset_dir=str(tmp_path / "ds"),
@@ -85,8 +85,8 @@ def trained(tmp_path):
 
 
 def inference_params(ck):
-    return [Parameter("checkpoint_dir", value=str(ck)), Parameter("input_width", value=W),
-            Parameter("input_height", value=H), Parameter("max_concurrent_requests", value=2)]
+    # no input size or class names: they come from each checkpoint's metadata
+    return [Parameter("checkpoint_dir", value=str(ck)), Parameter("max_concurrent_requests", value=2)]
 
 
 def test_hot_swap_under_concurrent_requests_drops_nothing(spinner, trained):
@@ -156,16 +156,16 @@ def test_missing_model_is_a_clear_error(spinner, tmp_path):
 def test_semantic_model_is_served_with_class_names(spinner, trained):
     import torch
 
-    from selfsup_perception.core.learning.inference import segment_semantic
+    from selfsup_perception.core.learning.serving.inference import segment_semantic
     from selfsup_perception.core.learning.models.semantic_segmentation import SemanticSegConfig, SemanticSegNet
     from selfsup_perception.sim.tabletop import SEMANTIC_CLASSES
 
     torch.manual_seed(0)
     cfg = SemanticSegConfig()
     model = SemanticSegNet(cfg).eval()
-    ckpt.save_checkpoint(trained, task="semantic_segmentation", model=model, model_config=cfg.to_dict(), step=1)
-    spinner.add(InferenceNode(parameter_overrides=inference_params(trained) + [
-        Parameter("semantic_input_width", value=W), Parameter("semantic_input_height", value=H)]))
+    ckpt.save_checkpoint(trained, task="semantic_segmentation", model=model, model_config=cfg.to_dict(), step=1,
+                         inference=ckpt.inference_info((W, H), SEMANTIC_CLASSES))
+    spinner.add(InferenceNode(parameter_overrides=inference_params(trained)))
     client_node = spinner.add(rclpy.create_node("semantic_client"))
     seg = client_node.create_client(SegmentImage, "segment_image")
     assert seg.wait_for_service(timeout_sec=10)

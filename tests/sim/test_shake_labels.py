@@ -60,7 +60,7 @@ def test_camera_shake_alone_gives_no_positive_label_in_the_simulator(sim):
 
 
 def test_a_push_during_a_shake_is_labelled_in_the_simulator(sim):
-    from selfsup_perception.core.evaluation.sim_pushes import simulated_push
+    from selfsup_perception.sim.scripted_pushes import simulated_push
     from selfsup_perception.core.interaction import PlannerConfig
 
     home = sim.camera_to_world.copy()

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from selfsup_perception.core.geometry import depth_to_world_points
+from selfsup_perception.core.geometry.camera import depth_to_world_points
 from selfsup_perception.core.types import quaternion_to_matrix
 from selfsup_perception.sim.tabletop import (
     SEMANTIC_CLASSES,

@@ -20,7 +20,7 @@ from selfsup_perception.core.descriptors.metrics import (
     pck_auc,
     pixel_errors,
 )
-from selfsup_perception.core.learning.descriptor_task import (
+from selfsup_perception.core.learning.tasks.descriptors import (
     DescriptorTask,
     DescriptorTaskConfig,
     descriptor_model_from_config,
@@ -146,8 +146,8 @@ def test_task_model_config_round_trip_and_loss_runs():
 def test_trained_checkpoint_round_trip_and_cycle_init_from_identical(tmp_path):
     """Trainer -> save_checkpoint -> load_model_for_inference serves the trained weights; a cycle task with
     init_checkpoint starts from them (the paper initialises CCL from the identical-view checkpoint)."""
-    from selfsup_perception.core.learning import checkpoint as ckpt
-    from selfsup_perception.core.learning.trainer import Trainer, TrainerConfig
+    from selfsup_perception.core.learning.serving import checkpoints as ckpt
+    from selfsup_perception.core.learning.training.trainer import Trainer, TrainerConfig
 
     x = torch.randint(0, 255, (2, 3, 32, 40), dtype=torch.uint8)
     ident = DescriptorTaskConfig(mode="identical", model=TINY, num_keypoints=16)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from selfsup_perception.core.learning.instance_task import (
+from selfsup_perception.core.learning.tasks.instance import (
     InstanceSegmentationTask,
     InstanceTaskConfig,
     collate_samples,
@@ -20,7 +20,7 @@ from selfsup_perception.core.learning.models.instance_segmentation import (
     mask_nms,
     predict_instances,
 )
-from selfsup_perception.core.learning.task import TrainingTask
+from selfsup_perception.core.learning.tasks.base import TrainingTask
 
 TINY = InstanceSegConfig(widths=(8, 8, 16, 16), decoder_channels=8, embedding_dim=8)
 

@@ -1,6 +1,6 @@
 """MoveItArmBackend: translation of pushes/grasps into moveit_py calls, checked on the recording double.
 
-moveit_py is not installable here; RecordingMoveItPy (selfsup_perception/robot/recording_moveit.py)
+moveit_py is not installable here; RecordingMoveItPy (tests/doubles/recording_moveit.py)
 mimics the API surface the backend calls and records every call.
 """
 
@@ -14,7 +14,7 @@ import pytest
 
 from selfsup_perception.robot import ArmBackend, RobotConfig
 from selfsup_perception.robot.moveit_backend import MOVEIT_INSTALL_HINT, MoveItArmBackend, tool_link_position
-from selfsup_perception.robot.recording_moveit import (
+from doubles.recording_moveit import (
     NO_IK_SOLUTION_CODE,
     TIMED_OUT_CODE,
     FakePoseStamped,

@@ -6,17 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from selfsup_perception.core.learning.checkpoint import load_model_for_inference
+from selfsup_perception.core.learning.serving.checkpoints import load_model_for_inference
 from selfsup_perception.core.learning.models.semantic_segmentation import SemanticSegConfig, SemanticSegNet
-from selfsup_perception.core.learning.online_region_consistency import (
+from selfsup_perception.core.learning.training.online_region_consistency import (
     OnlineRegionConsistencyConfig,
     OnlineRegionConsistencyTrainer,
 )
-from selfsup_perception.core.learning.region_consistency_task import (
+from selfsup_perception.core.learning.tasks.region_consistency import (
     RegionConsistencyConfig,
     RegionConsistencyDataConfig,
 )
-from selfsup_perception.core.learning.trainer import TrainerConfig
+from selfsup_perception.core.learning.training.trainer import TrainerConfig
 from selfsup_perception.core.registration import FelzenszwalbConfig, PixelPairSamplerConfig
 from selfsup_perception.core.registration.pair_store import CorruptViewError, PairStore, StoredPair, pair_id_of
 from view_factory import H, K, W, plane_view

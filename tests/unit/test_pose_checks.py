@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from selfsup_perception.core.geometry import as_rigid_transform, rotation_deviation
+from selfsup_perception.core.geometry.camera import as_rigid_transform, rotation_deviation
 from selfsup_perception.core.registration.reprojection import correspondences, pose_pair_problem, view_overlap
 from selfsup_perception.core.types import CameraIntrinsics
 

@@ -16,7 +16,7 @@ from selfsup_perception.core.evaluation.synthetic_push import (
     shake_homography,
     synthetic_push,
 )
-from selfsup_perception.core.interaction.table_plane import find_table_plane
+from selfsup_perception.core.geometry.table_plane import find_table_plane
 from selfsup_perception.core.labeling import FlowMaskLabeler, FrameDifferenceLabeler
 from selfsup_perception.core.labeling.quality import mask_iou
 from selfsup_perception.core.types import InteractionKind, InteractionSample

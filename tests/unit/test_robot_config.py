@@ -19,7 +19,7 @@ from selfsup_perception.robot import (
     check_points,
     validate_point,
 )
-from selfsup_perception.robot.robot_config import TOOL_DOWN_X_AXIS, TOOL_DOWN_Z_AXIS, ArmConfig, PlannerConfig
+from selfsup_perception.robot.robot_config import TOOL_DOWN_X_AXIS, TOOL_DOWN_Z_AXIS, ArmConfig, MotionPlannerConfig
 
 ROBOTS = Path(__file__).resolve().parents[2] / "config" / "robots"
 
@@ -83,7 +83,7 @@ def test_from_dict_rejects_unknown_keys_and_names_them(tmp_path):
 
 def test_from_dict_round_trip_matches_direct_construction():
     direct = RobotConfig("r", "base", (_arm(),), workspace=Workspace((0.0, 1.0), (-1.0, 1.0), (0.0, 1.0)),
-                         linear_planner=PlannerConfig("pilz_industrial_motion_planner", "LIN", 0.1, 0.1, 1.0, 1, "lin"))
+                         linear_planner=MotionPlannerConfig("pilz_industrial_motion_planner", "LIN", 0.1, 0.1, 1.0, 1, "lin"))
     loaded = RobotConfig.from_dict({
         "name": "r", "base_frame": "base",
         "arms": [{"name": "a", "planning_group": "g", "end_effector_link": "tool", "shoulder_xyz": [0, 0, 0.3],
@@ -109,7 +109,7 @@ def test_arm_config_validation_messages():
     with pytest.raises(ValueError, match="zero quaternion"):
         _arm(tool_orientation=(0.0, 0.0, 0.0, 0.0))
     with pytest.raises(ValueError, match="max_velocity_scaling_factor must be in"):
-        PlannerConfig("ompl", "RRT", max_velocity_scaling_factor=1.5)
+        MotionPlannerConfig("ompl", "RRT", max_velocity_scaling_factor=1.5)
     with pytest.raises(ValueError, match="duplicate arm names"):
         RobotConfig("r", "b", (_arm(), _arm()))
     with pytest.raises(ValueError, match="at least one arm"):

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from selfsup_perception.core.interaction.table_plane import TablePlaneConfig, find_table_plane, fit_table_plane
+from selfsup_perception.core.geometry.table_plane import TablePlaneConfig, find_table_plane, fit_table_plane
 from selfsup_perception.core.types import CameraIntrinsics, RgbdFrame
 
 K = CameraIntrinsics(fx=120.0, fy=120.0, cx=79.5, cy=59.5, width=160, height=120)

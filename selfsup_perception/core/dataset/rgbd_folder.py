@@ -15,7 +15,7 @@ from typing import Union
 import cv2
 import numpy as np
 
-from selfsup_perception.core.geometry import sanitize_depth
+from selfsup_perception.core.geometry.camera import sanitize_depth
 from selfsup_perception.core.types import CameraIntrinsics, RgbdFrame
 
 

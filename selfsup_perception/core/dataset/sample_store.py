@@ -17,98 +17,29 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterator, Optional
 
 import numpy as np
 
+from selfsup_perception.core.dataset.atomic_io import (  # noqa: F401 - re-exported for callers of the store
+    CorruptSampleError,
+    atomic_write_bytes,
+    atomic_write_json,
+    check_file_id,
+    frame_from_arrays,
+    frame_to_arrays,
+    quarantine_file,
+    remove_orphan_temp_files,
+)
 from selfsup_perception.core.types import (
-    CameraIntrinsics,
     InteractionKind,
     InteractionOutcome,
     InteractionSample,
     MaskLabel,
-    RgbdFrame,
 )
 
 _log = logging.getLogger(__name__)
-_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
-
-
-class CorruptSampleError(RuntimeError):
-    """A stored file exists but cannot be read back."""
-
-
-def atomic_write_bytes(path: Path, write) -> None:
-    """Write a file atomically: ``write(fileobj)`` into a temp file, fsync, rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_bytes(Path(path), lambda f: f.write(json.dumps(obj, indent=2, sort_keys=True).encode()))
-
-
-def frame_to_arrays(prefix: str, frame: RgbdFrame) -> dict[str, np.ndarray]:
-    """The arrays of one frame under ``<prefix>_*`` keys, for an ``.npz`` archive (no pickle)."""
-    k = frame.intrinsics
-    return {
-        f"{prefix}_rgb": frame.rgb,
-        f"{prefix}_depth": frame.depth.astype(np.float32),
-        f"{prefix}_intrinsics": np.array([k.fx, k.fy, k.cx, k.cy, k.width, k.height], dtype=np.float64),
-        f"{prefix}_camera_to_world": np.asarray(frame.camera_to_world, dtype=np.float64),
-        f"{prefix}_stamp": np.array(frame.stamp, dtype=np.float64),
-    }
-
-
-def frame_from_arrays(data, prefix: str) -> RgbdFrame:
-    """The validated frame stored by :func:`frame_to_arrays` under ``prefix``."""
-    fx, fy, cx, cy, w, h = data[f"{prefix}_intrinsics"].tolist()
-    return RgbdFrame(
-        rgb=data[f"{prefix}_rgb"], depth=data[f"{prefix}_depth"],
-        intrinsics=CameraIntrinsics(fx, fy, cx, cy, int(w), int(h)),
-        camera_to_world=data[f"{prefix}_camera_to_world"], stamp=float(data[f"{prefix}_stamp"]),
-    ).validate()
-
-
-def check_file_id(ident: str, kind: str = "sample id") -> None:
-    """Raise ``ValueError`` unless ``ident`` is safe to use as a file name."""
-    if not _ID_RE.match(ident):
-        raise ValueError(f"{kind} {ident!r} must match {_ID_RE.pattern} (it becomes a file name)")
-
-
-def quarantine_file(path: Path, quarantine_dir: Path) -> Optional[Path]:
-    """Move an unreadable file aside (never deleted, never overwriting an earlier one); its new path."""
-    path = Path(path)
-    if not path.exists():
-        return None
-    quarantine_dir.mkdir(parents=True, exist_ok=True)
-    dest = quarantine_dir / path.name
-    n = 1
-    while dest.exists():
-        dest = quarantine_dir / f"{path.stem}.{n}{path.suffix}"
-        n += 1
-    shutil.move(str(path), dest)
-    return dest
 
 
 class SampleStore:

@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
-from selfsup_perception.core.dataset.sample_store import atomic_write_bytes
+from selfsup_perception.core.dataset.atomic_io import atomic_write_bytes
 
 
 def overlay_mask(rgb: np.ndarray, mask: Optional[np.ndarray], action_pixel=None,

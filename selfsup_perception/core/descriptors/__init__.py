@@ -3,7 +3,7 @@
 Losses live in :mod:`selfsup_perception.core.learning.losses.correspondence` and
 :mod:`selfsup_perception.core.learning.losses.alignment`; the network in
 :mod:`selfsup_perception.core.learning.models.descriptor_net`; the training task in
-:mod:`selfsup_perception.core.learning.descriptor_task`. See docs/descriptors.md.
+:mod:`selfsup_perception.core.learning.tasks.descriptors`. See docs/descriptors.md.
 """
 
 from selfsup_perception.core.descriptors.matching import compute_descriptor_image, find_correspondences

@@ -23,7 +23,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.segmentation import felzenszwalb
 
-from selfsup_perception.core.interaction.table_plane import TablePlane, find_table_plane
+from selfsup_perception.core.geometry.table_plane import TablePlane, find_table_plane
 from selfsup_perception.core.types import RgbdFrame
 
 

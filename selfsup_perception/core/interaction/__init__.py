@@ -11,7 +11,7 @@ from selfsup_perception.core.interaction.action_planning import (
     plan_grasp,
     plan_push,
 )
-from selfsup_perception.core.interaction.table_plane import (
+from selfsup_perception.core.geometry.table_plane import (
     TablePlane,
     TablePlaneConfig,
     TablePlaneResult,

@@ -43,8 +43,8 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
-from selfsup_perception.core.geometry import backproject, project, transform_points
-from selfsup_perception.core.interaction.table_plane import TablePlane
+from selfsup_perception.core.geometry.camera import backproject, project, transform_points
+from selfsup_perception.core.geometry.table_plane import TablePlane
 from selfsup_perception.core.types import RgbdFrame
 
 REFERENCE_PIXELS = 640 * 480  # pixel counts below are given for this resolution and scaled

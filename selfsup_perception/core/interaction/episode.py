@@ -23,7 +23,7 @@ from selfsup_perception.core.interaction.action_planning import (
     plan_grasp,
     plan_push,
 )
-from selfsup_perception.core.interaction.table_plane import fit_table_plane
+from selfsup_perception.core.geometry.table_plane import fit_table_plane
 from selfsup_perception.core.types import InteractionKind, InteractionOutcome, InteractionSample, RgbdFrame
 
 CAPTURE_FAILED = "CAPTURE_FAILED"

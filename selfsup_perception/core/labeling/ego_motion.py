@@ -87,7 +87,7 @@ def pose_induced_flow(before: RgbdFrame, after: RgbdFrame, plane_camera: Optiona
     ``plane_camera`` (n, d) is the table plane in the *before* camera frame (n . X + d = 0), used where
     the depth is invalid; without it those pixels get the rotation-only (infinitely far) flow.
     """
-    from selfsup_perception.core.geometry import as_rigid_transform
+    from selfsup_perception.core.geometry.camera import as_rigid_transform
 
     t_ab = np.linalg.inv(as_rigid_transform(after.camera_to_world, "after.camera_to_world")) @ \
         as_rigid_transform(before.camera_to_world, "before.camera_to_world")

@@ -80,8 +80,8 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from selfsup_perception.core.geometry import depth_units_problem
-from selfsup_perception.core.interaction.table_plane import TablePlane, TablePlaneConfig, find_table_plane
+from selfsup_perception.core.geometry.camera import depth_units_problem
+from selfsup_perception.core.geometry.table_plane import TablePlane, TablePlaneConfig, find_table_plane
 from selfsup_perception.core.labeling.ego_motion import EgoMotionConfig, estimate_ego_motion
 from selfsup_perception.core.labeling.flow_clustering import ClusterConfig, cluster_flow
 from selfsup_perception.core.labeling.optical_flow import FlowConfig, compute_flow, to_gray_u8

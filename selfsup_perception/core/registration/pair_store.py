@@ -10,7 +10,7 @@ Layout of a registration dataset directory::
     <root>/quarantine/           files that failed to load (kept, never deleted)
 
 Write order makes every crash recoverable: a view file is written (atomically, via
-:func:`~selfsup_perception.core.dataset.sample_store.atomic_write_bytes`) *before* the index
+:func:`~selfsup_perception.core.dataset.atomic_io.atomic_write_bytes`) *before* the index
 names it, and one atomic index write adds a view's pairs together with the view's "registered"
 mark. So after a crash a view is either unregistered (its pairs are recomputed on restart, see
 :meth:`PairStore.unregistered_view_ids`) or registered with all its pairs. A corrupt index is
@@ -31,7 +31,7 @@ from typing import Iterable, Optional
 
 import numpy as np
 
-from selfsup_perception.core.dataset.sample_store import (
+from selfsup_perception.core.dataset.atomic_io import (
     CorruptSampleError,
     frame_to_arrays,
     frame_from_arrays,

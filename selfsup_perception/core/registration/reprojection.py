@@ -33,7 +33,7 @@ from typing import Union
 
 import numpy as np
 
-from selfsup_perception.core.geometry import as_rigid_transform, depth_units_problem, sanitize_depth
+from selfsup_perception.core.geometry.camera import as_rigid_transform, depth_units_problem, sanitize_depth
 from selfsup_perception.core.types import CameraIntrinsics
 
 IntrinsicsLike = Union[CameraIntrinsics, np.ndarray]

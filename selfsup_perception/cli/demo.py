@@ -4,7 +4,9 @@
    inference nodes run as separate processes over DDS. The robot pushes objects through the
    ExecuteInteraction action on fresh random scenes; once the trainer has published a model,
    the interaction node chooses objects from the inference node's hypotheses (the robot
-   tests its belief). Samples go to disk and to a rosbag2 MCAP bag.
+   tests its belief). Samples go to disk and to a rosbag2 MCAP bag. The demo, not the
+   robot's nodes, asks the simulator for ground truth before and after each push and keeps
+   it apart (``ground_truth/``), with the recall of the served model's hypotheses.
 2. labels: the labeler node labels each push with optical flow while the robot works;
    label quality is measured against simulator ground truth, frame differencing alongside.
 3. online learning: the trainer keeps training on the growing label set and publishes model
@@ -30,10 +32,10 @@ from rclpy.executors import SingleThreadedExecutor
 
 from selfsup_perception.action import ExecuteInteraction
 from selfsup_perception.core.dataset.sample_store import SampleStore
-from selfsup_perception.graph import learning_graph
+from selfsup_perception.graph import data_overrides, learning_graph, merge_overrides
 from selfsup_perception.launcher import GraphProcess, exit_on_sigterm
 from selfsup_perception.ros.service_calls import call_service
-from selfsup_perception.srv import SimResetScene
+from selfsup_perception.srv import SimGroundTruth, SimResetScene
 
 TASK = "instance_segmentation"
 
@@ -58,6 +60,7 @@ class DemoClient:
         self._spin.start()
         self.action = ActionClient(self.node, ExecuteInteraction, "execute_interaction")
         self.reset = self.node.create_client(SimResetScene, "/sim/reset_scene")
+        self.ground_truth = self.node.create_client(SimGroundTruth, "/sim/ground_truth")
 
     def wait_ready(self, timeout_s: float = 90.0) -> None:
         if not self.action.wait_for_server(timeout_sec=timeout_s):
@@ -69,6 +72,28 @@ class DemoClient:
         if not handle.accepted:
             raise RuntimeError("goal rejected")
         return _wait(handle.get_result_async(), 180.0).result
+
+    def sim_ground_truth(self) -> SimGroundTruth.Response:
+        res = call_service(self.ground_truth, SimGroundTruth.Request(), 30.0)
+        if not res.success:
+            raise RuntimeError(f"/sim/ground_truth failed: {res.message}")
+        return res
+
+    def hypotheses(self, rgb):
+        """(masks, model version) the inference node serves for ``rgb``; ([], '') without a model."""
+        import numpy as np
+
+        from selfsup_perception.ros.conversions import instance_masks_from_msg, rgb_to_msg
+        from selfsup_perception.srv import SegmentImage
+
+        client = self.node.create_client(SegmentImage, "segment_image")
+        try:
+            res = call_service(client, SegmentImage.Request(image=rgb_to_msg(np.ascontiguousarray(rgb))), 30.0)
+        finally:
+            self.node.destroy_client(client)
+        if not res.success:
+            return [], ""
+        return instance_masks_from_msg(res.segmentation, rgb.shape[:2])[0], res.segmentation.model_version
 
     def segment_round_trip(self, rgb) -> tuple[float, str]:
         from selfsup_perception.ros.conversions import rgb_to_msg
@@ -86,16 +111,38 @@ class DemoClient:
         self.node.destroy_node()
 
 
+def record_evaluation(client: DemoClient, result, before, after, run_dir: Path) -> None:
+    """Ground truth of one push and the recall of the served model's hypotheses on its before image."""
+    from selfsup_perception.core.evaluation.ground_truth import GroundTruthStore
+    from selfsup_perception.core.evaluation.hypotheses import hypothesis_recall
+    from selfsup_perception.ros.conversions import ground_truth_from_sim, image_to_array
+
+    sample_id = result.sample.sample_id
+    gt = ground_truth_from_sim(before, after)
+    GroundTruthStore(run_dir / "ground_truth").write(sample_id, gt)
+    masks, version = client.hypotheses(image_to_array(result.sample.before.rgb))
+    if not version:
+        return
+    recall, n_objects = hypothesis_recall(masks, gt["instance_mask_before"])
+    record = {"sample_id": sample_id, "model_version": version, "num_hypotheses": len(masks),
+              "num_objects": n_objects, "recall": recall, "candidate_source": "model"}
+    with open(run_dir / "hypotheses.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
 def run_interactions(client: DemoClient, num_pushes: int, scene_every: int, clutter: str, seed: int,
-                     log=print) -> list[dict]:
+                     run_dir: Path, log=print) -> list[dict]:
     records = []
     for i in range(num_pushes):
         if i % scene_every == 0:
             res = call_service(client.reset, SimResetScene.Request(seed=seed + i, split="train", clutter=clutter), 30.0)
             log(f"  scene {seed + i}: {res.message}")
         t0 = time.monotonic()
+        before = client.sim_ground_truth()
         result = client.push()
         dt = time.monotonic() - t0
+        if result.success:
+            record_evaluation(client, result, before, client.sim_ground_truth(), run_dir)
         records.append({"ok": result.success, "code": result.error_code, "s": dt})
         status = "ok " if result.success else f"failed [{result.error_code}]"
         log(f"  push {i + 1:2d}/{num_pushes}: {status} {result.message} ({dt:.1f} s)")
@@ -110,7 +157,7 @@ def wait_for_labels(store: SampleStore, labeler: str, timeout_s: float) -> None:
 
 
 def wait_for_training(checkpoint_dir: Path, min_steps: int, timeout_s: float, log=print) -> None:
-    from selfsup_perception.core.learning import checkpoint as ckpt
+    from selfsup_perception.core.learning.serving import checkpoints as ckpt
 
     deadline = time.monotonic() + timeout_s
     last = None
@@ -132,10 +179,13 @@ def label_report(store: SampleStore, run_dir: Path) -> str:
     from selfsup_perception.core.labeling import FrameDifferenceLabeler
     from selfsup_perception.core.labeling.quality import label_quality_table, mask_iou
 
+    from selfsup_perception.core.evaluation.ground_truth import GroundTruthStore
+
     baseline = FrameDifferenceLabeler()
+    truth = GroundTruthStore(run_dir / "ground_truth")
     rows, tiles, captions = [], [], []
-    for sample in store.iter_samples(with_ground_truth=True):
-        gt = sample.ground_truth or {}
+    for sample in store.iter_samples():
+        gt = truth.read(sample.sample_id) or {}
         moved = int(gt.get("moved_instance", 0))
         gt_mask = (gt["instance_mask_before"] == moved) if moved and "instance_mask_before" in gt else None
         try:
@@ -158,21 +208,22 @@ def label_report(store: SampleStore, run_dir: Path) -> str:
     return label_quality_table(rows) + (f"\n  contact sheet: {sheet}" if sheet else "")
 
 
-def evaluation(checkpoint_dir: Path, num_scenes: int, input_size: tuple[int, int], seed: int,
+def evaluation(checkpoint_dir: Path, num_scenes: int, seed: int,
                max_versions: int = 5) -> tuple[list[tuple], list[dict]]:
     """AP on held-out test scenes: table rows (name, metrics) and the AP curve over model versions.
 
     Rows: untrained weights, up to ``max_versions`` evenly spaced versions (first and newest
     included), the bottom-up baseline. Curve: one point per evaluated version with the number
-    of labels it was trained on.
+    of labels it was trained on. Each model runs at the input size its checkpoint records.
     """
     import torch
 
     from selfsup_perception.core.evaluation.bottom_up import bottom_up_instances
-    from selfsup_perception.core.evaluation.sim_scenes import evaluate_segmenter, render_test_scenes
-    from selfsup_perception.core.learning import checkpoint as ckpt
-    from selfsup_perception.core.learning.inference import segment_instances
-    from selfsup_perception.core.learning.instance_task import build_instance_model
+    from selfsup_perception.sim.evaluation_scenes import evaluate_segmenter, render_test_scenes
+    from selfsup_perception.core.learning.serving import checkpoints as ckpt
+    from selfsup_perception.core.learning.serving.inference import segment_instances
+    from selfsup_perception.core.learning.serving.mask_refinement import MaskRefinementConfig
+    from selfsup_perception.core.learning.models.instance_segmentation import build_instance_model
 
     scenes = render_test_scenes(num_scenes, seed=seed)
     versions = ckpt.list_versions(checkpoint_dir, TASK)
@@ -180,17 +231,19 @@ def evaluation(checkpoint_dir: Path, num_scenes: int, input_size: tuple[int, int
     if versions:
         torch.manual_seed(0)
         untrained = build_instance_model(versions[0].meta["model_config"]).eval()
-        rows.append(("untrained (random weights)", untrained))
+        rows.append(("untrained (random weights)", untrained, versions[0].meta))
         picks = sorted({round(i * (len(versions) - 1) / max(max_versions - 1, 1)) for i in range(max_versions)})
         for info in [versions[i] for i in picks]:
             model, meta = ckpt.load_model_for_inference(info.path)
             rows.append((f"v{info.version} (step {meta['step']}, {meta.get('dataset_size')} labels)", model, meta))
     table, curve = [], []
-    for name, model, *meta in rows:
-        metrics = evaluate_segmenter(lambda s, m=model: segment_instances(m, s.rgb, input_size), scenes)
+    for i, (name, model, meta) in enumerate(rows):
+        size = ckpt.serving_input_size(meta)
+        metrics = evaluate_segmenter(lambda s, m=model, size=size: segment_instances(
+            m, s.rgb, size, refinement=MaskRefinementConfig()), scenes)  # as the inference node serves them
         table.append((name, metrics))
-        if meta:
-            curve.append({"labels": meta[0].get("dataset_size") or 0, "step": meta[0]["step"], **metrics})
+        if i > 0:  # row 0: untrained weights
+            curve.append({"labels": meta.get("dataset_size") or 0, "step": meta["step"], **metrics})
     table.append(("bottom-up baseline (graph-based RGB-D)", evaluate_segmenter(
         lambda s: bottom_up_instances(s.frame), scenes)))
     return table, curve
@@ -208,7 +261,7 @@ def hypothesis_summary(path: Path) -> str:
         return "  no hypotheses recorded"
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     model = [r for r in records if r["candidate_source"] == "model"]
-    lines = [f"  pushes chosen from model hypotheses: {len(model)} of {len(records)}"]
+    lines = [f"  pushes made while a model was served: {len(model)} (its hypotheses on each before image)"]
     if model:
         half = max(len(model) // 2, 1)
         early, late = model[:half], model[half:] or model[-1:]
@@ -224,8 +277,8 @@ def write_report(run_dir: Path, checkpoint_dir: Path, sections: dict[str, str], 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from selfsup_perception.core.dataset.sample_store import atomic_write_bytes
-    from selfsup_perception.core.learning import checkpoint as ckpt
+    from selfsup_perception.core.dataset.atomic_io import atomic_write_bytes
+    from selfsup_perception.core.learning.serving import checkpoints as ckpt
 
     versions = ckpt.list_versions(checkpoint_dir, TASK)
     if versions:
@@ -272,18 +325,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     exit_on_sigterm()
 
     run_dir = Path(args.out) / time.strftime("run_%Y%m%d_%H%M%S")
-    dataset_dir, bag_dir, checkpoint_dir = run_dir / "interactions", run_dir / "bags", run_dir / "checkpoints"
+    layout = data_overrides(run_dir)  # the folders the nodes hand data through
+    dataset_dir = Path(layout["interaction"]["dataset_dir"])
+    bag_dir, checkpoint_dir = Path(layout["interaction"]["bag_dir"]), Path(layout["inference"]["checkpoint_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
     print(f"selfsup_perception demo -> {run_dir}")
-    overrides = {
+    overrides = merge_overrides(data_overrides(run_dir), {
         "sim_world": {"width": args.width, "height": args.height, "seed": args.seed, "clutter": args.clutter},
-        "interaction": {"dataset_dir": str(dataset_dir), "bag_dir": str(bag_dir), "record_bag": True,
-                        "sim_ground_truth": True, "seed": args.seed, "use_model_hypotheses": True},
-        "labeler": {"dataset_dir": str(dataset_dir)},
-        "trainer": {"dataset_dir": str(dataset_dir), "checkpoint_dir": str(checkpoint_dir), "torch_threads": 1,
-                    "steps_per_round": 20, "update_interval_s": 1.0},
-        "inference": {"checkpoint_dir": str(checkpoint_dir), "torch_threads": 1},
-    }
+        "interaction": {"record_bag": True, "seed": args.seed, "use_model_hypotheses": True},
+        "trainer": {"torch_threads": 1, "steps_per_round": 20, "update_interval_s": 1.0},
+        "inference": {"torch_threads": 1},
+    })
     t0 = time.monotonic()
     sections: dict[str, str] = {}
     with rclpy.init():
@@ -294,7 +346,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 client.wait_ready()
                 print(f"[1/4] interaction: {args.pushes} pushes on the simulated tabletop ({args.width}x{args.height}),"
                       " labeled, trained on and served while the robot works")
-                records = run_interactions(client, args.pushes, args.scene_every, args.clutter, args.seed)
+                records = run_interactions(client, args.pushes, args.scene_every, args.clutter, args.seed, run_dir)
                 store = SampleStore(dataset_dir)
                 wait_for_labels(store, "flow", timeout_s=120.0)
                 print(f"  the trainer keeps training until step {args.train_steps} "
@@ -323,7 +375,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     bags = sorted(bag_dir.glob("*"))
     bag_count = sum(1 for b in bags for _ in read_bag(b, InteractionSample))
-    moved = sum(1 for s in store.iter_samples(with_ground_truth=True) if s.ground_truth.get("moved_instance", 0))
+    from selfsup_perception.core.evaluation.ground_truth import GroundTruthStore
+
+    truth = GroundTruthStore(run_dir / "ground_truth")
+    moved = sum(1 for s in samples if (truth.read(s.sample_id) or {}).get("moved_instance", 0))
     ok = sum(r["ok"] for r in records)
     sections["interaction"] = "\n".join([
         f"  pushes attempted / executed      {len(records)} / {ok}",
@@ -337,26 +392,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sections["labels"] = label_report(store, run_dir)
     print(sections["labels"])
     print("[3/4] online learning and serving: model versions hot-swapped into the inference node")
-    sections["hypotheses"] = hypothesis_summary(dataset_dir / "hypotheses.jsonl")
+    sections["hypotheses"] = hypothesis_summary(run_dir / "hypotheses.jsonl")
     print(sections["hypotheses"])
     print(f"  {sections.get('serving', '')}")
     print(f"[4/4] evaluation: AP on {args.eval_scenes} held-out scenes of novel objects (640x480)")
-    table, curve = evaluation(checkpoint_dir, args.eval_scenes, _config_input_size(), seed=10_000 + args.seed)
+    table, curve = evaluation(checkpoint_dir, args.eval_scenes, seed=10_000 + args.seed)
     sections["evaluation"] = format_ap_table(table)
     print(sections["evaluation"])
     report = write_report(run_dir, checkpoint_dir, sections, curve)
     print(f"\nreport: {report}\nwall time {time.monotonic() - t0:.0f} s")
     return 0 if len(samples) >= min(20, args.pushes) else 1
-
-
-def _config_input_size() -> tuple[int, int]:
-    """The trainer's input size from config/trainer.yaml (what the models were trained at)."""
-    import yaml
-
-    from selfsup_perception.graph import TRAINER, config_dir
-
-    params = yaml.safe_load((config_dir() / TRAINER.params_file).read_text())["trainer"]["ros__parameters"]
-    return int(params["input_width"]), int(params["input_height"])
 
 
 if __name__ == "__main__":

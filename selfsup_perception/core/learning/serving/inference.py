@@ -8,19 +8,24 @@ from typing import Optional
 import cv2
 import numpy as np
 
+from selfsup_perception.core.learning.serving.mask_refinement import MaskRefinementConfig, gray_image, refine_mask
 from selfsup_perception.core.learning.models.instance_segmentation import (
     InferenceConfig,
     Instance,
     predict_instances,
 )
 
+OUTPUT_STRIDE = 4  # of the instance network's masks (InstanceSegConfig.output_stride default)
+
 
 def segment_instances(model, rgb: np.ndarray, input_size: tuple[int, int], *,
                       score_threshold: Optional[float] = None, max_instances: Optional[int] = None,
-                      config: InferenceConfig = InferenceConfig()) -> list[Instance]:
+                      config: InferenceConfig = InferenceConfig(),
+                      refinement: Optional[MaskRefinementConfig] = None) -> list[Instance]:
     """Instances of ``rgb`` (H, W, 3) uint8, computed at ``input_size`` = (width, height), masks at full size.
 
-    The model was trained on images resized to ``input_size``; results are mapped back.
+    The model was trained on images resized to ``input_size``; results are mapped back, by nearest
+    neighbour, or with ``refinement`` by the edge-aware refinement of :mod:`.mask_refinement`.
     """
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or rgb.size == 0:
         raise ValueError(f"rgb must be a non-empty (H, W, 3) uint8 image, got {rgb.shape} {rgb.dtype}")
@@ -34,8 +39,13 @@ def segment_instances(model, rgb: np.ndarray, input_size: tuple[int, int], *,
     if (w, h) == (iw, ih):
         return instances
     out = []
+    gray = gray_image(rgb) if refinement is not None else None
+    cell_px = OUTPUT_STRIDE * max(w / iw, h / ih)  # one cell of the network's output grid, in full-size pixels
     for inst in instances:
-        mask = cv2.resize(inst.mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
+        if refinement is not None:
+            mask = refine_mask(inst.mask, gray, cell_px, refinement)
+        else:
+            mask = cv2.resize(inst.mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
         if not mask.any():
             continue
         ys, xs = np.nonzero(mask)
@@ -56,12 +66,13 @@ def segment_semantic(model, rgb: np.ndarray, input_size: tuple[int, int]) -> np.
     """(H, W) uint8 class ids of ``rgb``, predicted at ``input_size`` = (width, height) and upsampled."""
     import torch
 
-    from selfsup_perception.core.learning.semantic_task import predict
+    from selfsup_perception.core.learning.models.semantic_segmentation import predict
 
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or rgb.size == 0:
         raise ValueError(f"rgb must be a non-empty (H, W, 3) uint8 image, got {rgb.shape} {rgb.dtype}")
     h, w = rgb.shape[:2]
     small = cv2.resize(rgb, input_size, interpolation=cv2.INTER_AREA) if (w, h) != tuple(input_size) else rgb
     with torch.no_grad():
-        classes = predict(model, torch.from_numpy(small).permute(2, 0, 1).unsqueeze(0))[0].numpy()
+        device = next(model.parameters()).device
+        classes = predict(model, torch.from_numpy(small).permute(2, 0, 1).unsqueeze(0).to(device))[0].cpu().numpy()
     return cv2.resize(classes.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)

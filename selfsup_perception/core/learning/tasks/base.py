@@ -9,7 +9,7 @@ import torch
 
 @runtime_checkable
 class TrainingTask(Protocol):
-    """What :class:`selfsup_perception.core.learning.trainer.Trainer` needs from a task.
+    """What :class:`selfsup_perception.core.learning.training.trainer.Trainer` needs from a task.
 
     * ``name``: 'instance_segmentation' | 'semantic_segmentation' | 'descriptors'; also the
       checkpoint sub-directory.

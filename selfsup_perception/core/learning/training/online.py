@@ -21,8 +21,9 @@ import cv2
 import numpy as np
 
 from selfsup_perception.core.dataset.sample_store import CorruptSampleError, SampleStore
-from selfsup_perception.core.learning.instance_task import InstanceSegmentationTask, InstanceTaskConfig, collate_samples
-from selfsup_perception.core.learning.trainer import Trainer, TrainerConfig
+from selfsup_perception.core.learning.serving import checkpoints as ckpt
+from selfsup_perception.core.learning.tasks.instance import InstanceSegmentationTask, InstanceTaskConfig, collate_samples
+from selfsup_perception.core.learning.training.trainer import Trainer, TrainerConfig
 
 LOG = logging.getLogger(__name__)
 
@@ -122,13 +123,19 @@ class OnlineTrainer:
     def _init_round_state(self) -> None:
         self._rng = np.random.default_rng(self.config.seed)
         self.version: Optional[int] = None
+        self.version_path: Optional[Path] = None  # the newest version directory written or resumed
         self.last_round: dict = {}
+
+    def _serving_config(self, trainer_config: TrainerConfig) -> TrainerConfig:
+        """``trainer_config`` with the input size this trainer resizes to, so checkpoints record it."""
+        return dataclasses.replace(trainer_config, input_size=(self.config.input_width, self.config.input_height))
 
     def resume(self) -> Optional[int]:
         """Continue from the newest valid checkpoint; returns its version (None: starting fresh)."""
         info = self.trainer.resume(self.config.checkpoint_dir)
         if info is not None:
             self.version = info.version
+            self.version_path = info.path
             self._rng = np.random.default_rng([self.config.seed, info.version])
         return self.version
 
@@ -152,7 +159,8 @@ class OnlineTrainer:
         elapsed = time.perf_counter() - t0
         self.trainer.config = dataclasses.replace(self.trainer.config, dataset_size=len(self.dataset))
         path = self.trainer.save_checkpoint(self.config.checkpoint_dir)
-        self.version = int(path.name.lstrip("v"))
+        self.version = ckpt.version_of(path)
+        self.version_path = path
         losses = {k: float(np.mean([r[k] for r in records if k in r])) for k in records[0]
                   if k not in ("step", "time_s", "lr")} if records else {}
         self.last_round = {"steps": len(records), "seconds": elapsed,
@@ -168,7 +176,7 @@ class OnlineInstanceTrainer(OnlineTrainer):
         self.config = config
         self.task = InstanceSegmentationTask(task_config)
         tc = trainer_config or TrainerConfig(lr=1e-3, warmup_steps=20, seed=config.seed)
-        self.trainer = Trainer(self.task, tc)
+        self.trainer = Trainer(self.task, self._serving_config(tc))
         self.store = SampleStore(config.dataset_dir)
         self.dataset = LabeledDataset(self.store, config.labeler, (config.input_width, config.input_height),
                                       config.include_negatives)

@@ -6,6 +6,7 @@ from typing import Optional
 
 import numpy as np
 
+from selfsup_perception.core.evaluation.ground_truth import moved_instance
 from selfsup_perception.core.interaction import PlannerConfig, find_object_candidates, fit_table_plane, plan_push
 from selfsup_perception.core.types import InteractionKind, InteractionOutcome, InteractionSample
 
@@ -29,9 +30,10 @@ def simulated_push(sim, rng: np.random.Generator, planner: PlannerConfig, sample
         return None, None, 0.0
     p1 = sim.object_poses()
     after = sim.render()
-    moved = {i: float(np.linalg.norm(p1[i][0][:2] - p0[i][0][:2])) for i in p0}
-    best = max(moved, key=moved.get)
-    gt: Optional[np.ndarray] = (gt_before["instance_mask"] == best) if moved[best] > moved_threshold_m else None
+    # horizontal motion: a push moves objects on the table
+    best, moved_m = moved_instance({i: np.r_[p[0][:2], 0.0] for i, p in p0.items()},
+                                   {i: np.r_[p[0][:2], 0.0] for i, p in p1.items()}, moved_threshold_m)
+    gt: Optional[np.ndarray] = (gt_before["instance_mask"] == best) if best else None
     sample = InteractionSample(sample_id, InteractionKind.PUSH, before, after, push.action_pixel, push.start_point,
                                push.end_point, InteractionOutcome.EXECUTED, message)
-    return sample, gt, moved[best]
+    return sample, gt, moved_m

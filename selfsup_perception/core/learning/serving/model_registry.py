@@ -15,7 +15,7 @@ from typing import Optional
 
 import torch
 
-from selfsup_perception.core.learning import checkpoint as ckpt
+from selfsup_perception.core.learning.serving import checkpoints as ckpt
 
 TASKS = ("instance_segmentation", "semantic_segmentation", "descriptors")
 

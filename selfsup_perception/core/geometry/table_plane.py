@@ -25,7 +25,7 @@ from typing import Optional
 
 import numpy as np
 
-from selfsup_perception.core.geometry import backproject_pixels, depth_units_problem, transform_points
+from selfsup_perception.core.geometry.camera import backproject_pixels, depth_units_problem, transform_points
 from selfsup_perception.core.types import RgbdFrame
 
 

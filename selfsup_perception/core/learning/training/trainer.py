@@ -1,4 +1,4 @@
-"""One training loop for every :class:`~selfsup_perception.core.learning.task.TrainingTask`.
+"""One training loop for every :class:`~selfsup_perception.core.learning.tasks.base.TrainingTask`.
 
 ``Trainer.train_steps`` is a single loop with labelled phases (schedule, forward, loss, guard,
 backward + clip, step, log, checkpoint), after nanoGPT ``train.py`` and dinov2 ``train/train.py``:
@@ -22,8 +22,8 @@ from typing import Iterable
 
 import torch
 
-from selfsup_perception.core.learning import checkpoint as ckpt
-from selfsup_perception.core.learning.task import TrainingTask
+from selfsup_perception.core.learning.serving import checkpoints as ckpt
+from selfsup_perception.core.learning.tasks.base import TrainingTask
 
 LOG = logging.getLogger(__name__)
 
@@ -50,6 +50,10 @@ class TrainerConfig:
     dataset_size: int | None = None  # recorded in checkpoint metadata
     device: str = "cpu"
     seed: int | None = 0  # torch.manual_seed before building the model; None leaves the RNG alone
+    # what serving needs, written into every checkpoint's metadata (serving.checkpoints.inference_info):
+    # the (width, height) images are resized to for this model, and class names of semantic models
+    input_size: tuple[int, int] | None = None
+    class_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("adamw", "sgd"):
@@ -202,6 +206,8 @@ class Trainer:
             },
             dataset_size=self.config.dataset_size,
             metrics=self.recent_metrics(),
+            inference=(ckpt.inference_info(self.config.input_size, self.config.class_names)
+                       if self.config.input_size is not None else None),
         )
 
     def resume(self, directory: str | Path | None = None) -> ckpt.CheckpointInfo | None:

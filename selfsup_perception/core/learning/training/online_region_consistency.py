@@ -1,11 +1,11 @@
 """Online RegConsist pre-training from a growing :class:`PairStore` (ROS-free).
 
-The semantic-segmentation counterpart of :class:`~selfsup_perception.core.learning.online_training.
+The semantic-segmentation counterpart of :class:`~selfsup_perception.core.learning.training.online.
 OnlineInstanceTrainer`, for the pre-training stage: each :meth:`OnlineRegionConsistencyTrainer.train_round`
 picks up view pairs the registration node stored since the last round, takes ``steps_per_round``
 steps of :class:`RegionConsistencyTask` (Barlow Twins on positive pixel pairs) on random batches of all
 pairs so far, and writes a new ``semantic_segmentation`` checkpoint version atomically (rebuilt by
-:func:`~selfsup_perception.core.learning.checkpoint.build_model_from_meta`). After a restart
+:func:`~selfsup_perception.core.learning.serving.checkpoints.build_model_from_meta`). After a restart
 :meth:`resume` continues from the newest valid checkpoint; the data is re-read from the store.
 
 Views are resized to ``input_width`` x ``input_height`` (RGB area-averaged, depth nearest, intrinsics
@@ -23,14 +23,14 @@ import cv2
 import numpy as np
 import torch
 
-from selfsup_perception.core.learning.region_consistency_task import (
+from selfsup_perception.core.learning.tasks.region_consistency import (
     RegionConsistencyConfig,
     RegionConsistencyData,
     RegionConsistencyDataConfig,
     RegionConsistencyTask,
 )
-from selfsup_perception.core.learning.online_training import OnlineTrainer
-from selfsup_perception.core.learning.trainer import Trainer, TrainerConfig
+from selfsup_perception.core.learning.training.online import OnlineTrainer
+from selfsup_perception.core.learning.training.trainer import Trainer, TrainerConfig
 from selfsup_perception.core.registration.pair_store import PairStore
 from selfsup_perception.core.registration.regions import felzenszwalb_regions
 from selfsup_perception.core.registration.view_pairs import ViewPair
@@ -153,7 +153,7 @@ class OnlineRegionConsistencyTrainer(OnlineTrainer):
         self.config = config
         self.task = RegionConsistencyTask(task_config)
         tc = trainer_config or TrainerConfig(lr=1e-3, warmup_steps=20, seed=config.seed, grad_clip_norm=5.0)
-        self.trainer = Trainer(self.task, tc)
+        self.trainer = Trainer(self.task, self._serving_config(tc))
         self.store = PairStore(config.dataset_dir)
         self.dataset = RegisteredPairDataset(self.store, (config.input_width, config.input_height), config.data)
         self._init_round_state()
