@@ -42,7 +42,7 @@ class EgoMotionConfig:
 
     enabled: bool = True
     use_poses: bool = True
-    grid_step_px: int = 6  # sample the flow every this many pixels
+    grid_step_px: int = 8  # sample the flow every this many pixels
     ransac_threshold_px: float = 1.0
     min_points: int = 40  # fewer textured grid points -> no global model
     min_inlier_fraction: float = 0.4

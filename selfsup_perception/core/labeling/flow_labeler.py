@@ -314,20 +314,29 @@ class FlowMaskLabeler:
             return moving
         h, w = moving.shape
         sw, sh = max(w // 2, 1), max(h // 2, 1)  # half resolution (area average = a light blur)
-        c0 = cv2.resize(sample.before.rgb, (sw, sh), interpolation=cv2.INTER_AREA)
+        # Only the bounding box of the moving pixels (plus 2 half-resolution pixels) is compared.
+        bx, by, bw, bh = cv2.boundingRect(moving.astype(np.uint8))
+        x0, x1 = max(bx * sw // w - 2, 0), min((bx + bw) * sw // w + 3, sw)
+        y0, y1 = max(by * sh // h - 2, 0), min((by + bh) * sh // h + 3, sh)
+        c0 = cv2.resize(sample.before.rgb, (sw, sh), interpolation=cv2.INTER_AREA)[y0:y1, x0:x1]
         c1 = cv2.resize(sample.after.rgb, (sw, sh), interpolation=cv2.INTER_AREA)
         if ego_flow is not None:  # the after image seen from the before camera: after(p + ego(p))
-            f = cv2.resize(ego_flow, (sw, sh), interpolation=cv2.INTER_AREA) * np.float32(sw / w)
-            gx, gy = np.meshgrid(np.arange(sw, dtype=np.float32), np.arange(sh, dtype=np.float32))
+            f = cv2.resize(ego_flow, (sw, sh), interpolation=cv2.INTER_AREA)[y0:y1, x0:x1] * np.float32(sw / w)
+            gx, gy = np.meshgrid(np.arange(x0, x1, dtype=np.float32), np.arange(y0, y1, dtype=np.float32))
             c1 = cv2.remap(c1, gx + f[..., 0], gy + f[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        else:
+            c1 = c1[y0:y1, x0:x1]
         # Tolerant to a pixel of misregistration (high-contrast edges under an imperfect ego-motion model):
         # changed where a before colour lies outside the range of the after colours in a 3x3 window.
         k3 = np.ones((3, 3), np.uint8)
         c0i = c0.astype(np.int16)
         thr = int(round(cfg.change_threshold))
         diff = ((c0i > cv2.dilate(c1, k3).astype(np.int16) + thr)
-                | (c0i < cv2.erode(c1, k3).astype(np.int16) - thr)).any(axis=2)
-        changed = cv2.resize(diff.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
+                | (c0i < cv2.erode(c1, k3).astype(np.int16) - thr)).any(axis=2)  # (y1-y0, x1-x0)
+        changed = np.zeros((h, w), bool)
+        rows = np.arange(by, by + bh)
+        cols = np.arange(bx, bx + bw)
+        changed[by:by + bh, bx:bx + bw] = diff[np.ix_(rows * sh // h - y0, cols * sw // w - x0)]
         n, comp = cv2.connectedComponents(moving.astype(np.uint8), connectivity=8)
         size = np.bincount(comp.ravel(), minlength=n)
         hits = np.bincount(comp[changed & moving], minlength=n)
