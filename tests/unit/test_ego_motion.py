@@ -118,3 +118,17 @@ def test_explicit_camera_poses_override_the_frames():
     bad[:3, :3] *= 1.1  # not a rotation: refused with the reason, as a skipped label
     label = FlowMaskLabeler().label(sample, camera_poses=(T_WC, bad))
     assert label.reason.startswith("skipped: bad camera pose") and "not orthonormal" in label.reason
+
+
+def test_inverted_poses_are_named_in_the_label():
+    """Poses given world->camera (inverted) for a still camera far from the world origin: the pose-induced
+    flow is huge although the images are identical; the label is discarded and says "inverted pose?"."""
+    rgb, depth, _ = _scene()
+    t_b = T_WC.copy()
+    t_b[:3, 3] = [25.0, 15.0, 1.0]  # a map frame ~30 m away: inverting turns 2 deg into a metre's shift
+    t_a = _turned(t_b, _rot([0, 0, 1], 2.0))  # the camera turned 2 deg about its axis
+    a_rgb, a_depth, _ = _rotated_view(rgb, depth, _rot([0, 0, 1], 2.0))
+    right = FlowMaskLabeler().label(_sample(rgb, depth, t_b, a_rgb, a_depth, t_a))
+    assert "inverted" not in right.reason and not (right.kept and not right.is_negative)
+    label = FlowMaskLabeler().label(_sample(rgb, depth, np.linalg.inv(t_b), a_rgb, a_depth, np.linalg.inv(t_a)))
+    assert not label.kept and "large camera motion" in label.reason and "inverted pose?" in label.reason

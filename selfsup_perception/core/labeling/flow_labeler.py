@@ -85,6 +85,7 @@ from selfsup_perception.core.geometry.table_plane import TablePlane, TablePlaneC
 from selfsup_perception.core.labeling.ego_motion import EgoMotionConfig, estimate_ego_motion
 from selfsup_perception.core.labeling.flow_clustering import ClusterConfig, cluster_flow
 from selfsup_perception.core.labeling.optical_flow import FlowConfig, compute_flow, to_gray_u8
+from selfsup_perception.core.registration.reprojection import pose_pair_problem
 from selfsup_perception.core.types import InteractionSample, MaskLabel, RgbdFrame
 
 REFERENCE_WIDTH, REFERENCE_HEIGHT = 640, 480
@@ -458,8 +459,14 @@ class FlowMaskLabeler:
                              stats=stats)
 
         if ego.max_px > cfg.max_ego_motion_px * s:
-            return out(False, f"large camera motion: {ego.max_px:.1f} px > {cfg.max_ego_motion_px * s:.1f} px "
-                              f"({ego.source})")
+            reason = f"large camera motion: {ego.max_px:.1f} px > {cfg.max_ego_motion_px * s:.1f} px ({ego.source})"
+            if ego.source.startswith("poses"):  # near-identical images but far-apart poses: say why
+                b, a = sample.before, sample.after
+                problem = pose_pair_problem(b.rgb, b.depth, b.intrinsics, b.camera_to_world, a.rgb, a.depth,
+                                            a.intrinsics, a.camera_to_world)
+                if problem is not None:
+                    reason += f"; {problem}"
+            return out(False, reason)
         if mean_flow > cfg.max_mean_flow_px * s:
             return out(False, f"large motion: mean flow {mean_flow:.2f} px > {cfg.max_mean_flow_px * s:.2f} px")
         if moving_area < min_area:
