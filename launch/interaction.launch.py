@@ -28,6 +28,7 @@ from selfsup_perception.graph import (
 
 def _node(spec, **kwargs):
     return Node(package="selfsup_perception", executable=spec.executable, name=spec.name, output="screen",
+                respawn=True, respawn_delay=2.0,  # the graph outlives a node (see launcher.py)
                 parameters=[str(config_dir() / spec.params_file), spec.overrides,
                             _data_parameters(spec, LaunchConfiguration("data_dir"))], **kwargs)
 

@@ -30,6 +30,7 @@ from selfsup_perception.graph import (
 def _node(spec, overrides, **kwargs):
     overrides = {k: v for k, v in overrides.items() if k != "dataset_dir"}  # from data_dir below
     return Node(package="selfsup_perception", executable=spec.executable, name=spec.name, output="screen",
+                respawn=True, respawn_delay=2.0,  # the graph outlives a node (see launcher.py)
                 parameters=[str(config_dir() / spec.params_file), {**spec.overrides, **overrides},
                             _data_parameters(spec, LaunchConfiguration("data_dir"), pretraining=True)], **kwargs)
 

@@ -5,7 +5,13 @@ so nodes talk over real DDS between processes exactly as under ros2 launch. The 
 forwards each node's output with a ``[name]`` prefix, stops everything on exit (SIGINT,
 then SIGTERM, then SIGKILL after timeouts) and reports nodes that died.
 
-Usage: ``python -m selfsup_perception.launcher [--no-sim] [-p node.param:=value ...]``.
+The graph outlives a node: with ``respawn`` (the default of ``main``; the launch files set
+``respawn=True`` too) a node that exits is logged with why (exit code or signal and its last
+output lines) and restarted after a back-off (1 s, doubling up to 30 s while it keeps dying
+within ``stable_s`` of its start, back to 1 s once it has run that long); the other nodes keep
+running untouched.
+
+Usage: ``python -m selfsup_perception.launcher [--no-sim] [--no-respawn] [-p node.param:=value ...]``.
 """
 
 from __future__ import annotations
@@ -63,30 +69,88 @@ def node_command(spec: NodeSpec, overrides: Optional[dict] = None, python: str =
     return cmd
 
 
+def describe_exit(returncode: int) -> str:
+    """'exit code N' or 'killed by SIGKILL' (Popen reports signals as negative codes)."""
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit code {returncode}"
+
+
 class GraphProcess:
-    """A running node graph; use as a context manager."""
+    """A running node graph; use as a context manager. With ``respawn``, dead nodes are restarted."""
 
     def __init__(self, specs: Sequence[NodeSpec], overrides: Optional[dict[str, dict]] = None,
-                 log_dir: Optional[Path] = None, echo: bool = True):
+                 log_dir: Optional[Path] = None, echo: bool = True, respawn: bool = False,
+                 backoff_s: tuple[float, float] = (1.0, 30.0), stable_s: float = 30.0):
         self.specs = list(specs)
         self.overrides = overrides or {}
         self.log_dir = Path(log_dir) if log_dir else None
         self.echo = echo
+        self.respawn = respawn
+        self.backoff_s = backoff_s
+        self.stable_s = stable_s
         self.procs: dict[str, subprocess.Popen] = {}
         self._threads: list[threading.Thread] = []
         self.logs: dict[str, list[str]] = {}
+        self.restarts: dict[str, int] = {}
+        self.events: list[str] = []  # one line per death / restart, also printed to stderr
+        self._started_at: dict[str, float] = {}
+        self._delay: dict[str, float] = {}
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._supervisor: Optional[threading.Thread] = None
+
+    def _spawn(self, spec: NodeSpec) -> None:
+        proc = subprocess.Popen(node_command(spec, self.overrides.get(spec.name)), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, bufsize=1, env=os.environ.copy(),
+                                start_new_session=True, preexec_fn=_die_with_parent)
+        with self._lock:
+            self.procs[spec.name] = proc
+            self._started_at[spec.name] = time.monotonic()
+            self.logs.setdefault(spec.name, [])
+        t = threading.Thread(target=self._pump, args=(spec.name, proc), daemon=True)
+        t.start()
+        self._threads.append(t)
 
     def start(self) -> "GraphProcess":
         for spec in self.specs:
-            proc = subprocess.Popen(node_command(spec, self.overrides.get(spec.name)), stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, text=True, bufsize=1, env=os.environ.copy(),
-                                    start_new_session=True, preexec_fn=_die_with_parent)
-            self.procs[spec.name] = proc
-            self.logs[spec.name] = []
-            t = threading.Thread(target=self._pump, args=(spec.name, proc), daemon=True)
-            t.start()
-            self._threads.append(t)
+            self._spawn(spec)
+        if self.respawn:
+            self._supervisor = threading.Thread(target=self._supervise, name="respawn", daemon=True)
+            self._supervisor.start()
         return self
+
+    def _event(self, text: str) -> None:
+        self.events.append(text)
+        sys.stderr.write(f"[launcher] {text}\n")
+        sys.stderr.flush()
+
+    def _supervise(self) -> None:
+        """Restart nodes that exit, with back-off; never touches the nodes that are running."""
+        due: dict[str, float] = {}
+        specs = {s.name: s for s in self.specs}
+        while not self._stopping.wait(0.2):
+            now = time.monotonic()
+            for name, proc in list(self.procs.items()):
+                if proc.poll() is None or name in due:
+                    continue
+                lived = now - self._started_at.get(name, now)
+                lo, hi = self.backoff_s
+                delay = lo if lived >= self.stable_s else min(self._delay.get(name, lo / 2) * 2, hi)
+                self._delay[name] = delay
+                last = " | ".join(self.logs.get(name, [])[-3:])
+                self._event(f"{name} died ({describe_exit(proc.returncode)}) after {lived:.1f} s; "
+                            f"restarting in {delay:.1f} s; last output: {last or '(none)'}")
+                due[name] = now + delay
+            for name, when in list(due.items()):
+                if now >= when and not self._stopping.is_set():
+                    del due[name]
+                    self._spawn(specs[name])
+                    self.restarts[name] = self.restarts.get(name, 0) + 1
+                    self._event(f"{name} restarted (restart {self.restarts[name]})")
 
     def _pump(self, name: str, proc: subprocess.Popen) -> None:
         log_file = None
@@ -110,6 +174,9 @@ class GraphProcess:
         return {n: p.returncode for n, p in self.procs.items() if p.poll() is not None}
 
     def stop(self, timeout_s: float = 10.0) -> dict[str, int]:
+        self._stopping.set()
+        if self._supervisor is not None:
+            self._supervisor.join(timeout=2.0)
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
             alive = [p for p in self.procs.values() if p.poll() is None]
             if not alive:
@@ -155,6 +222,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="registered views and region-consistency pre-training instead of interaction")
     parser.add_argument("--data-dir", default="data", help="root of the folders the nodes hand data through "
                         "(interactions/, registration/, checkpoints/, bags/)")
+    parser.add_argument("--no-respawn", action="store_true",
+                        help="stop the whole graph when a node dies (default: restart it with back-off)")
     parser.add_argument("-p", "--param", action="append", default=[], help="node.param:=value override")
     args = parser.parse_args(argv)
     exit_on_sigterm()
@@ -166,10 +235,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     else:
         specs = (interaction_graph if args.no_learning else learning_graph)(with_simulator=with_sim)
     overrides = merge_overrides(overrides, parse_overrides(args.param))
-    graph = GraphProcess(specs, overrides)
+    graph = GraphProcess(specs, overrides, respawn=not args.no_respawn)
     graph.start()
     try:
-        while not graph.dead():
+        while graph.respawn or not graph.dead():
             time.sleep(0.5)
         print(f"nodes exited: {graph.dead()}", file=sys.stderr)
         return 1

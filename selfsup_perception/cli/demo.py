@@ -371,10 +371,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     samples = list(store.iter_samples())
     from selfsup_perception.msg import InteractionSample
-    from selfsup_perception.ros.bag_io import read_bag
+    from selfsup_perception.ros.bag_io import NoMatchingTopicError, read_bag
+
+    def samples_in(bag) -> int:
+        try:
+            return sum(1 for _ in read_bag(bag, InteractionSample))
+        except NoMatchingTopicError:  # a bag closed before its first sample
+            return 0
 
     bags = sorted(bag_dir.glob("*"))
-    bag_count = sum(1 for b in bags for _ in read_bag(b, InteractionSample))
+    bag_count = sum(samples_in(b) for b in bags)
     from selfsup_perception.core.evaluation.ground_truth import GroundTruthStore
 
     truth = GroundTruthStore(run_dir / "ground_truth")

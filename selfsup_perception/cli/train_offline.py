@@ -1,12 +1,26 @@
-"""Train the class-agnostic instance segmenter offline from a recorded dataset, then evaluate.
+"""Train offline from a recorded dataset, on one process or many (torchrun + DDP), then evaluate.
 
-    python -m selfsup_perception.cli.train_offline --dataset DATA_DIR --labeler flow \\
-        --out runs/instance --steps 2000 --batch-size 8 --crop 240 320
-    python -m selfsup_perception.cli.train_offline --synthetic 200 --out /tmp/run --steps 100   # smoke test
+    python -m selfsup_perception.cli.train_offline --task instance_segmentation --dataset DATA_DIR \
+        --labeler flow --out runs/instance --steps 2000 --batch-size 8 --crop 240 320
+    python -m selfsup_perception.cli.train_offline --task region_consistency --dataset VIEWS_DIR --out runs/rc
+    python -m selfsup_perception.cli.train_offline --task descriptors --dataset VIEWS_DIR --out runs/desc
+    torchrun --nproc_per_node=2 -m selfsup_perception.cli.train_offline --task descriptors ...   # 2 processes
+    python -m selfsup_perception.cli.train_offline --synthetic 200 --out /tmp/run --steps 100     # smoke test
 
-Writes to ``--out``: ``checkpoints/instance_segmentation/vNNNNN/`` (see core/learning/serving/checkpoints.py),
-``report/loss.png`` (loss over steps), ``report/examples.png`` (predicted masks on evaluation
-images), ``report/metrics.json`` (training summary and COCO AP when ground truth is available).
+Datasets: ``instance_segmentation`` reads a labeled SampleStore (``replay_bag --mode interactions`` or
+the labeler node); ``region_consistency`` (RegConsist pre-training of the semantic network) reads a
+registration PairStore (``replay_bag --mode views`` or the registration node); ``descriptors`` reads
+either (view pairs of a PairStore, or the before/after images of a SampleStore).
+
+Under ``torchrun`` every process trains a replica (DistributedDataParallel: gloo on CPU, NCCL on GPU);
+``--batch-size`` is the *global* batch, split over the processes; rank 0 alone writes checkpoints and
+the report; ``--resume`` continues from the newest valid checkpoint on every rank. A rank that fails
+stops the job (torchrun ends the others; a rank whose peer vanished stops at its next collective with
+an error), and no partial checkpoint is ever visible (atomic rename). See core/learning/training/distributed.py.
+
+Writes to ``--out``: ``checkpoints/<task>/vNNNNN/`` (see core/learning/serving/checkpoints.py; the region-consistency
+checkpoint is a ``semantic_segmentation`` network), ``report/metrics.json`` (training summary, COCO AP
+when ground truth is available), and for instance segmentation ``report/loss.png`` and ``report/examples.png``.
 """
 
 from __future__ import annotations
@@ -14,7 +28,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -33,7 +49,7 @@ from selfsup_perception.core.learning.models.instance_segmentation import (
     InstanceSegConfig,
     predict_instances,
 )
-from selfsup_perception.core.learning.training.trainer import Trainer, TrainerConfig
+from selfsup_perception.core.learning.training.trainer import TrainerConfig
 
 LOG = logging.getLogger("train_offline")
 
@@ -144,43 +160,84 @@ def write_report(out: Path, history: list[dict], eval_items: list[dict], predict
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
 
 
+TASKS = ("instance_segmentation", "region_consistency", "descriptors")
+
+
+class DatasetError(ValueError):
+    """The --dataset folder cannot be trained on; the message says what to do."""
+
+
+def check_dataset(path: Path, task: str) -> str:
+    """'samples' (SampleStore) or 'views' (PairStore) for ``path``; DatasetError otherwise. Creates nothing."""
+    from selfsup_perception.ros.bag_files import looks_like_bag
+
+    if not path.exists():
+        raise DatasetError(f"dataset {path} does not exist")
+    if looks_like_bag(path):
+        raise DatasetError(
+            f"{path} is a rosbag2 bag, not a dataset: replay it into a dataset first, e.g. "
+            f"`python -m selfsup_perception.cli.replay_bag {path} --out DATASET_DIR`, then train on DATASET_DIR")
+    has_samples = (path / "samples").is_dir()
+    has_views = (path / "pairs.json").is_file() and (path / "views").is_dir()
+    wanted = {"instance_segmentation": ("samples",), "region_consistency": ("views",),
+              "descriptors": ("views", "samples")}[task]
+    for kind in wanted:
+        if (kind == "samples" and has_samples) or (kind == "views" and has_views):
+            return kind
+    what = {"samples": "an interaction SampleStore (samples/, labels/; replay_bag --mode interactions)",
+            "views": "a registration PairStore (views/, pairs.json; replay_bag --mode views)"}
+    raise DatasetError(f"{path} is not a dataset for --task {task}: it needs "
+                       f"{' or '.join(what[k] for k in wanted)}")
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--task", choices=TASKS, default="instance_segmentation")
     src = ap.add_mutually_exclusive_group(required=True)
-    src.add_argument("--dataset", type=Path, help="recorded dataset directory (SampleStore)")
-    src.add_argument("--synthetic", type=int, metavar="N", help="train on N toy scenes instead (smoke test)")
+    src.add_argument("--dataset", type=Path, help="dataset directory (SampleStore or PairStore, see above)")
+    src.add_argument("--synthetic", type=int, metavar="N",
+                     help="instance segmentation on N toy scenes instead (smoke test)")
     ap.add_argument("--eval-dataset", type=Path, help="evaluation dataset (default: hold out --eval-fraction)")
     ap.add_argument("--eval-fraction", type=float, default=0.1)
     ap.add_argument("--labeler", default="flow", help="label set to train on ('flow' | 'frame_difference')")
     ap.add_argument("--out", type=Path, required=True, help="output directory (checkpoints + report)")
     ap.add_argument("--input-size", type=int, nargs=2, metavar=("W", "H"), default=(160, 120),
-                    help="train (and evaluate) at this size, as the online trainer does")
+                    help="train (and evaluate) at this size, as the online trainers do")
     ap.add_argument("--steps", type=int, default=2000)
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--batch-size", type=int, default=8, help="global batch (split over torchrun processes)")
+    ap.add_argument("--micro-batch-size", type=int, default=None,
+                    help="accumulate gradients over micro-batches of this size (default: the per-process batch)")
     ap.add_argument("--crop", type=int, nargs=2, metavar=("H", "W"), default=None, help="random training crop")
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--warmup-steps", type=int, default=20)
     ap.add_argument("--mask-loss", choices=["bce", "robust_set", "soft_iou"], default="robust_set")
     ap.add_argument("--objectness-loss", choices=["bce", "bootstrap"], default="bootstrap")
     ap.add_argument("--co-teaching", action="store_true")
     ap.add_argument("--noisy-loss-warmup-steps", type=int, default=0)
     ap.add_argument("--use-depth", action="store_true")
+    ap.add_argument("--widths", type=int, nargs="+", default=None,
+                    help="backbone channel widths (stem + stages) of the task's network (default: the task's)")
+    ap.add_argument("--descriptor-mode", default="cycle_identical", choices=["identical", "cycle", "cycle_identical"])
+    ap.add_argument("--num-keypoints", type=int, default=200, help="descriptors: keypoints per image")
+    ap.add_argument("--pixel-pairs", type=int, default=256, help="region consistency: pixel pairs per view pair")
     ap.add_argument("--checkpoint-every", type=int, default=500)
     ap.add_argument("--resume", action="store_true", help="continue from the newest valid checkpoint in --out")
+    ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    ap.add_argument("--dist-timeout", type=float, default=300.0,
+                    help="seconds a rank waits for the others in a collective before stopping with an error")
+    ap.add_argument("--no-eval", action="store_true", help="skip the evaluation/report after training")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    if args.synthetic is not None and args.task != "instance_segmentation":
+        ap.error("--synthetic is for --task instance_segmentation")
+    return args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from tqdm import tqdm
-
-    from selfsup_perception.core.evaluation import evaluate_instances
-
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    torch.set_num_threads(args.threads)
+# ============================================================================ per-task data
+def instance_data(args, rank_log: bool):
+    """(task, train items, eval items, make_batch)."""
     rng = np.random.default_rng(args.seed)
-
     if args.synthetic is not None:
         items = synthetic_items(args.synthetic, height=96, width=128, seed=args.seed)
     else:
@@ -193,35 +250,187 @@ def main(argv: Sequence[str] | None = None) -> int:
         n_eval = int(round(args.eval_fraction * len(items)))
         eval_items = [items[i] for i in order[:n_eval]]
         train_items = [items[i] for i in order[n_eval:]]
-    if not train_items:
-        LOG.error("no training samples found")
-        return 1
-    LOG.info("%d training samples, %d evaluation samples", len(train_items), len(eval_items))
+    task = InstanceSegmentationTask(InstanceTaskConfig(
+        model=InstanceSegConfig(use_depth=args.use_depth, **({"widths": tuple(args.widths)} if args.widths else {})),
+        mask_loss=args.mask_loss,
+        objectness_loss=args.objectness_loss, co_teaching=args.co_teaching,
+        noisy_loss_warmup_steps=args.noisy_loss_warmup_steps))
+    crop = tuple(args.crop) if args.crop else None
 
-    task = InstanceSegmentationTask(
-        InstanceTaskConfig(
-            model=InstanceSegConfig(use_depth=args.use_depth),
-            mask_loss=args.mask_loss,
-            objectness_loss=args.objectness_loss,
-            co_teaching=args.co_teaching,
-            noisy_loss_warmup_steps=args.noisy_loss_warmup_steps,
-        )
+    def make_batch(indices, rng):
+        return collate_samples([train_items[int(i)] for i in indices], crop_size=crop, rng=rng)
+
+    return task, train_items, eval_items, make_batch
+
+
+def region_consistency_data(args, rank: int):
+    from dataclasses import replace
+
+    from selfsup_perception.core.learning.training.online_region_consistency import RegisteredPairDataset
+    from selfsup_perception.core.learning.tasks.region_consistency import (
+        RegionConsistencyConfig,
+        RegionConsistencyDataConfig,
+        RegionConsistencyTask,
     )
+    from selfsup_perception.core.registration.pair_store import PairStore
+
+    data_config = RegionConsistencyDataConfig()
+    data_config = replace(data_config, sampler=replace(data_config.sampler, num_pairs=args.pixel_pairs))
+    dataset = RegisteredPairDataset(PairStore(args.dataset), tuple(args.input_size), data_config)
+    dataset.refresh()
+    # each rank draws its own photometric augmentations (a task-level generator)
+    from selfsup_perception.core.learning.models.semantic_segmentation import SemanticSegConfig
+
+    model = SemanticSegConfig(widths=tuple(args.widths)) if args.widths else SemanticSegConfig()
+    task = RegionConsistencyTask(RegionConsistencyConfig(model=model, seed=args.seed + rank))
+
+    def make_batch(indices, rng):
+        parts = [dataset.items[int(i)].sample_batch(1, rng) for i in indices]
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+    return task, dataset.items, make_batch, {"unusable_pairs": dataset.num_unusable}
+
+
+def descriptor_data(args, rank: int, kind: str):
+    import cv2
+
+    from selfsup_perception.core.learning.tasks.descriptors import DescriptorTask, DescriptorTaskConfig
+
+    size = tuple(args.input_size)
+    pairs: list[tuple[np.ndarray, np.ndarray]] = []
+    if kind == "views":
+        from selfsup_perception.core.registration.pair_store import PairStore
+
+        store = PairStore(args.dataset)
+        cache: dict[str, np.ndarray] = {}
+
+        def rgb(view_id: str):
+            if view_id not in cache:
+                frame = store.load_view_or_quarantine(view_id)
+                cache[view_id] = None if frame is None else cv2.resize(frame.rgb, size, interpolation=cv2.INTER_AREA)
+            return cache[view_id]
+
+        for p in store.pairs():
+            a, b = rgb(p.view_a), rgb(p.view_b)
+            if a is not None and b is not None:
+                pairs.append((a, b))
+    else:
+        from selfsup_perception.core.dataset.sample_store import SampleStore
+        from selfsup_perception.core.learning.training.online_descriptors import InteractionImages
+
+        images = InteractionImages(SampleStore(args.dataset), size)
+        images.refresh()
+        pairs = images.pairs
+    from selfsup_perception.core.learning.models.backbone import BackboneConfig
+    from selfsup_perception.core.learning.models.descriptor_net import DescriptorNetConfig
+
+    net = DescriptorNetConfig()
+    if args.widths:
+        net = DescriptorNetConfig(descriptor_dim=net.descriptor_dim, head_channels=max(args.widths),
+                                  backbone=BackboneConfig(widths=tuple(args.widths)))
+    task = DescriptorTask(DescriptorTaskConfig(mode=args.descriptor_mode, model=net, num_keypoints=args.num_keypoints,
+                                               seed=args.seed + rank))
+
+    def make_batch(indices, rng):
+        a, b = [], []
+        for i in indices:
+            first, second = pairs[int(i)] if rng.random() < 0.5 else pairs[int(i)][::-1]
+            a.append(first)
+            b.append(second)
+        to_tensor = lambda imgs: torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous()  # noqa: E731
+        return {"rgb_a": to_tensor(a), "rgb_b": to_tensor(b)}  # (B, 3, H, W) uint8
+
+    return task, pairs, make_batch
+
+
+# ============================================================================ main
+# how gloo and NCCL word a peer that died or hung
+_PEER_LOST = ("Connection reset", "Connection closed", "Connection refused", "Broken pipe", "timed out",
+              "Timed out", "NCCL communicator was aborted", "ncclRemoteError", "peer")
+
+
+def _on_sigterm(signum, frame):  # torchrun ends the other ranks with SIGTERM when one fails
+    raise SystemExit(128 + signum)  # unwinds: a checkpoint being written removes its temp folder
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from selfsup_perception.core.learning.training.distributed import DistributedError, init_distributed, shutdown
+
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    torch.set_num_threads(args.threads)
+    try:
+        kind = check_dataset(args.dataset, args.task) if args.dataset is not None else "synthetic"
+        ctx = init_distributed(args.device, args.dist_timeout)
+    except (DatasetError, DistributedError, ValueError) as exc:
+        LOG.error("%s", exc)
+        return 2
+    if ctx.backend:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+        LOG.info("rank %d of %d (%s on %s)", ctx.rank, ctx.world_size, ctx.backend, ctx.device)
+    try:
+        return _train(args, ctx, kind)
+    except DistributedError as exc:
+        LOG.error("rank %d: %s", ctx.rank, exc)
+        return 1
+    except RuntimeError as exc:
+        text = str(exc)
+        if not ctx.backend or not any(m in text for m in _PEER_LOST):
+            if ctx.backend:
+                LOG.error("rank %d failed: %s", ctx.rank, text.splitlines()[0] if text else type(exc).__name__)
+            raise
+        # gloo/NCCL report a vanished peer as a RuntimeError from the collective
+        LOG.error("rank %d stopping: another rank failed or left the job (%s); no checkpoint is written",
+                  ctx.rank, text.splitlines()[0])
+        return 1
+    finally:
+        shutdown(ctx)
+
+
+def _train(args, ctx, kind: str) -> int:
+    from selfsup_perception.core.learning.training.distributed import (
+        DDPTrainer,
+        DistributedBatchSampler,
+        check_same_on_all_ranks,
+        step_batches,
+    )
+
+    extra: dict = {}
+    eval_items: list = []
+    if args.task == "instance_segmentation":
+        task, train_items, eval_items, make_batch = instance_data(args, ctx.is_main)
+    elif args.task == "region_consistency":
+        task, train_items, make_batch, extra = region_consistency_data(args, ctx.rank)
+    else:
+        task, train_items, make_batch = descriptor_data(args, ctx.rank, kind)
+    if not train_items:
+        what = {"instance_segmentation": f"kept '{args.labeler}' labels", "region_consistency": "usable view pairs",
+                "descriptors": "image pairs"}[args.task]
+        LOG.error("no training samples found in %s: it has no %s", args.dataset, what)
+        return 1
+    if ctx.is_main:
+        LOG.info("%d training items, %d evaluation items", len(train_items), len(eval_items))
     ckpt_dir = args.out / "checkpoints"
-    trainer = Trainer(
-        task,
-        TrainerConfig(
-            lr=args.lr, total_steps=args.steps, checkpoint_every=args.checkpoint_every,
-            checkpoint_dir=str(ckpt_dir), dataset_size=len(train_items), seed=args.seed, log_every=0,
-        ),
-    )
+    trainer = DDPTrainer(task, TrainerConfig(
+        lr=args.lr, warmup_steps=args.warmup_steps, total_steps=max(1, args.steps),
+        checkpoint_every=args.checkpoint_every, checkpoint_dir=str(ckpt_dir), dataset_size=len(train_items),
+        seed=args.seed, log_every=0, device=ctx.device), ctx)
+    check_same_on_all_ranks(ctx, len(train_items), "the number of training items (is --dataset the same data on "
+                                                   "every machine?)")
     if args.resume:
         info = trainer.resume(ckpt_dir)
-        LOG.info("resumed from %s", info.path if info else "nothing (no valid checkpoint)")
-    crop = tuple(args.crop) if args.crop else None
-    batches = infinite_batches(train_items, min(args.batch_size, len(train_items)), crop, rng)
+        if ctx.is_main:
+            LOG.info("resumed from %s", info.path if info else "nothing (no valid checkpoint)")
+        check_same_on_all_ranks(ctx, trainer.step, "the step resumed from (is --out on a filesystem every machine "
+                                                   "reads?)")
+    sampler = DistributedBatchSampler(len(train_items), args.batch_size, rank=ctx.rank, world_size=ctx.world_size,
+                                      seed=args.seed, micro_batch_size=args.micro_batch_size)
+    batches = step_batches(sampler, make_batch, args.seed, start_step=trainer.step)
     remaining = max(0, args.steps - trainer.step)
-    with tqdm(total=remaining, desc="train", unit="step") as bar:
+    from tqdm import tqdm
+
+    t_train = time.perf_counter()
+    with tqdm(total=remaining, desc="train", unit="step", disable=not ctx.is_main) as bar:
         while remaining > 0:
             chunk = trainer.train_steps(batches, min(25, remaining))
             if not chunk:
@@ -229,24 +438,40 @@ def main(argv: Sequence[str] | None = None) -> int:
             remaining -= len(chunk)
             bar.update(len(chunk))
             bar.set_postfix(loss=f"{chunk[-1]['loss']:.4f}")
+    train_s = time.perf_counter() - t_train
+    steps_run = len(trainer.history)  # steps taken in this run (after a resume: only the new ones)
     path = trainer.save_checkpoint(ckpt_dir)
+    if not ctx.is_main:
+        return 0
     LOG.info("saved %s", path)
+    metrics: dict = {"task": args.task, "steps": trainer.step, "skipped_steps": trainer.skipped_steps,
+                     "checkpoint": str(path), "train_items": len(train_items), "eval_items": len(eval_items),
+                     "processes": ctx.world_size, "global_batch": args.batch_size,
+                     "final_loss": trainer.history[-1]["loss"] if trainer.history else None,
+                     "train_seconds": train_s,
+                     "samples_per_second": steps_run * args.batch_size / train_s if train_s > 0 and steps_run else None,
+                     **extra}
+    report = args.out / "report"
+    if args.task != "instance_segmentation" or args.no_eval:
+        report.mkdir(parents=True, exist_ok=True)
+        (report / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        print(f"trained {args.task} for {trainer.step} steps on {ctx.world_size} process(es): {path}")
+        return 0
+    from selfsup_perception.core.evaluation import evaluate_instances
 
-    metrics: dict = {"steps": trainer.step, "skipped_steps": trainer.skipped_steps, "checkpoint": str(path),
-                     "train_samples": len(train_items), "eval_samples": len(eval_items)}
-    predictions = [
-        predict_instances(trainer.model, it["rgb"], it.get("depth") if args.use_depth else None,
-                          config=InferenceConfig())
-        for it in tqdm(eval_items, desc="predict", unit="img")
-    ]
+    model = trainer.model.eval()
+    predictions = [predict_instances(model, it["rgb"], it.get("depth") if args.use_depth else None,
+                                     config=InferenceConfig()) for it in eval_items]
     with_gt = [k for k, it in enumerate(eval_items) if "gt_instances" in it and np.any(it["gt_instances"])]
     if with_gt:
-        metrics["coco"] = evaluate_instances([predictions[k] for k in with_gt], [eval_items[k]["gt_instances"] for k in with_gt])
+        metrics["coco"] = evaluate_instances([predictions[k] for k in with_gt],
+                                             [eval_items[k]["gt_instances"] for k in with_gt])
         LOG.info("COCO mask AP: %s", {k: round(v, 3) for k, v in metrics["coco"].items()})
     else:
         LOG.info("no ground-truth instance masks in the evaluation set: AP not computed")
-    write_report(args.out / "report", trainer.history, eval_items, predictions, metrics)
-    LOG.info("report written to %s", args.out / "report")
+    write_report(report, trainer.history, eval_items, predictions, metrics)
+    LOG.info("report written to %s", report)
+    print(f"trained {args.task} for {trainer.step} steps on {ctx.world_size} process(es): {path}")
     return 0
 
 

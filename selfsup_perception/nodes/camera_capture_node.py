@@ -34,6 +34,7 @@ from selfsup_perception.ros.conversions import (
     pose_msg_to_matrix,
     time_from_msg,
 )
+from selfsup_perception.ros.callback_guard import GuardedNodeMixin, clamp_request_value
 from selfsup_perception.ros.node_runner import run_node
 from selfsup_perception.ros.parameters import declare_config, field_with_help
 from selfsup_perception.srv import CaptureView
@@ -54,17 +55,18 @@ class CaptureParams:
     sync_slop_s: float = field_with_help(0.05, "max stamp difference of a synchronised set (s)")
     sync_queue_size: int = field_with_help(5, "per-topic queue of the synchroniser")
     default_timeout_s: float = field_with_help(5.0, "capture timeout when the request gives none (s)")
+    max_timeout_s: float = field_with_help(60.0, "longer capture_view timeouts (also inf) are clamped to this (s)")
     max_pose_age_s: float = field_with_help(1.0, "a pose older than this relative to the images is stale (s)")
     reliable: bool = field_with_help(True, "subscribe reliable (false: best effort, sensor-data QoS)")
 
     def __post_init__(self) -> None:
-        if self.sync_slop_s <= 0 or self.default_timeout_s <= 0:
-            raise ValueError("sync_slop_s and default_timeout_s must be positive")
+        if not (self.sync_slop_s > 0 and 0 < self.default_timeout_s <= self.max_timeout_s < 1e6):
+            raise ValueError("sync_slop_s > 0 and 0 < default_timeout_s <= max_timeout_s < 1e6 are required")
         if self.sync_queue_size < 1:
             raise ValueError("sync_queue_size must be >= 1")
 
 
-class CameraCaptureNode(Node):
+class CameraCaptureNode(GuardedNodeMixin, Node):
     def __init__(self, **kwargs):
         super().__init__("camera_capture", **kwargs)
         self.params = declare_config(self, CaptureParams, on_change=self._apply_params,
@@ -125,7 +127,10 @@ class CameraCaptureNode(Node):
             pose.position.x, pose.position.y, pose.position.z = (
                 tf.transform.translation.x, tf.transform.translation.y, tf.transform.translation.z)
             pose.orientation = tf.transform.rotation
-            return pose_msg_to_matrix(pose)
+            matrix = pose_msg_to_matrix(pose)
+            if not np.isfinite(matrix).all():
+                raise ValueError("camera pose from TF is not finite")
+            return matrix
         t_image = time_from_msg(rgb.header.stamp)
         with self._cond:
             poses = list(self._poses)
@@ -135,7 +140,10 @@ class CameraCaptureNode(Node):
         age = abs(t_image - time_from_msg(pose.header.stamp))
         if age > p.max_pose_age_s:
             raise LookupError(f"camera pose is {age:.2f} s away from the images (max {p.max_pose_age_s} s)")
-        return pose_msg_to_matrix(pose.pose)
+        matrix = pose_msg_to_matrix(pose.pose)
+        if not np.isfinite(matrix).all():
+            raise ValueError("camera pose is not finite (NaN or inf in position or orientation)")
+        return matrix
 
     def capture(self, timeout_s: float) -> RgbdView:
         """Wait for a synchronised set *acquired* after this call and return it as a validated view.
@@ -145,11 +153,14 @@ class CameraCaptureNode(Node):
         """
         deadline = time.monotonic() + timeout_s
         requested_at = self.get_clock().now().nanoseconds * 1e-9
+        last_error: Optional[Exception] = None
         while True:
             with self._cond:
                 ok = self._cond.wait_for(lambda: self._latest is not None
                                          and time_from_msg(self._latest[0].header.stamp) >= requested_at,
                                          timeout=max(deadline - time.monotonic(), 0.0))
+                if not ok and last_error is not None:
+                    raise TimeoutError(f"no valid camera set within {timeout_s:.1f} s; last error: {last_error}")
                 if not ok:
                     raise TimeoutError(
                         f"no synchronised rgb/depth/camera_info within {timeout_s:.1f} s "
@@ -159,6 +170,7 @@ class CameraCaptureNode(Node):
                 frame_from_images(rgb, depth, info)  # validates encodings and sizes
                 pose = self._camera_pose(rgb)
             except (ImageConversionError, ValueError) as exc:
+                last_error = exc
                 self.dropped_messages += 1
                 self.get_logger().warning(f"dropping a bad camera set: {exc}")
                 requested_at = self.get_clock().now().nanoseconds * 1e-9
@@ -166,6 +178,7 @@ class CameraCaptureNode(Node):
                     raise TimeoutError(f"no valid camera set within {timeout_s:.1f} s; last error: {exc}") from exc
                 continue
             except LookupError as exc:  # the pose of these images has not arrived (yet)
+                last_error = exc
                 if time.monotonic() >= deadline:
                     raise TimeoutError(f"no camera pose for the images within {timeout_s:.1f} s: {exc}") from exc
                 time.sleep(0.02)
@@ -178,7 +191,9 @@ class CameraCaptureNode(Node):
             return view
 
     def _on_capture(self, request, response):
-        timeout = request.timeout_s if request.timeout_s > 0 else self.params.default_timeout_s
+        # documented range: 0 = default_timeout_s; (0, max_timeout_s], larger (inf too) clamped; NaN/negative refused
+        timeout = clamp_request_value("timeout_s", request.timeout_s, low=0.0, high=self.params.max_timeout_s,
+                                      default=self.params.default_timeout_s, zero_means_default=True)
         try:
             response.view = self.capture(timeout)
             response.success, response.message = True, "captured"

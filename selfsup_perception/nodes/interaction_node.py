@@ -36,6 +36,7 @@ from selfsup_perception.ros.conversions import (
     sample_to_msg,
     view_msg_to_frame,
 )
+from selfsup_perception.ros.callback_guard import GuardedNodeMixin
 from selfsup_perception.ros.node_runner import run_node
 from selfsup_perception.ros.parameters import declare_config, field_with_help
 from selfsup_perception.ros.service_calls import ServiceCallError, call_service
@@ -95,7 +96,7 @@ def make_arm_backend(node: Node, params: InteractionParams, callback_group):
     return MoveItArmBackend(RobotConfig.from_yaml(params.robot_config), logger=node.get_logger())
 
 
-class InteractionNode(Node):
+class InteractionNode(GuardedNodeMixin, Node):
     def __init__(self, **kwargs):
         super().__init__("interaction", **kwargs)
         self.params = declare_config(self, InteractionParams, on_change=self._apply_params,
@@ -118,8 +119,9 @@ class InteractionNode(Node):
             self._bag = BagRecorder(bag_path, storage="mcap")
             self.get_logger().info(f"recording samples into {bag_path}")
         self._action_server = ActionServer(
-            self, ExecuteInteraction, "execute_interaction", execute_callback=self._execute,
-            goal_callback=self._on_goal, callback_group=MutuallyExclusiveCallbackGroup())
+            self, ExecuteInteraction, "execute_interaction",
+            execute_callback=self.guard.action_execute(self._execute, ExecuteInteraction.Result),
+            goal_callback=self.guard.action_goal(self._on_goal), callback_group=MutuallyExclusiveCallbackGroup())
         self.get_logger().info(f"interaction controller ready (backend {p.backend}, dataset {p.dataset_dir})")
 
     def _apply_params(self, params: InteractionParams) -> None:

@@ -7,6 +7,14 @@ the label atomically next to the sample in ``dataset_dir``, and publishes
 image with the mask and the action pixel, for RViz/Foxglove). On start it labels every
 stored sample that has no label yet, so a crash or restart loses nothing.
 A malformed sample is logged and skipped.
+
+Integrity: the subscription callback *stores* each sample before anything else (the queue then
+holds only ids), so a kill -9 loses at most the messages DDS delivered but the callback had not
+yet taken (bounded by the subscription depth, 10) - never a sample the node accepted. A sample
+id is unique: the same sample again is ignored, a different sample under a stored id is refused
+and logged, and a stored sample or label is never rewritten. A sample the labeler cannot label
+(an exception) gets a *failed* label (``kept: false`` with the reason), so it is not retried on
+every restart.
 """
 
 from __future__ import annotations
@@ -14,11 +22,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+import numpy as np
+
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
-from selfsup_perception.core.dataset.sample_store import SampleStore
+from selfsup_perception.core.dataset.sample_store import DuplicateSampleError, SampleStore
 from selfsup_perception.core.dataset.visualization import overlay_mask
 from selfsup_perception.core.labeling import (
     FlowLabelerConfig,
@@ -27,8 +37,10 @@ from selfsup_perception.core.labeling import (
     FrameDifferenceLabeler,
 )
 from selfsup_perception.msg import InteractionSample as InteractionSampleMsg
+from selfsup_perception.core.types import MaskLabel
 from selfsup_perception.msg import LabeledSample
 from selfsup_perception.ros.conversions import label_to_msg, rgb_to_msg, sample_from_msg, sample_to_msg
+from selfsup_perception.ros.callback_guard import GuardedNodeMixin
 from selfsup_perception.ros.node_runner import run_node
 from selfsup_perception.ros.parameters import declare_config, field_with_help
 from selfsup_perception.ros.work_queue import WorkQueue
@@ -64,7 +76,7 @@ def make_labeler(p: LabelerParams):
         FrameDifferenceConfig(), max_area_fraction=p.max_area_fraction, min_area_px=p.min_area_px))
 
 
-class LabelerNode(Node):
+class LabelerNode(GuardedNodeMixin, Node):
     def __init__(self, **kwargs):
         super().__init__("labeler", **kwargs)
         self.params = declare_config(self, LabelerParams, on_change=self._on_params, dynamic=(
@@ -74,9 +86,9 @@ class LabelerNode(Node):
         self.store = SampleStore(self.params.dataset_dir)
         self.label_pub = self.create_publisher(LabeledSample, "labeler/labeled_samples", RELIABLE)
         self.overlay_pub = self.create_publisher(Image, "labeler/overlay", 2)
-        self.counts = {"kept": 0, "negative": 0, "discarded": 0, "failed": 0}
+        self.counts = {"kept": 0, "negative": 0, "discarded": 0, "failed": 0, "refused": 0, "duplicate": 0}
         self._queue = WorkQueue(self._label_one, self.params.queue_size, on_error=self._on_error, name="labeler")
-        self.create_subscription(InteractionSampleMsg, "interaction/samples", self._queue.put, RELIABLE)
+        self.create_subscription(InteractionSampleMsg, "interaction/samples", self._on_sample, RELIABLE)
         if self.params.label_stored_on_start:
             pending = self.store.unlabeled_ids(self.labeler_name)
             if pending:
@@ -95,20 +107,41 @@ class LabelerNode(Node):
 
     def _on_error(self, item, exc: BaseException) -> None:
         self.counts["failed"] += 1
-        ident = item if isinstance(item, str) else getattr(item, "sample_id", "?")
-        self.get_logger().error(f"could not label sample {ident}: {exc}")
+        self.get_logger().error(f"could not label sample {item}: {exc}")
 
-    def _label_one(self, item) -> None:
-        """Worker: ``item`` is a sample id (stored) or an InteractionSample message."""
-        if isinstance(item, str):
-            sample = self.store.read_sample(item)
-            msg = sample_to_msg(sample)
-        else:
-            msg = item
+    def _on_sample(self, msg: InteractionSampleMsg) -> None:
+        """Store the sample first (persisted before it counts as accepted), then queue its id for labeling."""
+        try:
             sample = sample_from_msg(msg)  # validates encodings and sizes
-            if not self.store.sample_path(sample.sample_id).exists():
-                self.store.write_sample(sample)  # the labeler never loses a sample it was sent
-        label = self.labeler.label(sample)
+        except ValueError as exc:
+            self.counts["failed"] += 1
+            self.get_logger().error(f"could not label sample {msg.sample_id}: {exc}")
+            return
+        try:
+            self.store.write_sample(sample)  # a no-op when this very sample is already stored
+        except DuplicateSampleError as exc:
+            self.counts["refused"] += 1
+            self.get_logger().error(f"refused sample {sample.sample_id}: {exc}")
+            return
+        if self.store.label_path(sample.sample_id, self.labeler_name).exists():
+            self.counts["duplicate"] += 1
+            self.get_logger().info(f"{sample.sample_id}: already labeled by {self.labeler_name}; ignored")
+            return
+        self._queue.put(sample.sample_id)
+
+    def _label_one(self, sample_id: str) -> None:
+        """Worker: label one stored sample (once: an existing label is never rewritten)."""
+        if self.store.label_path(sample_id, self.labeler_name).exists():
+            return
+        sample = self.store.read_sample(sample_id)
+        msg = sample_to_msg(sample)
+        try:
+            label = self.labeler.label(sample)
+        except Exception as exc:  # noqa: BLE001 - stored as a failed label, so it is not retried forever
+            label = MaskLabel(mask=np.zeros(sample.before.rgb.shape[:2], dtype=bool), is_negative=False, kept=False,
+                              reason=f"labeling failed: {type(exc).__name__}: {exc}", labeler=self.labeler_name)
+            self.counts["failed"] += 1
+            self.get_logger().error(f"{sample_id}: {label.reason}")
         self.store.write_label(sample.sample_id, label)
         key = "discarded" if not label.kept else ("negative" if label.is_negative else "kept")
         self.counts[key] += 1

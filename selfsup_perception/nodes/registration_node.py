@@ -43,6 +43,7 @@ from selfsup_perception.core.registration.view_registry import ViewRegistry, Vie
 from selfsup_perception.core.types import RgbdFrame
 from selfsup_perception.msg import RegisteredViewPair
 from selfsup_perception.ros.conversions import frame_to_view_msg, matrix_to_pose_msg, time_to_msg, view_msg_to_frame
+from selfsup_perception.ros.callback_guard import GuardedNodeMixin
 from selfsup_perception.ros.node_runner import run_node
 from selfsup_perception.ros.parameters import declare_config, field_with_help
 from selfsup_perception.ros.service_calls import ServiceCallError, call_service
@@ -145,7 +146,7 @@ class _Collect:
     index: int
 
 
-class RegistrationNode(Node):
+class RegistrationNode(GuardedNodeMixin, Node):
     def __init__(self, **kwargs):
         super().__init__("registration", **kwargs)
         static = ("dataset_dir", "queue_size", "capture_service", "sim_camera_service", "collect_period_s", "seed")

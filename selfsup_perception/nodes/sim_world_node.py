@@ -36,6 +36,7 @@ from selfsup_perception.ros.conversions import (
     rgb_to_msg,
     time_to_msg,
 )
+from selfsup_perception.ros.callback_guard import GuardedNodeMixin
 from selfsup_perception.ros.node_runner import run_node
 from selfsup_perception.ros.parameters import declare_config, field_with_help
 from selfsup_perception.sim.tabletop import (
@@ -87,7 +88,7 @@ class SimWorldParams:
             raise ValueError(f"depth_encoding must be 32FC1 or 16UC1, got {self.depth_encoding!r}")
 
 
-class SimWorldNode(Node):
+class SimWorldNode(GuardedNodeMixin, Node):
     def __init__(self, **kwargs):
         super().__init__("sim_world", **kwargs)
         self.params = declare_config(self, SimWorldParams, on_change=self._apply_params,

@@ -6,6 +6,11 @@ A worker thread (never the executor) runs training rounds: pick up new labels fr
 late subscribers get the newest). ``trainer/status`` (TrainerStatus) reports progress once
 a second. ``trainer/pause`` (std_srvs/SetBool) pauses and resumes. After a restart the
 node resumes from the newest valid checkpoint.
+
+Retention: after each version, versions older than the newest ``keep_versions`` are deleted,
+except pinned ones (the version the inference node serves, promoted ones); see
+``checkpoints.prune_versions``. Shutdown (SIGINT/SIGTERM) interrupts a running round between
+two steps and saves nothing partial; the node exits within about one training step.
 """
 
 from __future__ import annotations
@@ -21,12 +26,16 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_srvs.srv import SetBool
 
+from selfsup_perception.core.learning.serving.checkpoints import prune_versions
 from selfsup_perception.core.learning.training.factory import OnlineTrainerSettings, make_online_trainer
+from selfsup_perception.core.learning.training.online import RoundInterrupted
 from selfsup_perception.core.learning.training.trainer import NonFiniteLossError
 from selfsup_perception.msg import ModelVersion, TrainerStatus
 from selfsup_perception.ros.conversions import time_to_msg
+from selfsup_perception.ros.callback_guard import GuardedNodeMixin
 from selfsup_perception.ros.node_runner import run_node
 from selfsup_perception.ros.parameters import declare_config, field_with_help
+from selfsup_perception.ros.work_queue import lower_thread_priority
 
 LATCHED = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
@@ -54,11 +63,17 @@ class TrainerParams:
     max_rounds: int = field_with_help(0, "stop after this many rounds (0 = never)")
     seed: int = field_with_help(0, "seed of initialisation and batch sampling")
     torch_threads: int = field_with_help(2, "CPU threads for training (leave cores to the robot's other work)")
+    niceness: int = field_with_help(10, "the training thread runs this much nicer (Linux), so serving and the "
+                                    "robot's other work get the CPU first; 0 = same priority")
+    keep_versions: int = field_with_help(20, "checkpoint retention: keep the newest N versions and every pinned "
+                                         "(served/promoted) one; 0 = keep all")
 
     def __post_init__(self) -> None:
         if self.task not in ("instance_segmentation", "semantic_segmentation", "descriptors"):
             raise ValueError(f"task must be instance_segmentation, semantic_segmentation or descriptors, "
                              f"got {self.task!r}")
+        if self.keep_versions < 0:
+            raise ValueError("keep_versions must be >= 0 (0 = keep all)")
         if self.update_interval_s < 0 or self.steps_per_round < 1 or self.batch_size < 1:
             raise ValueError("update_interval_s >= 0, steps_per_round >= 1 and batch_size >= 1 are required")
         if self.mask_loss not in ("bce", "robust_set", "soft_iou"):
@@ -76,7 +91,7 @@ def settings_from_params(p: TrainerParams) -> OnlineTrainerSettings:
         co_teaching=p.co_teaching, seed=p.seed)
 
 
-class TrainerNode(Node):
+class TrainerNode(GuardedNodeMixin, Node):
     def __init__(self, **kwargs):
         super().__init__("trainer", **kwargs)
         self.params = declare_config(self, TrainerParams, on_change=self._apply_params, dynamic=(
@@ -98,6 +113,8 @@ class TrainerNode(Node):
             self._publish_version()
         self._worker = threading.Thread(target=self._loop, name="trainer", daemon=True)
         self._worker.start()
+        self.get_logger().info(f"training {self.params.task} from {self.params.dataset_dir} "
+                               f"into {self.params.checkpoint_dir}")
 
     def _apply_params(self, params: TrainerParams) -> None:
         """Takes effect with the next round: learning rate, steps and batch size of the online trainer."""
@@ -113,6 +130,7 @@ class TrainerNode(Node):
         return response
 
     def _loop(self) -> None:
+        lower_thread_priority(self.params.niceness)
         while not self._stop.is_set():
             p = self.params  # dynamic parameters take effect from the next round
             if self._paused.is_set():
@@ -120,7 +138,9 @@ class TrainerNode(Node):
                 self._stop.wait(0.2)
                 continue
             try:
-                path = self.online.train_round()
+                path = self.online.train_round(stop=self._stop)
+            except RoundInterrupted:
+                return  # shutting down: nothing of this round was saved
             except NonFiniteLossError as exc:
                 self.state, self.message = "error", f"training stopped: {exc}"
                 self.get_logger().error(self.message)
@@ -136,7 +156,15 @@ class TrainerNode(Node):
             else:
                 self.rounds += 1
                 self.state, self.message = "training", f"version {self.online.version} written to {path}"
-                self._publish_version()
+                try:
+                    self._publish_version()
+                except Exception as exc:  # noqa: BLE001 - e.g. the context is gone when shutting down
+                    if self._stop.is_set():
+                        return
+                    self.get_logger().error(f"could not publish version {self.online.version}: {exc}")
+                removed = prune_versions(p.checkpoint_dir, p.task, keep_last=p.keep_versions)
+                if removed:
+                    self.get_logger().info(f"retention: removed versions {removed} (keep_versions {p.keep_versions})")
                 self.get_logger().info(
                     f"model v{self.online.version}: step {self.online.trainer.step}, "
                     f"loss {self.online.last_round.get('loss', float('nan')):.4f}, "
@@ -172,8 +200,9 @@ class TrainerNode(Node):
         self.status_pub.publish(msg)
 
     def destroy_node(self) -> None:
-        self._stop.set()
-        self._worker.join(timeout=30.0)
+        if hasattr(self, "_stop"):  # absent when the constructor failed
+            self._stop.set()
+            self._worker.join(timeout=1.2)  # a round stops between two steps; run_node ends the process after that
         super().destroy_node()
 
 

@@ -11,37 +11,11 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 from rclpy.serialization import deserialize_message, serialize_message
 
-PACKAGE = "selfsup_perception"
-
-
-def _msg_dirs() -> list[Path]:
-    dirs = [Path(__file__).resolve().parents[2] / "msg"]
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        dirs.append(Path(get_package_share_directory(PACKAGE)) / "msg")
-    except Exception:  # noqa: BLE001 - not installed through ament: the source tree is enough
-        pass
-    return [d for d in dirs if d.is_dir()]
-
-
-def make_typestore():
-    """A rosbags typestore with ROS 2 Kilted's standard types plus this package's messages."""
-    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
-
-    store = get_typestore(Stores.ROS2_KILTED)
-    dirs = _msg_dirs()
-    if not dirs:
-        raise FileNotFoundError(f"cannot find the {PACKAGE} msg/ definitions")
-    types = {}
-    for path in sorted(dirs[0].glob("*.msg")):
-        types.update(get_types_from_msg(path.read_text(), f"{PACKAGE}/msg/{path.stem}"))
-    store.register(types)
-    return store
+from selfsup_perception.ros.bag_files import BagReadError, RawBag, make_typestore  # noqa: F401 (re-exported)
 
 
 def ros_type_name(msg_class) -> str:
@@ -95,25 +69,73 @@ class BagRecorder:
         self.close()
 
 
-class BagReadError(RuntimeError):
-    """A bag that cannot be opened or decoded."""
+class NoMatchingTopicError(BagReadError):
+    """The bag has no topic of the wanted type (or not the topic asked for)."""
 
 
-def read_bag(path: str | Path, msg_class, topic: Optional[str] = None) -> Iterator[tuple[int, object]]:
-    """Yield (timestamp_ns, message) of every ``msg_class`` message in a rosbag2 bag."""
-    from rosbags.highlevel import AnyReader
+class SchemaMismatchError(BagReadError):
+    """The bag's definition of a type differs from this package's (a legacy or foreign schema)."""
 
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no bag at {path}")
+
+def check_schema(info, store) -> None:
+    """Raise :class:`SchemaMismatchError` if ``info`` (a TopicInfo) defines its type differently from ``store``."""
+    if info.digest:
+        ours = store.hash_rihs01(info.msgtype)
+        if info.digest != ours:
+            raise SchemaMismatchError(
+                f"topic {info.topic} carries {info.msgtype} with type hash {info.digest}, but this package's "
+                f"definition hashes to {ours}: the bag was recorded with a different (older or foreign) "
+                f"definition of the message; replay it with the version of the package that recorded it")
+        return
+    if info.msgdef:
+        from rosbags.typesys import get_types_from_msg
+
+        name = info.msgtype
+        try:
+            theirs = get_types_from_msg(info.msgdef.split("\n" + "=" * 80)[0], name)[name]
+        except Exception as exc:  # noqa: BLE001 - a definition rosbags cannot parse
+            raise SchemaMismatchError(
+                f"topic {info.topic}: cannot parse the bag's definition of {name}: {exc}") from exc
+        ours = store.fielddefs[name]
+        if [f[0] for f in theirs[1]] != [f[0] for f in ours[1]]:
+            raise SchemaMismatchError(
+                f"topic {info.topic} carries {name} with fields {[f[0] for f in theirs[1]]}, but this package's "
+                f"definition has fields {[f[0] for f in ours[1]]}: the bag was recorded with a different (older "
+                f"or foreign) definition of the message")
+
+
+def read_bag(path: str | Path, msg_class, topic: Optional[str] = None,
+             on_error: Optional[Callable[[int, Exception], None]] = None) -> Iterator[tuple[int, object]]:
+    """Yield (timestamp_ns, message) of every ``msg_class`` message in a rosbag2 bag.
+
+    Raises :class:`NoMatchingTopicError` (listing the bag's topics and types) when the bag has no
+    topic of this type, or ``topic`` is not one of them; :class:`SchemaMismatchError` when the bag
+    defines the type differently. A message that does not deserialize is passed to
+    ``on_error(timestamp_ns, exception)`` and skipped, or raises :class:`BagReadError` without it.
+    """
+    bag = RawBag(path)
     type_name = ros_type_name(msg_class)
-    try:
-        with AnyReader([path], default_typestore=make_typestore()) as reader:
-            conns = [c for c in reader.connections
-                     if c.msgtype == type_name and (topic is None or c.topic == topic)]
-            for conn, stamp, raw in reader.messages(connections=conns):
-                yield stamp, deserialize_message(bytes(raw), msg_class)
-    except (FileNotFoundError, KeyError):
-        raise
-    except Exception as exc:  # noqa: BLE001 - rosbags raises several unrelated types
-        raise BagReadError(f"cannot read bag {path}: {exc}") from exc
+    candidates = bag.topics_of_type(type_name)
+    if topic is not None:
+        wanted = topic if topic in bag.topics else ("/" + topic.lstrip("/") if "/" + topic.lstrip("/") in bag.topics
+                                                     else topic.lstrip("/"))
+        if wanted not in bag.topics:
+            raise NoMatchingTopicError(f"topic {topic!r} is not in bag {bag.path}; it has: {bag.describe_topics()}")
+        if bag.topics[wanted].msgtype != type_name:
+            raise NoMatchingTopicError(f"topic {wanted} in bag {bag.path} is {bag.topics[wanted].msgtype}, "
+                                       f"not {type_name}")
+        candidates = [wanted]
+    if not candidates:
+        raise NoMatchingTopicError(f"bag {bag.path} has no {type_name} topic; it has: {bag.describe_topics()}")
+    store = make_typestore()
+    for name in candidates:
+        check_schema(bag.topics[name], store)
+    for _topic, _type, stamp, raw in bag.messages(candidates):
+        try:
+            msg = deserialize_message(raw, msg_class)
+        except Exception as exc:  # noqa: BLE001 - rclpy raises several types for a bad buffer
+            if on_error is None:
+                raise BagReadError(f"cannot decode a {type_name} message at {stamp} ns in {bag.path}: {exc}") from exc
+            on_error(stamp, exc)
+            continue
+        yield stamp, msg

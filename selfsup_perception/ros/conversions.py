@@ -99,6 +99,8 @@ def pose_msg_to_matrix(msg: PoseMsg) -> np.ndarray:
     q = (msg.orientation.x, msg.orientation.y, msg.orientation.z, msg.orientation.w)
     if not np.all(np.isfinite(q)) or np.linalg.norm(q) < 1e-9:
         raise ValueError("pose has an invalid (zero or non-finite) orientation quaternion")
+    if not np.all(np.isfinite((msg.position.x, msg.position.y, msg.position.z))):
+        raise ValueError("pose has a non-finite position")
     return Pose((msg.position.x, msg.position.y, msg.position.z), q).as_matrix()
 
 

@@ -8,6 +8,7 @@ bad item never stops the node.
 from __future__ import annotations
 
 import collections
+import os
 import threading
 from typing import Callable, Optional
 
@@ -68,3 +69,19 @@ class WorkQueue:
             self._stop = True
             self._cond.notify_all()
         self._thread.join(timeout_s)
+
+
+def lower_thread_priority(niceness: int) -> bool:
+    """Raise the calling thread's nice value by ``niceness`` (Linux: per thread); False where not possible.
+
+    Background work (training, heavy descriptor requests) then yields the CPU to latency-critical
+    requests on a loaded machine instead of sharing it equally.
+    """
+    if niceness <= 0 or not hasattr(os, "setpriority"):
+        return False
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + niceness))
+        return True
+    except OSError:
+        return False

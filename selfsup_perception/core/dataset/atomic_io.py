@@ -31,8 +31,12 @@ class CorruptSampleError(RuntimeError):
     """A stored file exists but cannot be read back."""
 
 
-def atomic_write_bytes(path: Path, write) -> None:
-    """Write a file atomically: ``write(fileobj)`` into a temp file, fsync, rename."""
+def atomic_write_bytes(path: Path, write, *, overwrite: bool = True) -> None:
+    """Write a file atomically: ``write(fileobj)`` into a temp file, fsync, rename.
+
+    With ``overwrite=False`` the file is created with a hard link instead (``FileExistsError`` if
+    ``path`` exists, also when another writer created it meanwhile).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -41,7 +45,11 @@ def atomic_write_bytes(path: Path, write) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # atomic create-if-absent
+            os.unlink(tmp)
         fsync_directory(path.parent)
     except BaseException:
         if os.path.exists(tmp):
@@ -106,19 +114,20 @@ def fsync_directory(path: Path) -> None:
 
 
 def remove_orphan_temp_files(directory: Path, min_age_s: float = 60.0) -> int:
-    """Delete ``.*.tmp`` files left in ``directory`` by a writer that was killed; returns how many.
+    """Delete ``.*.tmp`` files (interrupted atomic writes) older than ``min_age_s`` below ``directory``.
 
     Only files older than ``min_age_s`` are removed, so a concurrent writer's file is left alone.
+    Returns how many were removed.
     """
     directory = Path(directory)
     if not directory.is_dir():
         return 0
     removed, now = 0, time.time()
-    for p in directory.glob(".*.tmp"):
+    for p in directory.rglob(".*.tmp"):
         try:
-            if now - p.stat().st_mtime >= min_age_s:
+            if p.is_file() and now - p.stat().st_mtime >= min_age_s:
                 p.unlink()
                 removed += 1
         except FileNotFoundError:
-            pass
+            continue
     return removed

@@ -8,12 +8,22 @@ Layout of a dataset directory::
 
 Every file is written to a temporary name in the same directory, flushed and fsync'ed,
 then renamed over its final name (``os.replace`` is atomic on POSIX), so a crash leaves
-either the old file, the new file, or an orphan ``*.tmp`` that readers ignore. Files are
-plain ``.npz`` archives of arrays loaded with ``allow_pickle=False``: no pickle anywhere.
+either the old file, the new file, or an orphan ``*.tmp`` that readers ignore (and that the
+next :class:`SampleStore` opened on the directory removes once it is older than
+``ORPHAN_TMP_AGE_S``). Files are plain ``.npz`` archives of arrays loaded with
+``allow_pickle=False``: no pickle anywhere.
+
+Stored data is never rewritten by another message: sample ids are unique (a second sample with
+the same id and the same content is a no-op, one with different content raises
+:class:`DuplicateSampleError`), and a label is written once per (sample, labeler) (an identical
+one is a no-op, a different one raises :class:`DuplicateSampleError` unless ``overwrite``).
+Files are created with a hard link from the temp file, which fails if the name exists, so two
+writers racing for one id cannot both win.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -40,6 +50,26 @@ from selfsup_perception.core.types import (
 )
 
 _log = logging.getLogger(__name__)
+ORPHAN_TMP_AGE_S = 300.0  # temp files older than this are leftovers of a killed writer
+
+
+class DuplicateSampleError(ValueError):
+    """A different sample (or label) is already stored under this id; the stored one is kept."""
+
+
+def sample_digest(sample: InteractionSample) -> str:
+    """SHA-256 identifying an interaction: kind, action pixel (to 0.01 px) and both RGB images.
+
+    Depth and poses are left out on purpose: they change in the last bits on a round trip through
+    a message (16UC1 millimetres, pose quaternions), while the RGB bytes do not.
+    """
+    h = hashlib.sha256()
+    h.update(json.dumps([int(sample.kind), [round(float(x), 2) for x in sample.action_pixel]]).encode())
+    for frame in (sample.before, sample.after):
+        a = np.ascontiguousarray(frame.rgb)
+        h.update(str((a.shape, a.dtype.str)).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
 
 
 class SampleStore:
@@ -51,14 +81,31 @@ class SampleStore:
         self.labels_dir = self.root / "labels"
         self.quarantine_dir = self.root / "quarantine"
         self.samples_dir.mkdir(parents=True, exist_ok=True)
+        self.orphans_removed = remove_orphan_temp_files(self.samples_dir, ORPHAN_TMP_AGE_S)
+        if self.labels_dir.exists():
+            self.orphans_removed += remove_orphan_temp_files(self.labels_dir, ORPHAN_TMP_AGE_S)
 
     # ---------------------------------------------------------------- samples
     def sample_path(self, sample_id: str) -> Path:
         check_file_id(sample_id)
         return self.samples_dir / f"{sample_id}.npz"
 
+    def stored_digest(self, sample_id: str) -> str:
+        """Content digest of a stored sample (from its metadata; computed for files written before it was)."""
+        path = self.sample_path(sample_id)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                digest = json.loads(bytes(data["meta_json"]).decode()).get("content_sha256")
+        except (OSError, ValueError, KeyError, EOFError) as exc:
+            raise CorruptSampleError(f"sample file {path} is corrupt: {exc}") from exc
+        return digest or sample_digest(self.read_sample(sample_id))
+
     def write_sample(self, sample: InteractionSample) -> Path:
-        """Store one sample atomically and return its path. Overwrites a sample with the same id."""
+        """Store one sample atomically and return its path; never replaces a stored sample.
+
+        The same sample again is a no-op; a different one under a stored id raises
+        :class:`DuplicateSampleError` (the stored sample is kept).
+        """
         sample.before.validate()
         sample.after.validate()
         if sample.before.shape != sample.after.shape:
@@ -68,7 +115,7 @@ class SampleStore:
             "sample_id": sample.sample_id, "kind": int(sample.kind), "outcome": int(sample.outcome),
             "message": sample.message, "action_pixel": list(map(float, sample.action_pixel)),
             "start_point": list(map(float, sample.start_point)), "end_point": list(map(float, sample.end_point)),
-            "format": 1,
+            "format": 1, "content_sha256": sample_digest(sample),
         }
         arrays["meta_json"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
         if sample.ground_truth is not None:
@@ -79,7 +126,15 @@ class SampleStore:
             if "moved_instance" in sample.ground_truth:
                 arrays["gt_moved_instance"] = np.array(int(sample.ground_truth["moved_instance"]))
         path = self.sample_path(sample.sample_id)
-        atomic_write_bytes(path, lambda f: np.savez_compressed(f, **arrays))
+        if not path.exists():
+            try:
+                atomic_write_bytes(path, lambda f: np.savez_compressed(f, **arrays), overwrite=False)
+                return path
+            except FileExistsError:
+                pass  # another writer stored this id meanwhile: compare below
+        if self.stored_digest(sample.sample_id) != meta["content_sha256"]:
+            raise DuplicateSampleError(f"a different sample with id {sample.sample_id!r} is already stored; "
+                                       "refusing to overwrite it")
         return path
 
     def sample_ids(self) -> list[str]:
@@ -135,7 +190,8 @@ class SampleStore:
         check_file_id(labeler, "labeler name")
         return self.labels_dir / labeler / f"{sample_id}.npz"
 
-    def write_label(self, sample_id: str, label: MaskLabel) -> Path:
+    def write_label(self, sample_id: str, label: MaskLabel, *, overwrite: bool = False) -> Path:
+        """Store the label of ``sample_id`` by ``label.labeler``; written once (see the module docstring)."""
         mask = np.asarray(label.mask, dtype=bool)
         if mask.ndim != 2:
             raise ValueError(f"a mask label must be 2-D, got shape {mask.shape}")
@@ -145,10 +201,33 @@ class SampleStore:
             "stats": {k: float(v) for k, v in label.stats.items() if isinstance(v, (int, float, np.number))},
         }
         path = self.label_path(sample_id, label.labeler or "unknown")
-        atomic_write_bytes(path, lambda f: np.savez_compressed(
-            f, mask=np.packbits(mask, axis=None), shape=np.array(mask.shape),
-            meta_json=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)))
+
+        def write(f):
+            np.savez_compressed(f, mask=np.packbits(mask, axis=None), shape=np.array(mask.shape),
+                                meta_json=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
+
+        if overwrite:
+            atomic_write_bytes(path, write)
+            return path
+        try:
+            atomic_write_bytes(path, write, overwrite=False)
+            return path
+        except FileExistsError:
+            pass
+        try:
+            stored = self.read_label(sample_id, label.labeler or "unknown")
+            same = (stored.mask.shape == mask.shape and np.array_equal(stored.mask, mask)
+                    and stored.is_negative == bool(label.is_negative) and stored.kept == bool(label.kept))
+        except CorruptSampleError:
+            same = False
+        if not same:
+            raise DuplicateSampleError(f"sample {sample_id!r} already has a different {label.labeler!r} label; "
+                                       "refusing to overwrite it")
         return path
+
+    def quarantine_label(self, sample_id: str, labeler: str) -> Optional[Path]:
+        """Move a label aside into ``quarantine/labels/<labeler>/`` (kept, never deleted)."""
+        return quarantine_file(self.label_path(sample_id, labeler), self.quarantine_dir / "labels" / labeler)
 
     def read_label(self, sample_id: str, labeler: str) -> MaskLabel:
         path = self.label_path(sample_id, labeler)

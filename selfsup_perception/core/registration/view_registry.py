@@ -26,7 +26,12 @@ import numpy as np
 
 from selfsup_perception.core.registration.pair_store import PairStore, StoredPair, pair_id_of
 from selfsup_perception.core.registration.regions import FelzenszwalbConfig, felzenszwalb_regions
-from selfsup_perception.core.registration.reprojection import correspondences, view_overlap
+from selfsup_perception.core.registration.reprojection import (
+    DEFAULT_DEPTH_TOLERANCE,
+    DEFAULT_RELATIVE_DEPTH_TOLERANCE,
+    correspondences,
+    view_overlap,
+)
 from selfsup_perception.core.types import RgbdFrame
 
 LOG = logging.getLogger(__name__)
@@ -37,8 +42,9 @@ class ViewRegistryConfig:
     iou_low: float = 0.3
     iou_high: float = 0.9
     duplicate_iou: float = 0.97
-    depth_tolerance: float = 0.01  # m
-    relative_depth_tolerance: float = 0.02
+    min_valid_depth_fraction: float = 0.05  # views with less valid depth cannot be registered
+    depth_tolerance: float = DEFAULT_DEPTH_TOLERANCE  # m
+    relative_depth_tolerance: float = DEFAULT_RELATIVE_DEPTH_TOLERANCE
     overlap_stride: int = 4
     max_baseline_m: float = 0.0  # 0 = compare with every registered view
     max_correspondences: int = 5000
@@ -53,21 +59,28 @@ class ViewRegistryConfig:
             raise ValueError(f"duplicate_iou must be in (iou_high, 1], got {self.duplicate_iou}")
         if self.overlap_stride < 1 or self.max_correspondences < 1:
             raise ValueError("overlap_stride and max_correspondences must be >= 1")
+        if self.max_baseline_m < 0 or not 0.0 <= self.min_valid_depth_fraction <= 1.0:
+            raise ValueError("max_baseline_m must be >= 0 and min_valid_depth_fraction in [0, 1]")
 
 
 @dataclass(frozen=True)
 class AddedView:
-    """Outcome of :meth:`ViewRegistry.add_view`: a new view and its pairs, or a refused duplicate."""
+    """Outcome of :meth:`ViewRegistry.add_view`: a new view and its pairs, or why it was not stored."""
 
-    view_id: Optional[str]
+    view_id: Optional[str]  # None: not stored (a duplicate, or unusable: see ``reason``)
     pairs: list[StoredPair]
     compared: int  # registered views it was compared with
     duplicate_of: Optional[str] = None
     duplicate_iou: float = 0.0
+    reason: str = ""
+
+    @property
+    def stored(self) -> bool:
+        return self.view_id is not None
 
     @property
     def is_duplicate(self) -> bool:
-        return self.view_id is None
+        return self.duplicate_of is not None
 
 
 def subsample_correspondences(pixels_a: np.ndarray, pixels_b: np.ndarray, max_count: int,
@@ -132,15 +145,23 @@ class ViewRegistry:
         return felzenszwalb_regions(rgb, c.felzenszwalb)
 
     def add_view(self, frame: RgbdFrame) -> AddedView:
-        """Store ``frame`` as a new view and register its pairs, unless it duplicates a registered view."""
+        """Store ``frame`` as a new view and register its pairs, unless it duplicates a registered view or has
+        too little valid depth (a result with a reason, not an exception)."""
+        c = self.config
+        frame.validate()
+        valid = float(np.isfinite(frame.depth).mean()) if frame.depth.size else 0.0
+        if valid < c.min_valid_depth_fraction:
+            return AddedView(None, [], 0, reason=f"too little valid depth: {100 * valid:.1f} % < "
+                                                 f"{100 * c.min_valid_depth_fraction:.0f} %")
         overlaps = self.overlaps(frame)
         best = max(overlaps.items(), key=lambda kv: kv[1], default=None)
-        if best is not None and best[1] > self.config.duplicate_iou:
-            return AddedView(None, [], len(overlaps), duplicate_of=best[0], duplicate_iou=float(best[1]))
+        if best is not None and best[1] > c.duplicate_iou:
+            return AddedView(None, [], len(overlaps), duplicate_of=best[0], duplicate_iou=float(best[1]),
+                             reason=f"duplicate: overlaps {best[0]} by IoU {best[1]:.3f} > {c.duplicate_iou}")
         view_id = self.store.next_view_id()
         self.store.write_view(view_id, frame, self.regions(frame))
         pairs = self.register(view_id, frame, overlaps)
-        return AddedView(view_id, pairs, len(overlaps))
+        return AddedView(view_id, pairs, len(overlaps), reason=f"{len(pairs)} pair(s) of {len(overlaps)} compared views")
 
     def register(self, view_id: str, frame: RgbdFrame, overlaps: Optional[dict[str, float]] = None) -> list[StoredPair]:
         """Select and store the pairs of a stored view with every registered view (before anyone is told)."""

@@ -11,16 +11,25 @@ Layout::
 A version is written into ``<directory>/<task>/.tmp-v<version>-<pid>-<nonce>/`` and renamed to
 ``v<version:05d>`` with one ``os.replace`` (atomic on POSIX), with ``meta.json`` written last,
 so a reader never sees a half-written version: a version directory is *valid* when
-``meta.json`` parses, names the task and version, and ``model.safetensors`` loads.
-``inference`` (:func:`inference_info`) holds what serving needs besides the weights: input size,
-class names, normalisation; no node parameter repeats it.
-Leftover ``.tmp-*`` directories (a killed writer) are ignored and cleaned up by the next save.
+``meta.json`` parses and passes :func:`validate_meta` (a schema: types and ranges, not only
+keys), names its task and version, and the header of ``model.safetensors`` parses with every
+tensor's bytes present (:func:`list_versions` reads no weights; loading them is left to the
+caller). ``inference`` (:func:`inference_info`) holds what serving needs besides the weights:
+input size, class names, normalisation; no node parameter repeats it. Leftover ``.tmp-*`` directories (a killed writer) are ignored and cleaned up by the
+next save.
+
+Retention (:func:`prune_versions`): keep the newest ``keep_last`` versions of a task and every
+version marked *pinned* (a ``PINNED`` file in its directory holding the reason: the inference node
+pins the version it serves and unpins it when it serves another, a promotion gate may pin what it
+promotes for good); older ones are removed, each with one atomic rename out of sight before the
+files are deleted.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -32,6 +41,7 @@ from typing import Callable, Sequence
 
 import torch
 from safetensors import SafetensorError
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from selfsup_perception.core.dataset.atomic_io import atomic_write_json, fsync_directory
@@ -42,6 +52,7 @@ FORMAT_VERSION = 1
 MODEL_FILE = "model.safetensors"
 META_FILE = "meta.json"
 OPTIMIZER_FILE = "optimizer.pt"
+PIN_FILE = "PINNED"
 _VERSION_RE = re.compile(r"^v(\d{5,})$")
 
 
@@ -147,9 +158,99 @@ def read_meta(version_dir: str | os.PathLike) -> dict:
         meta = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"checkpoint metadata corrupt: {path}: {e}") from e
+    return validate_meta(meta, str(path))
+
+
+# ints under these model_config keys are sizes: they must be positive integers (lists: every element)
+_SIZE_WORDS = ("width", "height", "dim", "channel", "class", "stride", "size", "depth", "layer", "head",
+               "keypoint")
+_TASK_RE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+_MAX_SIZE = 1 << 20
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_config_value(key_path: str, v, errors: list[str]) -> None:
+    leaf = key_path.rsplit(".", 1)[-1].lower()
+    if isinstance(v, dict):
+        for k, x in v.items():
+            _check_config_value(f"{key_path}.{k}", x, errors)
+        return
+    if isinstance(v, float) and not math.isfinite(v):
+        errors.append(f"{key_path} = {v} is not finite")
+    if any(w in leaf for w in _SIZE_WORDS) and not leaf.startswith(("use_", "num_workers")):
+        values = v if isinstance(v, list) else [v]
+        for x in values:
+            if isinstance(x, bool) or x is None:
+                continue  # flags such as dilate_last, optional sizes
+            if not _is_int(x) or not 1 <= x <= _MAX_SIZE:
+                errors.append(f"{key_path} = {x!r} must be a positive integer (at most {_MAX_SIZE})")
+                break
+    elif isinstance(v, list):
+        for i, x in enumerate(v):
+            _check_config_value(f"{key_path}[{i}]", x, errors)
+
+
+def validate_meta(meta, where: str = "meta.json") -> dict:
+    """``meta`` checked against the checkpoint schema (types and ranges); CheckpointError listing every problem.
+
+    Schema: ``format`` int >= 1 (optional), ``task`` a name, ``model_config`` an object whose numbers are
+    finite and whose size-like entries (``*width*``, ``*dim*``, ``*channels*``, ``*classes*``, ``*stride*``,
+    ``*size*`` ...) are positive integers, ``step`` int >= 0, ``version`` int >= 1, ``dataset_size`` null or
+    int >= 0, ``metrics`` an object, ``created`` a string, and, when present, ``inference`` =
+    {``input_width``, ``input_height``: int in [8, 16384], ``class_names``: list of strings, ``mean``,
+    ``std``: 3 finite numbers, std > 0}.
+    """
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"checkpoint metadata {where} must be a JSON object, got {type(meta).__name__}")
+    errors: list[str] = []
     for key in ("task", "model_config", "step", "version"):
         if key not in meta:
-            raise CheckpointError(f"checkpoint metadata {path} lacks {key!r}")
+            errors.append(f"lacks {key!r}")
+    if "format" in meta and not (_is_int(meta["format"]) and meta["format"] >= 1):
+        errors.append(f"format = {meta['format']!r} must be an integer >= 1")
+    task = meta.get("task")
+    if "task" in meta and not (isinstance(task, str) and _TASK_RE.match(task)):
+        errors.append(f"task = {task!r} must be a task name")
+    if "model_config" in meta:
+        if not isinstance(meta["model_config"], dict):
+            errors.append(f"model_config must be an object, got {type(meta['model_config']).__name__}")
+        else:
+            _check_config_value("model_config", meta["model_config"], errors)
+    if "step" in meta and not (_is_int(meta["step"]) and meta["step"] >= 0):
+        errors.append(f"step = {meta['step']!r} must be an integer >= 0")
+    if "version" in meta and not (_is_int(meta["version"]) and meta["version"] >= 1):
+        errors.append(f"version = {meta['version']!r} must be an integer >= 1")
+    ds = meta.get("dataset_size")
+    if ds is not None and not (_is_int(ds) and ds >= 0):
+        errors.append(f"dataset_size = {ds!r} must be null or an integer >= 0")
+    if "metrics" in meta and not isinstance(meta["metrics"], dict):
+        errors.append("metrics must be an object")
+    if "created" in meta and not isinstance(meta["created"], str):
+        errors.append("created must be a string")
+    inf = meta.get("inference")
+    if inf is not None:
+        if not isinstance(inf, dict):
+            errors.append("inference must be an object")
+        else:
+            for k in ("input_width", "input_height"):
+                if k in inf and not (_is_int(inf[k]) and 8 <= inf[k] <= 16384):
+                    errors.append(f"inference.{k} = {inf[k]!r} must be an integer in [8, 16384]")
+            names = inf.get("class_names")
+            if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+                errors.append("inference.class_names must be a list of strings")
+            for k in ("mean", "std"):
+                v = inf.get(k)
+                if v is None:
+                    continue
+                ok = (isinstance(v, list) and len(v) == 3 and all(isinstance(x, (int, float)) and not
+                      isinstance(x, bool) and math.isfinite(x) for x in v))
+                if not ok or (k == "std" and min(v) <= 0):
+                    errors.append(f"inference.{k} = {v!r} must be 3 finite numbers" + (" > 0" if k == "std" else ""))
+    if errors:
+        raise CheckpointError(f"checkpoint metadata {where} is invalid: " + "; ".join(errors))
     return meta
 
 
@@ -174,8 +275,20 @@ def load_optimizer_state(version_dir: str | os.PathLike) -> dict | None:
         raise CheckpointError(f"optimizer state corrupt: {path}: {e}") from e
 
 
-def validate_version(version_dir: str | os.PathLike, task: str | None = None) -> dict:
-    """Meta of a complete, loadable version; CheckpointError otherwise."""
+def check_weights_header(version_dir: str | os.PathLike) -> None:
+    """The weights file exists and its safetensors header parses and covers the file (no tensor is read)."""
+    path = Path(version_dir) / MODEL_FILE
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint weights missing: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            f.keys()
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"checkpoint weights corrupt: {path}: {e}") from e
+
+
+def validate_version(version_dir: str | os.PathLike, task: str | None = None, *, load_weights: bool = False) -> dict:
+    """Meta of a complete version (schema-checked meta, weights header; all weights with ``load_weights``)."""
     version_dir = Path(version_dir)
     meta = read_meta(version_dir)
     if task is not None and meta["task"] != task:
@@ -183,7 +296,10 @@ def validate_version(version_dir: str | os.PathLike, task: str | None = None) ->
     m = _VERSION_RE.match(version_dir.name)
     if m and int(m.group(1)) != int(meta["version"]):
         raise CheckpointError(f"{version_dir}: meta says version {meta['version']}")
-    load_state_dict(version_dir)
+    if load_weights:
+        load_state_dict(version_dir)
+    else:
+        check_weights_header(version_dir)
     return meta
 
 
@@ -191,7 +307,8 @@ def list_versions(directory: str | os.PathLike, task: str, *, valid_only: bool =
     """Versions of ``task`` under ``directory``, oldest first.
 
     With ``valid_only`` (default), versions that fail :func:`validate_version` are skipped with a
-    warning. Temporary ``.tmp-*`` directories are never listed.
+    warning. Temporary ``.tmp-*`` directories are never listed. Reads metadata and weight-file
+    headers only, never the weights.
     """
     task_dir = Path(directory) / task
     if not task_dir.is_dir():
@@ -309,10 +426,63 @@ def load_model_for_inference(
         raise CheckpointError(f"checkpoint not found: {path}")
     meta = read_meta(path)
     state = load_state_dict(path)
-    model = build_model(meta["model_config"]) if build_model is not None else build_model_from_meta(meta)
+    try:
+        model = build_model(meta["model_config"]) if build_model is not None else build_model_from_meta(meta)
+    except CheckpointError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError, RuntimeError) as e:
+        raise CheckpointError(f"cannot build the model described by {path / META_FILE}: "
+                              f"{type(e).__name__}: {e}") from e
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise CheckpointError(f"weights in {path} do not fit the model described by meta.json: {e}") from e
     model.to(map_location).eval()
     return model, meta
+
+
+def pin_version(version_dir: str | os.PathLike, reason: str = "served") -> None:
+    """Mark a version as kept by :func:`prune_versions` (idempotent; the reason is the file's content)."""
+    path = Path(version_dir) / PIN_FILE
+    if not path.exists():
+        path.write_text(reason + "\n")
+
+
+def unpin_version(version_dir: str | os.PathLike, reason: str = "served") -> None:
+    """Remove a pin written with the same ``reason`` (a version pinned for another reason stays pinned)."""
+    path = Path(version_dir) / PIN_FILE
+    try:
+        if path.read_text().strip() == reason:
+            path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def prune_versions(directory: str | os.PathLike, task: str, *, keep_last: int) -> list[int]:
+    """Remove versions of ``task`` older than the newest ``keep_last``, except pinned ones; returns the removed.
+
+    ``keep_last`` <= 0 keeps everything. Invalid version directories count like valid ones (their
+    number decides). Each removed directory is first renamed to a ``.tmp-`` name (atomic: a reader
+    sees it whole or not at all), then deleted.
+    """
+    if keep_last <= 0:
+        return []
+    task_dir = Path(directory) / task
+    if not task_dir.is_dir():
+        return []
+    for leftover in task_dir.glob(".tmp-pruned-*"):  # a prune that was killed mid-delete
+        shutil.rmtree(leftover, ignore_errors=True)
+    numbered = sorted((int(m.group(1)), p) for p in task_dir.iterdir() if (m := _VERSION_RE.match(p.name)))
+    removed = []
+    for version, p in numbered[:-keep_last]:
+        if (p / PIN_FILE).exists():
+            continue
+        doomed = task_dir / f".tmp-pruned-{version:05d}-{uuid.uuid4().hex[:8]}"
+        try:
+            os.replace(p, doomed)
+        except OSError as e:
+            LOG.warning("could not prune %s: %s", p, e)
+            continue
+        shutil.rmtree(doomed, ignore_errors=True)
+        removed.append(version)
+    return removed

@@ -4,10 +4,15 @@ A request takes a reference to the active :class:`LoadedModel` once and runs to 
 it; activation builds and loads the new model *before* swapping one reference under a lock.
 In-flight requests therefore finish on the old model while new ones get the new model, and
 no request ever sees a half-loaded one. Old models are freed when their last request ends.
+
+Memory is bounded: besides the active models, at most ``max_cached`` other versions are kept
+loaded, and all loaded models together stay under ``max_cache_bytes`` (parameters and buffers);
+the least recently used non-active version is evicted first, an active model never is.
 """
 
 from __future__ import annotations
 
+import collections
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,20 +41,53 @@ class LoadedModel:
     def name(self) -> str:
         return f"{self.task}/v{self.version}"
 
+    @property
+    def nbytes(self) -> int:
+        return model_nbytes(self.model)
+
+
+def model_nbytes(model: torch.nn.Module) -> int:
+    """Bytes of a model's parameters and buffers."""
+    return sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
+
 
 class ModelRegistry:
-    """Active models per task, loaded from a checkpoint directory on demand."""
+    """Active models per task, loaded from a checkpoint directory on demand, with a bounded cache."""
 
-    def __init__(self, checkpoint_dir: str | Path, device: str = "cpu", keep_loaded: int = 2):
+    def __init__(self, checkpoint_dir: str | Path, device: str = "cpu", max_cached: int = 4,
+                 max_cache_bytes: int = 512 * 2**20):
+        if max_cached < 0 or max_cache_bytes < 0:
+            raise ValueError("max_cached and max_cache_bytes must be >= 0")
         self.checkpoint_dir = Path(checkpoint_dir)
         self.device = torch.device(device)
         self._lock = threading.Lock()
         self._active: dict[str, LoadedModel] = {}
-        self._cache: dict[tuple[str, int], LoadedModel] = {}  # recently loaded versions, by (task, version)
-        self._keep_loaded = max(keep_loaded, 1)
+        # recently loaded versions by (task, version), least recently used first
+        self._cache: collections.OrderedDict[tuple[str, int], LoadedModel] = collections.OrderedDict()
+        self.max_cached = max_cached
+        self.max_cache_bytes = max_cache_bytes
+        self.evicted = 0
 
     def available_versions(self, task: str) -> list[int]:
         return [info.version for info in ckpt.list_versions(self.checkpoint_dir, task)]
+
+    def cache_stats(self) -> dict:
+        with self._lock:
+            active = {id(m) for m in self._active.values()}
+            others = [m for m in self._cache.values() if id(m) not in active]
+            return {"cached": len(others), "bytes": sum(m.nbytes for m in self._cache.values()),
+                    "evicted": self.evicted}
+
+    def _evict_locked(self) -> None:
+        active = {id(m) for m in self._active.values()}
+        nbytes = {k: m.nbytes for k, m in self._cache.items()}
+        total = sum(nbytes.values())
+        others = [k for k, m in self._cache.items() if id(m) not in active]  # LRU first
+        while others and (len(others) > self.max_cached or total > self.max_cache_bytes):
+            key = others.pop(0)
+            total -= nbytes[key]
+            del self._cache[key]
+            self.evicted += 1
 
     def load(self, task: str, version: int = -1, path: Optional[str | Path] = None) -> LoadedModel:
         """Load (without activating) ``version`` of ``task`` (-1 = newest), or the version directory ``path``."""
@@ -68,28 +106,51 @@ class ModelRegistry:
                         f"{task} version {version} does not exist; available: {[v.version for v in versions]}")
                 info = match[0]
             path = info.path
+        meta = ckpt.read_meta(path)  # schema-checked; CheckpointError otherwise
+        key = (task, int(meta["version"]))
         with self._lock:
-            cached = self._cache.get((task, int(ckpt.read_meta(path)["version"])))
-        if cached is not None and cached.path == Path(path):
-            return cached
+            cached = self._cache.get(key)
+            if cached is not None and cached.path == Path(path):
+                self._cache.move_to_end(key)
+                return cached
         model, meta = ckpt.load_model_for_inference(path, map_location=self.device)  # raises CheckpointError
         if meta.get("task") != task:
             raise ModelNotAvailableError(f"{path} holds a {meta.get('task')!r} model, not {task!r}")
         loaded = LoadedModel(task, int(meta["version"]), Path(path), model, meta)
         with self._lock:
-            self._cache[(task, loaded.version)] = loaded
-            while len(self._cache) > self._keep_loaded * len(TASKS):
-                oldest = next(iter(self._cache))
-                if self._active.get(oldest[0]) is self._cache[oldest]:
-                    break
-                del self._cache[oldest]
+            self._cache[key] = loaded
+            self._cache.move_to_end(key)
+            self._evict_locked()
         return loaded
+
+    def activate_newest_loadable(self, task: str) -> tuple[Optional[LoadedModel], list[tuple[int, str]]]:
+        """Activate the newest version of ``task`` that builds and loads.
+
+        Returns (the activated model or None, [(version, reason)] of every newer version skipped).
+        """
+        skipped: list[tuple[int, str]] = []
+        task_dir = self.checkpoint_dir / task
+        candidates = []
+        if task_dir.is_dir():
+            for p in task_dir.iterdir():
+                m = ckpt._VERSION_RE.match(p.name)
+                if m and p.is_dir():
+                    candidates.append((int(m.group(1)), p))
+        for version, p in sorted(candidates, reverse=True):
+            try:
+                ckpt.validate_version(p, task)
+                return self.activate(task, path=p), skipped
+            except (ckpt.CheckpointError, ModelNotAvailableError) as exc:
+                skipped.append((version, str(exc)))
+        return None, skipped
 
     def activate(self, task: str, version: int = -1, path: Optional[str | Path] = None) -> LoadedModel:
         """Load then atomically make it the active model of ``task``."""
         loaded = self.load(task, version, path)
         with self._lock:
             self._active[task] = loaded
+            self._cache[(task, loaded.version)] = loaded
+            self._evict_locked()  # the previously active model may now be evicted
         return loaded
 
     def active(self, task: str) -> LoadedModel:

@@ -6,12 +6,19 @@ batches of everything labelled so far, and writes a new checkpoint version atomi
 After a restart :meth:`resume` continues from the newest valid checkpoint: no labelled data
 lives only in memory (it is re-read from the sample store), and no step is lost beyond the
 round that was running.
+
+Every item is validated when it is loaded (:func:`check_item`: image, mask and action pixel
+agree in size and are finite); a bad one is quarantined (its label file moved to
+``<dataset>/quarantine/labels/<labeler>/``, logged with the reason) and never blocks a round.
+A round can be interrupted between steps (``train_round(stop=event)``): it then raises
+:class:`RoundInterrupted` and writes nothing.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +55,31 @@ class OnlineTrainingConfig:
             raise ValueError("batch_size, steps_per_round and min_samples must be >= 1")
 
 
+class RoundInterrupted(Exception):
+    """A training round was stopped between two steps; nothing was saved."""
+
+
+def check_item(rgb: np.ndarray, mask: np.ndarray, action_pixel) -> None:
+    """ValueError unless (image, mask, action pixel) make a usable training item."""
+    rgb, mask = np.asarray(rgb), np.asarray(mask)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or min(rgb.shape[:2]) < 2:
+        raise ValueError(f"image must be (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
+    if mask.shape != rgb.shape[:2]:
+        raise ValueError(f"mask {mask.shape} does not match the image {rgb.shape[:2]}")
+    u, v = (float(x) for x in action_pixel)
+    if not (np.isfinite(u) and np.isfinite(v)):
+        raise ValueError(f"action pixel ({u}, {v}) is not finite")
+    if not (0 <= u <= rgb.shape[1] - 1 and 0 <= v <= rgb.shape[0] - 1):
+        raise ValueError(f"action pixel ({u:.1f}, {v:.1f}) is outside the {rgb.shape[1]}x{rgb.shape[0]} image")
+
+
+def _interruptible(batches: Iterator[dict], stop: threading.Event) -> Iterator[dict]:
+    for batch in batches:
+        if stop.is_set():
+            raise RoundInterrupted("training round interrupted")
+        yield batch
+
+
 def resize_item(rgb: np.ndarray, mask: np.ndarray, action_pixel, size: tuple[int, int]) -> dict:
     """Resize an (image, mask, action pixel) triple to ``size`` = (width, height)."""
     w, h = size
@@ -71,6 +103,7 @@ class LabeledDataset:
     num_positive: int = 0
     num_negative: int = 0
     num_discarded: int = 0
+    num_quarantined: int = 0
 
     def refresh(self) -> int:
         """Load labels written since the last call; returns how many items were added."""
@@ -85,11 +118,15 @@ class LabeledDataset:
                     self.num_discarded += int(not label.kept)
                     continue
                 sample = self.store.read_sample(sample_id)
-            except (CorruptSampleError, FileNotFoundError) as exc:
+                check_item(sample.before.rgb, label.mask, sample.action_pixel)
+                item = resize_item(sample.before.rgb, label.mask, sample.action_pixel, self.size)
+            except FileNotFoundError as exc:
                 LOG.warning("skipping %s: %s", sample_id, exc)
                 self._seen.add(sample_id)
                 continue
-            item = resize_item(sample.before.rgb, label.mask, sample.action_pixel, self.size)
+            except (CorruptSampleError, ValueError, TypeError, KeyError, cv2.error) as exc:
+                self._quarantine(sample_id, exc)
+                continue
             item["is_negative"] = bool(label.is_negative)
             item["sample_id"] = sample_id
             self.items.append(item)
@@ -98,6 +135,13 @@ class LabeledDataset:
             self.num_positive += int(not label.is_negative)
             added += 1
         return added
+
+    def _quarantine(self, sample_id: str, exc: BaseException) -> None:
+        """Move the item's label aside (the sample stays for other labelers) so it is never loaded again."""
+        self._seen.add(sample_id)
+        self.num_quarantined += 1
+        dest = self.store.quarantine_label(sample_id, self.labeler)
+        LOG.warning("quarantined %s (%s label -> %s): %s", sample_id, self.labeler, dest, exc)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -149,13 +193,20 @@ class OnlineTrainer:
         """Extra entries of ``last_round`` (e.g. dataset counts)."""
         return {}
 
-    def train_round(self) -> Optional[Path]:
-        """Refresh the dataset, train one round and checkpoint it; None when there is not enough data yet."""
+    def train_round(self, stop: Optional[threading.Event] = None) -> Optional[Path]:
+        """Refresh the dataset, train one round and checkpoint it; None when there is not enough data yet.
+
+        With ``stop``, the round checks it before every step and raises :class:`RoundInterrupted`
+        (saving nothing) once it is set.
+        """
         self.dataset.refresh()
         if not self.ready():
             return None
         t0 = time.perf_counter()
-        records = self.trainer.train_steps(self._batches(), self.config.steps_per_round)
+        batches = self._batches() if stop is None else _interruptible(self._batches(), stop)
+        records = self.trainer.train_steps(batches, self.config.steps_per_round)
+        if stop is not None and stop.is_set():
+            raise RoundInterrupted("training round interrupted before its checkpoint")
         elapsed = time.perf_counter() - t0
         self.trainer.config = dataclasses.replace(self.trainer.config, dataset_size=len(self.dataset))
         path = self.trainer.save_checkpoint(self.config.checkpoint_dir)
