@@ -19,13 +19,20 @@ Columns (per labeler):
   process CPU time (OpenCV limited to 1 thread; the CPU figure is less
   sensitive to other jobs on a shared machine).
 
+Real frames (``--real DIR``, e.g. ``../shared/realdata/ucn_tabletop``): synthetic pushes and shake-only
+pairs on real RGB-D frames (see ``bench/real_label_quality.py``), printed after the simulator's table;
+``--no-sim`` skips the simulator. ``--json PATH`` writes ``{"real": {labeler: {...}}, "sim": {...}}``.
+
 Usage: PYTHONPATH=. python bench/label_quality.py [--quick] [--scenes N] [--width 640 --height 480]
+       [--real DIR [--no-sim]] [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import sys
 import time
 
 import cv2
@@ -62,13 +69,35 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1000)
     ap.add_argument("--push-distance", type=float, default=PlannerConfig().push_distance,
                     help="planner push distance past the contact edge (m)")
+    ap.add_argument("--real", default=None, help="folder of real RGB-D frames: synthetic pushes + shake-only pairs")
+    ap.add_argument("--no-sim", action="store_true", help="skip the simulator (with --real)")
+    ap.add_argument("--json", default=None, help="write the figures as JSON to this path")
     args = ap.parse_args()
     if args.quick:
         args.scenes, args.pushes = 3, 2
     cv2.setNumThreads(1)
 
-    sim = TabletopSim(replace_camera(SimConfig(seed=0), width=args.width, height=args.height))
+    figures: dict = {}
     labelers = [FlowMaskLabeler(), FrameDifferenceLabeler()]
+    if not args.no_sim:
+        figures["sim"] = run_sim(args, labelers)
+    if args.real:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from real_label_quality import evaluate_real, real_table
+
+        figures["real"] = evaluate_real(args.real, labelers)
+        print()
+        print(real_table(figures["real"], [lab.name for lab in labelers]))
+        print(f"# load average {os.getloadavg()[0]:.1f}")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(figures, fh, indent=1)
+
+
+def run_sim(args, labelers) -> dict:
+    """The simulator's table (printed); returns {clutter: {labeler: figures}}."""
+    sim = TabletopSim(replace_camera(SimConfig(seed=0), width=args.width, height=args.height))
+    sim_figures: dict = {}
     print(f"# label quality, {args.width}x{args.height}, {args.scenes} scenes x {args.pushes} pushes per clutter "
           f"level, push distance {args.push_distance} m")
     header = (f"{'clutter':8s} {'labeler':17s} {'n':>3s} {'moved':>5s} {'kept':>4s} {'mIoU kept':>9s} "
@@ -90,6 +119,8 @@ def main() -> None:
                 reasons[key] = reasons.get(key, 0) + 1
                 quality.add(label, gt)
             q = quality.summary()
+            sim_figures.setdefault(clutter, {})[lab.name] = dict(
+                q, wall_p50_ms=float(np.median(times)), cpu_p50_ms=float(np.median(cpu)))
             rows.append(f"{clutter:8s} {lab.name:17s} {len(data):3d} {q['moved']:5d} {q['kept']:4d} "
                         f"{q['miou_kept']:9.3f} {q['precision']:5.2f} {q['recall']:5.2f} "
                         f"{q['neg_ok']:6d} {q['neg_wrong']:9d} {np.median(times):8.1f} {np.median(cpu):7.1f}")
@@ -99,6 +130,7 @@ def main() -> None:
     print(header)
     print("\n".join(rows))
     print(f"# total {time.time() - t_start:.0f} s, load average {os.getloadavg()[0]:.1f}")
+    return sim_figures
 
 
 if __name__ == "__main__":
