@@ -24,8 +24,13 @@ Columns (per labeler):
   call: flow, table plane fit, filters, clustering); cpu ms: median process CPU
   time (OpenCV limited to 1 thread; less sensitive to other jobs on a shared machine).
 
+Real frames (``--real DIR``, e.g. ``../shared/realdata/ucn_tabletop``): synthetic pushes and shake-only
+pairs on real RGB-D frames (see ``bench/real_label_quality.py``), printed after the simulator's table;
+``--no-sim`` skips the simulator. ``--json PATH`` writes ``{"real": {labeler: {...}}, "sim": {clutter:
+{labeler: {...}}}, "sim_settings": {world, shake, sensor noise, ...}}``.
+
 Usage: PYTHONPATH=. python bench/label_quality.py [--world simple|realistic] [--quick] [--scenes N]
-       [--width 640 --height 480] [--json PATH]
+       [--width 640 --height 480] [--real DIR [--no-sim]] [--json PATH]
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 
 import cv2
@@ -70,7 +76,6 @@ def main() -> None:
     ap.add_argument("--scenes", type=int, default=8)
     ap.add_argument("--pushes", type=int, default=3, help="pushes per scene")
     ap.add_argument("--shake-pairs", type=int, default=1, help="free arm motions (nothing touched) per scene")
-    ap.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     ap.add_argument("--shake-scale", type=float, default=1.0,
                     help="multiply the world's camera-shake amplitude (0: no shake; an ablation)")
     ap.add_argument("--no-sensor-noise", action="store_true", help="exact depth and colour (an ablation)")
@@ -79,17 +84,38 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1000)
     ap.add_argument("--push-distance", type=float, default=PlannerConfig().push_distance,
                     help="planner push distance past the contact edge (m)")
+    ap.add_argument("--real", default=None, help="folder of real RGB-D frames: synthetic pushes + shake-only pairs")
+    ap.add_argument("--no-sim", action="store_true", help="skip the simulator (with --real)")
+    ap.add_argument("--json", default=None, help="write the figures as JSON to this path")
     args = ap.parse_args()
     if args.quick:
         args.scenes, args.pushes = 3, 2
     cv2.setNumThreads(1)
 
+    figures: dict = {}
+    labelers = [FlowMaskLabeler(), FrameDifferenceLabeler()]
+    if not args.no_sim:
+        figures["sim"], figures["sim_settings"] = run_sim(args, labelers)
+    if args.real:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from real_label_quality import evaluate_real, real_table
+
+        figures["real"] = evaluate_real(args.real, labelers)
+        print()
+        print(real_table(figures["real"], [lab.name for lab in labelers]))
+        print(f"# load average {os.getloadavg()[0]:.1f}")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(figures, fh, indent=1, default=float)
+
+
+def run_sim(args, labelers) -> tuple[dict, dict]:
+    """The simulator's table (printed); returns ({clutter: {labeler: figures}}, settings)."""
     base = SimConfig(seed=0, world=args.world)
     shake = ShakeConfig(base.shake_config.translation_m * args.shake_scale,
                         base.shake_config.rotation_deg * args.shake_scale)
     config = SimConfig(seed=0, world=args.world, shake=shake, sensor_noise=False if args.no_sensor_noise else None)
     sim = TabletopSim(replace_camera(config, width=args.width, height=args.height))
-    labelers = [FlowMaskLabeler(), FrameDifferenceLabeler()]
     print(f"# label quality, world {args.world}, {args.width}x{args.height}, {args.scenes} scenes x "
           f"{args.pushes} pushes + {args.shake_pairs} free motions per clutter level, "
           f"push distance {args.push_distance} m, shake {shake.translation_m * 1000:.1f} mm / "
@@ -123,6 +149,7 @@ def main() -> None:
             q = quality.summary()
             p50, p95 = (float(np.percentile(times, 50)), float(np.percentile(times, 95))) if times else (np.nan,) * 2
             figures.setdefault(clutter, {})[lab.name] = {
+                **q, "wall_p50_ms": p50, "cpu_p50_ms": float(np.median(cpu)) if cpu else float("nan"),
                 "n": len(data), "shake_pairs": sum(k == "shake" for *_, k in data), "moved": q["moved"],
                 "kept": q["kept"], "miou": q["miou_kept"], "precision": q["precision"], "recall": q["recall"],
                 "neg_ok": q["neg_ok"], "neg_wrong": q["neg_wrong"], "wrong_positives": wrong_pos,
@@ -138,15 +165,11 @@ def main() -> None:
     print(header)
     print("\n".join(rows))
     print(f"# total {time.time() - t_start:.0f} s, load average {os.getloadavg()[0]:.1f}")
-    if args.json:
-        out = {f"sim_{args.world}": {"world": args.world, "width": args.width, "height": args.height,
-                                     "shake_translation_m": shake.translation_m,
-                                     "shake_rotation_deg": shake.rotation_deg, "sensor_noise": config.noise_on,
-                                     "scenes": args.scenes, "pushes": args.pushes, "shake_pairs": args.shake_pairs,
-                                     "clutter": figures}}
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1, default=float)
-        print(f"# wrote {args.json}")
+    settings = {"world": args.world, "width": args.width, "height": args.height,
+                "shake_translation_m": shake.translation_m, "shake_rotation_deg": shake.rotation_deg,
+                "sensor_noise": config.noise_on, "scenes": args.scenes, "pushes": args.pushes,
+                "shake_pairs": args.shake_pairs}
+    return figures, settings
 
 
 if __name__ == "__main__":

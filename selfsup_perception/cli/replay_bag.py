@@ -99,10 +99,14 @@ def replay(bag: str, out: str, labeler_name: str = "flow", topic: Optional[str] 
                                   reason=reason, labeler=labeler.name)
                 counts["unlabelable"] += 1
             else:
-                counts["labeled"] += 1
-                counts["kept"] += int(label.kept)
-                if not label.kept:
-                    LOG.info("sample %s labeled but not kept: %s", sample.sample_id, label.reason)
+                if label.stats.get("skipped"):  # a data condition (no table, no depth): the label says why
+                    LOG.warning("sample %s not labeled: %s", sample.sample_id, label.reason)
+                    counts["unlabelable"] += 1
+                else:
+                    counts["labeled"] += 1
+                    counts["kept"] += int(label.kept)
+                    if not label.kept:
+                        LOG.info("sample %s labeled but not kept: %s", sample.sample_id, label.reason)
             store.write_label(sample.sample_id, label)
     return counts
 

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from selfsup_perception.core.geometry.table_plane import TablePlaneConfig, fit_table_plane
+from selfsup_perception.core.geometry.table_plane import TablePlaneConfig, find_table_plane, fit_table_plane
 from selfsup_perception.core.types import CameraIntrinsics, RgbdFrame
 
 K = CameraIntrinsics(fx=120.0, fy=120.0, cx=79.5, cy=59.5, width=160, height=120)
@@ -103,7 +103,7 @@ def test_errors_on_bad_depth():
     depth = _plane_depth(np.array([0.0, 0.0, -1.0]), 1.0)
     with pytest.raises(ValueError, match="no depth"):
         fit_table_plane(RgbdFrame(rgb=np.zeros((120, 160, 3), np.uint8), depth=None, intrinsics=K))
-    with pytest.raises(ValueError, match="no valid pixels"):
+    with pytest.raises(ValueError, match="not enough depth: 0 valid pixels"):
         fit_table_plane(_frame(np.full_like(depth, np.nan)))
     with pytest.raises(ValueError, match="does not match"):
         fit_table_plane(RgbdFrame(rgb=np.zeros((100, 160, 3), np.uint8), depth=depth, intrinsics=K))
@@ -113,3 +113,39 @@ def test_errors_on_bad_depth():
     with pytest.raises(ValueError, match="float"):
         fit_table_plane(RgbdFrame(rgb=np.zeros((120, 160, 3), np.uint8),
                                   depth=(depth * 1000).astype(np.uint16), intrinsics=K))
+
+
+def test_data_conditions_are_results_with_a_reason_not_exceptions():
+    depth = _plane_depth(np.array([0.0, 0.0, -1.0]), 1.0)
+    cases = {
+        "no depth image": RgbdFrame(rgb=np.zeros((120, 160, 3), np.uint8), depth=None, intrinsics=K),
+        "not enough depth: 0 valid": _frame(np.full_like(depth, np.nan)),
+        "not enough depth: 0 valid pixels": _frame(np.zeros_like(depth)),  # all-zero depth (no readings)
+        "looks like millimetres": _frame(depth * 1000.0),
+        "not enough depth: 10 valid": _frame(np.where(np.arange(depth.size).reshape(depth.shape) < 10, depth, np.nan)),
+    }
+    for reason, frame in cases.items():
+        result = find_table_plane(frame)
+        assert not result.found and result.plane is None and result.confidence == 0.0
+        assert reason in result.reason, (reason, result.reason)
+
+
+def test_no_pose_finds_an_oblique_table_below_the_scene_not_a_plane_through_object_tops():
+    """Camera 45 deg oblique (normal far from the camera's axes, no pose): the fit must find the table,
+    not a larger-looking plane of box tops floating above it."""
+    rng = np.random.default_rng(5)
+    normal = np.array([0.0, -0.7, -0.7]) / np.linalg.norm([0.0, -0.7, -0.7])
+    depth = _plane_depth(normal, 0.8)
+    # box tops 10 cm above the table covering 73 % of the image (more than the visible table)
+    tops = _plane_depth(normal, 0.7)
+    box = np.zeros(depth.shape, bool)
+    box[10:110, 10:150] = True
+    depth[box] = tops[box]
+    depth += rng.normal(0.0, 0.002, depth.shape).astype(np.float32)
+    result = find_table_plane(_frame(depth))  # identity pose: gravity unknown
+    assert result.found and not result.gravity_from_pose
+    assert result.plane.normal @ normal > 0.995
+    assert abs(result.plane.offset - 0.8) < 0.01
+    assert 0.0 < result.confidence <= 1.0
+    heights = result.plane.height_image(_frame(depth))
+    assert abs(float(np.median(heights[box])) - 0.1) < 0.01  # the box tops stand 10 cm above it

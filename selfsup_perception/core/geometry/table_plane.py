@@ -1,5 +1,9 @@
 """Table plane from one depth image: RANSAC on a subsample, least-squares refit on the inliers.
 
+:func:`find_table_plane` works from any viewpoint (gravity from the camera pose when there is one,
+otherwise the dominant supporting plane facing the camera) and returns a :class:`TablePlaneResult`
+with a confidence, or the reason there is no plane; :func:`fit_table_plane` raises that reason.
+
 The plane is ``n . x + d = 0`` with a unit normal ``n`` oriented so that the
 camera centre has a positive height: ``height_above(x) = n . x + d`` is the signed
 distance of ``x`` above the table (metres). Papers 001/003 segment the table with
@@ -21,7 +25,7 @@ from typing import Optional
 
 import numpy as np
 
-from selfsup_perception.core.geometry.camera import backproject_pixels, transform_points
+from selfsup_perception.core.geometry.camera import backproject_pixels, depth_units_problem, transform_points
 from selfsup_perception.core.types import RgbdFrame
 
 
@@ -40,6 +44,23 @@ class TablePlaneConfig:
     expected_normal: Optional[tuple[float, float, float]] = (0.0, 0.0, 1.0)
     max_normal_angle_deg: float = 30.0
     stride: int = 6  # pixel stride for the refit (speed); the inlier mask is always full resolution
+    # Gravity: 'pose' = the prior above (world +z through camera_to_world); 'none' = no pose is known,
+    # search the dominant supporting plane from any viewpoint (see find_table_plane); 'auto' = 'none' when
+    # camera_to_world is the identity (how frames without a pose arrive), else 'pose'.
+    gravity: str = "auto"
+    # Real depth noise grows with range (~1 cm at 1 m for structured light / stereo): the inlier threshold
+    # is inlier_threshold + relative_inlier_threshold * depth. 0 keeps a fixed threshold.
+    relative_inlier_threshold: float = 0.01
+    min_valid_fraction: float = 0.02  # of the image; less valid depth -> no plane ("not enough depth")
+    # 'Below most of the scene' (gravity 'none'): points between below_band_m[0] and below_band_m[1] under
+    # a supporting plane are rare (its rim, a shadow of noise); a plane through object tops or a wall
+    # behind has much of the scene there. More than max_below_fraction of the valid points -> rejected.
+    below_band_m: tuple[float, float] = (0.03, 0.25)
+    max_below_fraction: float = 0.1
+    iterations_no_gravity: int = 200  # RANSAC hypotheses without a normal prior
+    # A plane parallel to the dominant one, at least this much higher and with min_inlier_fraction of
+    # the points, is a table standing on the floor: it is taken instead (None: keep the dominant plane).
+    min_table_lift_m: Optional[float] = 0.25
 
     def __post_init__(self) -> None:
         if self.frame not in ("world", "camera"):
@@ -50,6 +71,10 @@ class TablePlaneConfig:
             raise ValueError(f"inlier_threshold must be positive, got {self.inlier_threshold}")
         if self.stride < 1:
             raise ValueError(f"stride must be >= 1, got {self.stride}")
+        if self.gravity not in ("auto", "pose", "none"):
+            raise ValueError(f"gravity must be 'auto', 'pose' or 'none', got {self.gravity!r}")
+        if self.relative_inlier_threshold < 0 or not 0 <= self.min_valid_fraction < 1:
+            raise ValueError("relative_inlier_threshold must be >= 0 and min_valid_fraction in [0, 1)")
 
 
 @dataclass
@@ -129,6 +154,26 @@ def _checked_depth(frame: RgbdFrame) -> np.ndarray:
     return depth
 
 
+@dataclass
+class TablePlaneResult:
+    """Outcome of :func:`find_table_plane`: a plane, or None and the reason (a data condition, not an error).
+
+    ``confidence`` in [0, 1]: the inlier fraction of the valid pixels (saturating at 0.5) times
+    (1 - below fraction / max_below_fraction); 0 without a plane.
+    """
+
+    plane: Optional[TablePlane]
+    reason: str
+    confidence: float = 0.0
+    gravity_from_pose: bool = False
+    inlier_fraction: float = 0.0
+    below_fraction: float = 0.0
+
+    @property
+    def found(self) -> bool:
+        return self.plane is not None
+
+
 def _plane_from_points(p: np.ndarray) -> tuple[np.ndarray, float, float]:
     """Total-least-squares plane of points (N, 3): normal = smallest right singular vector of the centred points."""
     c = p.mean(axis=0)
@@ -137,38 +182,64 @@ def _plane_from_points(p: np.ndarray) -> tuple[np.ndarray, float, float]:
     return n, float(-n @ c), float(s[-1] / np.sqrt(len(p)))
 
 
-def fit_table_plane(
+def _uses_pose(frame: RgbdFrame, config: TablePlaneConfig) -> bool:
+    if config.expected_normal is None or config.gravity == "none":
+        return False
+    if config.gravity == "pose":
+        return True
+    return not np.allclose(np.asarray(frame.camera_to_world, dtype=np.float64), np.eye(4))
+
+
+def find_table_plane(
     frame: RgbdFrame, config: Optional[TablePlaneConfig] = None, rng: Optional[np.random.Generator] = None
-) -> TablePlane:
-    """Fit the dominant (table) plane of ``frame``'s depth.
+) -> TablePlaneResult:
+    """Fit the table plane of ``frame``'s depth, or say why there is none.
 
     1. Valid pixels (finite depth > 0) are back-projected (camera frame) and, for
        ``frame='world'``, moved to the world with ``camera_to_world``.
-    2. RANSAC on a random subsample of ``max_points``: ``iterations`` 3-point
-       hypotheses, vectorised; a hypothesis whose normal is farther than
-       ``max_normal_angle_deg`` from ``expected_normal`` is rejected; score =
-       number of points with ``|n . p + d| < inlier_threshold``.
-    3. Least-squares refit (SVD) on the inliers among all valid pixels (every
-       ``stride``-th pixel), repeated ``refit_iterations`` times.
-    4. Orientation: the camera centre gets a positive height.
+    2. RANSAC on a random subsample of ``max_points`` 3-point hypotheses, vectorised; an inlier is
+       within ``inlier_threshold + relative_inlier_threshold * depth`` of the plane.
 
-    Raises ``ValueError`` on missing depth, size mismatch, too few valid pixels or
-    no plane with ``min_inlier_fraction`` support. Deterministic given ``rng``
-    (default ``np.random.default_rng(0)``).
+       * Gravity from the pose (``gravity`` 'pose', or 'auto' with a non-identity pose): a hypothesis
+         whose normal is farther than ``max_normal_angle_deg`` from ``expected_normal`` is rejected;
+         score = number of inliers.
+       * No pose ('none', or 'auto' with the identity): any viewpoint. Hypotheses are oriented towards
+         the camera and must face it (normal within 85 deg of the reversed optical axis, camera at
+         least 5 cm away) and not be seen from below (normal's image-down component <= 0.3,
+         i.e. the camera is not upside down); score = inliers - 3 x the points in ``below_band_m`` under
+         the plane, so the largest plane *below most of the scene* wins over one through object tops
+         or a wall behind the table.
+    3. Least-squares refit (SVD) on the inliers among all valid pixels (every ``stride``-th pixel),
+       repeated ``refit_iterations`` times.
+    4. Orientation: the camera centre gets a positive height.
+    5. Table on a floor: when a plane parallel to it (within 10 deg), at least ``min_table_lift_m``
+       higher and with ``min_inlier_fraction`` of the points exists, the highest such plane is the table
+       (from standing height the floor around a small table can be the largest plane in view).
+
+    Raises ``ValueError`` only for programming errors (depth/rgb/intrinsics sizes, non-float depth);
+    missing or too little depth, millimetres as float, no plane with ``min_inlier_fraction`` support,
+    or too much of the scene below the plane come back as a result with the reason.
+    Deterministic given ``rng`` (default ``np.random.default_rng(0)``).
     """
     config = config or TablePlaneConfig()
     rng = rng if rng is not None else np.random.default_rng(0)
+    if frame.depth is None:
+        return TablePlaneResult(None, "no depth image: the table plane needs depth")
     depth = _checked_depth(frame)
-    valid = np.isfinite(depth) & (depth > 0)
+    problem = depth_units_problem(depth)
+    if problem is not None:
+        return TablePlaneResult(None, problem)
+    with np.errstate(invalid="ignore"):
+        valid = np.isfinite(depth) & (depth > 0)
     n_valid = int(valid.sum())
-    if n_valid == 0:
-        raise ValueError("depth has no valid pixels (all NaN/non-positive); cannot fit the table plane")
-    if n_valid < 3:
-        raise ValueError(f"depth has only {n_valid} valid pixels; cannot fit the table plane")
+    if n_valid < max(3, config.min_valid_fraction * depth.size):
+        return TablePlaneResult(None, f"not enough depth: {n_valid} valid pixels ({100 * n_valid / depth.size:.1f} % "
+                                      f"< {100 * config.min_valid_fraction:.0f} % of the image)")
 
     t_wc = np.asarray(frame.camera_to_world, dtype=np.float64)
     if t_wc.shape != (4, 4):
         raise ValueError("camera_to_world must be a 4x4 matrix")
+    use_pose = _uses_pose(frame, config)
     t_pc = t_wc if config.frame == "world" else np.eye(4)  # camera -> plane frame
     origin = t_pc[:3, 3]
     k = frame.intrinsics
@@ -179,52 +250,152 @@ def fit_table_plane(
 
     flat = np.flatnonzero(valid)
     sub = flat[rng.integers(0, n_valid, size=min(config.max_points, n_valid))]  # with replacement: O(M)
-    p = points_of(*np.unravel_index(sub, depth.shape))  # (M, 3)
+    sv, su = np.unravel_index(sub, depth.shape)
+    p = points_of(sv, su)  # (M, 3)
+    thr = config.inlier_threshold + config.relative_inlier_threshold * depth[sv, su].astype(np.float64)  # (M,)
 
     # Vectorised RANSAC hypotheses: (K, 3) normals from random triplets.
-    tri = rng.integers(0, len(p), size=(config.iterations, 3))
+    iterations = config.iterations if use_pose else max(config.iterations, config.iterations_no_gravity)
+    tri = rng.integers(0, len(p), size=(iterations, 3))
     a, b, c = p[tri[:, 0]], p[tri[:, 1]], p[tri[:, 2]]
     n = np.cross(b - a, c - a)
     norm = np.linalg.norm(n, axis=1)
     ok = norm > 1e-12
     n = n / np.where(ok, norm, 1.0)[:, None]
-    if config.expected_normal is not None:
+    d = -(n * a).sum(axis=1)
+    if use_pose:
         e = np.asarray(config.expected_normal, dtype=np.float64)
         e = e / np.linalg.norm(e)
         if config.frame == "camera":
             e = t_wc[:3, :3].T @ e  # world direction -> camera optical frame
         ok &= np.abs(n @ e) >= np.cos(np.radians(config.max_normal_angle_deg))
-    if not ok.any():
-        raise ValueError("no plane hypothesis satisfies the normal prior; check camera_to_world / expected_normal")
-    d = -(n * a).sum(axis=1)
-    dist = np.abs(p @ n.T + d)  # (M, K)
-    score = np.where(ok, (dist < config.inlier_threshold).sum(axis=0), -1)
+        if not ok.any():
+            return TablePlaneResult(None, "no plane hypothesis satisfies the normal prior; check camera_to_world / "
+                                          "expected_normal", gravity_from_pose=True)
+    else:
+        # Orient every hypothesis towards the camera centre, then express it in the camera frame.
+        flip = np.where(n @ origin + d < 0, -1.0, 1.0)
+        n, d = n * flip[:, None], d * flip
+        n_cam = n @ t_pc[:3, :3]  # rows: R^T n
+        d_cam = d + n @ t_pc[:3, 3]  # camera distance to the plane
+        ok &= d_cam > 0.05  # the camera is not on the plane
+        ok &= -n_cam[:, 2] >= np.cos(np.radians(85.0))  # faces the camera: within 85 deg of the optical axis
+        ok &= n_cam[:, 1] <= 0.3  # not seen from below (image down = +y): the camera is not upside down
+    dist = p.astype(np.float32) @ n.T.astype(np.float32) + d.astype(np.float32)  # (M, K) signed
+    inl = np.abs(dist) < thr.astype(np.float32)[:, None]
+    score = inl.sum(axis=0).astype(np.float64)
+    if not use_pose:
+        lo, hi = config.below_band_m
+        below = (dist < -lo) & (dist > -hi)
+        score -= 3.0 * below.sum(axis=0)
+    score = np.where(ok, score, -np.inf)
     best = int(np.argmax(score))
+    if not np.isfinite(score[best]):
+        return TablePlaneResult(None, "no plane hypothesis faces the camera from above")
     normal, offset = n[best], float(d[best])
 
     # Least-squares refits on the valid pixels of a strided grid.
     s = config.stride
     gv, gu = np.nonzero(valid[::s, ::s])
-    grid = points_of(gv * s, gu * s)
+    gv, gu = gv * s, gu * s
+    grid = points_of(gv, gu)
+    gthr = config.inlier_threshold + config.relative_inlier_threshold * depth[gv, gu].astype(np.float64)
     rms = 0.0
     for _ in range(config.refit_iterations):
-        inl = np.abs(grid @ normal + offset) < config.inlier_threshold
-        if inl.sum() < 3:
+        g_inl = np.abs(grid @ normal + offset) < gthr
+        if g_inl.sum() < 3:
             break
-        normal, offset, rms = _plane_from_points(grid[inl])
+        normal, offset, rms = _plane_from_points(grid[g_inl])
 
     if normal @ origin + offset < 0:  # camera above the table
         normal, offset = -normal, -offset
+    lifted = _higher_parallel_plane(grid, gthr, normal, offset, origin, config)
+    floor = None
+    if lifted is not None:
+        floor = TablePlane(normal=normal, offset=offset, inlier_mask=np.zeros((1, 1), bool), frame=config.frame,
+                           camera_to_world=t_wc.copy())
+        normal, offset, rms = lifted
     plane = TablePlane(normal=normal, offset=offset, inlier_mask=np.zeros(depth.shape, bool),
                        frame=config.frame, camera_to_world=t_wc.copy(), rms_error=rms)
     height = plane.height_image(frame)
     with np.errstate(invalid="ignore"):
-        inlier_mask = valid & (np.abs(height) < config.inlier_threshold)
+        tol = config.inlier_threshold + config.relative_inlier_threshold * depth
+        inlier_mask = valid & (np.abs(height) < tol)
+        lo, hi = config.below_band_m
+        below = (height < -lo) & (height > -hi)
+        if floor is not None:  # the floor the table stands on is below it by construction
+            below &= ~(np.abs(floor.height_image(frame)) < tol)
+        below_frac = float(below.sum() / n_valid)
     plane.inlier_mask = inlier_mask
-    frac = inlier_mask.sum() / n_valid
+    frac = float(inlier_mask.sum() / n_valid)
+    confidence = min(1.0, frac / 0.5) * max(0.0, 1.0 - below_frac / max(config.max_below_fraction, 1e-9))
+    result = TablePlaneResult(plane, "found", confidence, use_pose, frac, below_frac)
     if frac < config.min_inlier_fraction:
-        raise ValueError(
-            f"table plane has only {100 * frac:.1f}% inliers (< {100 * config.min_inlier_fraction:.0f}%); "
-            "is the table in view?"
-        )
-    return plane
+        result.plane, result.confidence = None, 0.0
+        result.reason = (f"no table: the best plane has only {100 * frac:.1f}% inliers "
+                         f"(< {100 * config.min_inlier_fraction:.0f}%); is the table in view?")
+    elif not use_pose and below_frac > config.max_below_fraction:
+        result.plane, result.confidence = None, 0.0
+        result.reason = (f"no table: {100 * below_frac:.0f}% of the scene lies just below the best plane "
+                         f"(> {100 * config.max_below_fraction:.0f}%); not a supporting surface")
+    return result
+
+
+def _higher_parallel_plane(points: np.ndarray, thr: np.ndarray, normal: np.ndarray, offset: float,
+                           origin: np.ndarray, config: TablePlaneConfig) -> Optional[tuple[np.ndarray, float, float]]:
+    """A table standing on the dominant plane: the highest plane parallel to it, at least
+    ``min_table_lift_m`` above it (between it and the camera), holding at least
+    ``min_inlier_fraction`` of the points and with at most ``max_below_fraction`` of them just below
+    it (other than the floor); None if there is none.
+
+    Seen from standing height, the floor around a small table can be the largest plane in view;
+    the table is the supporting surface the objects stand on, so it wins over the floor.
+    """
+    if config.min_table_lift_m is None:
+        return None
+    h = points @ normal + offset  # (N,) heights above the dominant plane
+    camera_h = float(normal @ origin + offset)
+    lo = config.min_table_lift_m
+    sel = (h > lo) & (h < camera_h - 0.05)
+    if sel.sum() < config.min_inlier_fraction * len(points):
+        return None
+    bins = np.arange(lo, max(camera_h, lo + 0.02) + 0.02, 0.02)
+    counts, edges = np.histogram(h[sel], bins=bins)
+    # 3-bin (6 cm) windows, highest first
+    window = np.convolve(counts, np.ones(3), mode="same")
+    need = config.min_inlier_fraction * len(points)
+    for i in np.flatnonzero(window >= need)[::-1]:
+        centre = 0.5 * (edges[i] + edges[i + 1])
+        near = np.abs(h - centre) < 0.04
+        if near.sum() < 3:
+            continue
+        n2, d2, rms = _plane_from_points(points[near])
+        for _ in range(config.refit_iterations):
+            inl = np.abs(points @ n2 + d2) < thr
+            if inl.sum() < 3:
+                break
+            n2, d2, rms = _plane_from_points(points[inl])
+        h2 = points @ n2 + d2
+        inl = np.abs(h2) < thr
+        if n2 @ origin + d2 < 0:
+            h2 = -h2
+        # not a plane through object tops: little of the scene just below it (the floor aside)
+        below = (h2 < -config.below_band_m[0]) & (h2 > -config.below_band_m[1]) & ~(np.abs(h) < thr)
+        if inl.sum() >= need and abs(float(n2 @ normal)) > np.cos(np.radians(10.0)) \
+                and below.mean() <= config.max_below_fraction:
+            if n2 @ origin + d2 < 0:
+                n2, d2 = -n2, -d2
+            return n2, d2, rms
+    return None
+
+
+def fit_table_plane(
+    frame: RgbdFrame, config: Optional[TablePlaneConfig] = None, rng: Optional[np.random.Generator] = None
+) -> TablePlane:
+    """The table plane of ``frame`` (:func:`find_table_plane`); raises ``ValueError`` with the reason when
+    there is none. For callers that cannot go on without a table (planners); labelers and baselines use
+    :func:`find_table_plane` and skip the sample instead."""
+    result = find_table_plane(frame, config, rng)
+    if result.plane is None:
+        raise ValueError(result.reason)
+    return result.plane

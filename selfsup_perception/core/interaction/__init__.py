@@ -11,7 +11,13 @@ from selfsup_perception.core.interaction.action_planning import (
     plan_grasp,
     plan_push,
 )
-from selfsup_perception.core.geometry.table_plane import TablePlane, TablePlaneConfig, fit_table_plane
+from selfsup_perception.core.geometry.table_plane import (
+    TablePlane,
+    TablePlaneConfig,
+    TablePlaneResult,
+    find_table_plane,
+    fit_table_plane,
+)
 
 __all__ = [
     "GraspAction",
@@ -20,9 +26,11 @@ __all__ = [
     "PushAction",
     "TablePlane",
     "TablePlaneConfig",
+    "TablePlaneResult",
     "candidates_from_masks",
     "evaluate_push",
     "find_object_candidates",
+    "find_table_plane",
     "fit_table_plane",
     "plan_grasp",
     "plan_push",

@@ -1,8 +1,11 @@
 """Self-supervised mask labels from interactions: optical-flow masks (paper 003) and frame differencing (paper 001).
 
-Both labelers share one interface: ``name`` and ``label(sample: InteractionSample) -> MaskLabel``.
+Both labelers share one interface: ``name`` and ``label(sample: InteractionSample) -> MaskLabel``. A sample
+whose data cannot be labelled (no depth, no table in view, ...) gives a label with ``kept=False`` and the
+reason ``"skipped: ..."``; the flow labeler removes the camera's own motion first (:mod:`.ego_motion`).
 """
 
+from selfsup_perception.core.labeling.ego_motion import EgoMotion, EgoMotionConfig, estimate_ego_motion
 from selfsup_perception.core.labeling.flow_clustering import ClusterConfig, cluster_flow
 from selfsup_perception.core.labeling.flow_labeler import FlowLabelerConfig, FlowMaskLabeler, resolution_scale
 from selfsup_perception.core.labeling.frame_difference import FrameDifferenceConfig, FrameDifferenceLabeler
@@ -10,6 +13,8 @@ from selfsup_perception.core.labeling.optical_flow import FlowConfig, compute_fl
 
 __all__ = [
     "ClusterConfig",
+    "EgoMotion",
+    "EgoMotionConfig",
     "FlowConfig",
     "FlowLabelerConfig",
     "FlowMaskLabeler",
@@ -17,6 +22,7 @@ __all__ = [
     "FrameDifferenceLabeler",
     "cluster_flow",
     "compute_flow",
+    "estimate_ego_motion",
     "flow_to_color",
     "resolution_scale",
 ]

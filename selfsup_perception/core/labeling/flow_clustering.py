@@ -9,7 +9,9 @@ colour, normalized cut (scikit-image ``graph.rag_mean_color`` +
 Where we deviate, for speed (whole labeling <= 50 ms at 640x480 on a CPU core):
 
 * Clustering runs at ``scale`` of the image (default 1/4: 160x120 for 640x480)
-  and only on the bounding box of the moving pixels (plus a margin); SLIC gets
+  and only on the bounding box of the moving pixels (plus a margin), at a lower
+  resolution still when that crop would exceed ``max_cluster_pixels``, with at
+  most ``max_segments`` superpixels (bounded time on real images); SLIC gets
   ``mask=moving`` so superpixels never straddle background (the reference blanks
   the background in the image instead). The number of superpixels is the
   reference density, ``slic_segments * crop_area / image_area`` (>= 2), so a
@@ -33,6 +35,7 @@ Where we deviate, for speed (whole labeling <= 50 ms at 640x480 on a CPU core):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -60,19 +63,56 @@ class ClusterConfig:
     # (pixels at 640x480, scaled) are merged (single linkage). None = the reference (no merge).
     merge_flow_px: Optional[float] = 4.0
     merge_relative: float = 0.5  # ... or by less than this fraction of the larger mean flow magnitude
+    # Bounds on the work when much of the image moves (real images: up to 2.2 s in the N-cut without them):
+    # the crop is clustered at a lower resolution when it would exceed max_cluster_pixels at ``scale``,
+    # and SLIC makes at most max_segments superpixels.
+    max_cluster_pixels: int = 4800
+    max_segments: int = 150
 
     def __post_init__(self) -> None:
         if self.method not in ("ncut", "components"):
             raise ValueError(f"method must be 'ncut' or 'components', got {self.method!r}")
         if not 0 < self.scale <= 1:
             raise ValueError(f"scale must be in (0, 1], got {self.scale}")
-        if self.slic_segments < 1:
-            raise ValueError("slic_segments must be >= 1")
+        if self.slic_segments < 1 or self.max_segments < 2 or self.max_cluster_pixels < 16:
+            raise ValueError("slic_segments must be >= 1, max_segments >= 2 and max_cluster_pixels >= 16")
 
 
 def _components(moving: np.ndarray) -> np.ndarray:
     _, labels = cv2.connectedComponents(moving.astype(np.uint8), connectivity=8)
     return labels.astype(np.int32)
+
+
+def rag_mean_color(image: np.ndarray, labels: np.ndarray, sigma: float = 255.0) -> graph.RAG:
+    """The region adjacency graph of scikit-image's ``graph.rag_mean_color(image, labels, connectivity=2,
+    mode='similarity', sigma)`` without label 0, built with numpy.
+
+    Same nodes ('labels', 'pixel count', 'total color', 'mean color'), 8-neighbour adjacency and edge
+    weights exp(-|c_a - c_b|^2 / sigma) of the mean colours; scikit-image loops over pixels in Python
+    (most of the clustering time on real images).
+    """
+    n = int(labels.max()) + 1
+    flat = labels.ravel()
+    cnt = np.bincount(flat, minlength=n).astype(np.float64)
+    total = np.stack([np.bincount(flat, weights=image[..., c].ravel().astype(np.float64), minlength=n)
+                      for c in range(image.shape[-1])], axis=1)  # (n, 3)
+    mean = total / np.maximum(cnt, 1.0)[:, None]
+    pairs = np.concatenate([
+        np.stack([labels[:, :-1].ravel(), labels[:, 1:].ravel()], 1),
+        np.stack([labels[:-1, :].ravel(), labels[1:, :].ravel()], 1),
+        np.stack([labels[:-1, :-1].ravel(), labels[1:, 1:].ravel()], 1),
+        np.stack([labels[:-1, 1:].ravel(), labels[1:, :-1].ravel()], 1),
+    ])
+    pairs = pairs[(pairs[:, 0] > 0) & (pairs[:, 1] > 0) & (pairs[:, 0] != pairs[:, 1])]
+    pairs = np.unique(np.sort(pairs, axis=1), axis=0)
+    rag = graph.RAG()
+    for i in np.flatnonzero(cnt[1:]) + 1:
+        rag.add_node(int(i), **{"labels": [int(i)], "pixel count": int(cnt[i]), "total color": total[i],
+                                "mean color": mean[i]})
+    d2 = ((mean[pairs[:, 0]] - mean[pairs[:, 1]]) ** 2).sum(axis=1)
+    weights = np.exp(-d2 / sigma)
+    rag.add_edges_from((int(a), int(b), {"weight": float(wt)}) for (a, b), wt in zip(pairs, weights))
+    return rag
 
 
 def _ncut_labels(color: np.ndarray, moving: np.ndarray, n_segments: int, config: ClusterConfig) -> np.ndarray:
@@ -82,9 +122,7 @@ def _ncut_labels(color: np.ndarray, moving: np.ndarray, n_segments: int, config:
     n_sp = int(sp.max())
     if n_sp <= 1:
         return sp.astype(np.int32)
-    rag = graph.rag_mean_color(color, sp, mode="similarity")
-    if rag.has_node(0):
-        rag.remove_node(0)  # background (masked out) takes no part in the cut
+    rag = rag_mean_color(color, sp)  # background (label 0, masked out) takes no part in the cut
     cut = graph.cut_normalized(sp, rag, thresh=config.ncut_threshold, num_cuts=config.ncut_num_cuts,
                                rng=np.random.default_rng(config.seed))
     # Relabel the cut to 1..K on moving pixels, 0 elsewhere.
@@ -154,46 +192,49 @@ def cluster_flow(flow: np.ndarray, moving: np.ndarray, config: Optional[ClusterC
     if config.method == "components":
         return _components(moving)
 
-    # Low-resolution crop around the moving pixels.
-    sw, sh = max(int(round(w * config.scale)), 4), max(int(round(h * config.scale)), 4)
-    flow_s = cv2.resize(flow, (sw, sh), interpolation=cv2.INTER_AREA)
-    moving_s = cv2.resize(moving.astype(np.uint8), (sw, sh), interpolation=cv2.INTER_AREA) > 0
-    if not moving_s.any():
-        moving_s = cv2.resize(moving.astype(np.uint8), (sw, sh), interpolation=cv2.INTER_NEAREST) > 0
-    if not moving_s.any():
+    # Low-resolution crop around the moving pixels; the resolution drops below ``scale`` when the crop
+    # would have more than ``max_cluster_pixels`` pixels.
+    bx, by, bw, bh = cv2.boundingRect(moving.astype(np.uint8))
+    sc = min(config.scale, math.sqrt(config.max_cluster_pixels / max(bw * bh, 1)))
+    m = int(math.ceil(config.crop_margin / sc))
+    x0, y0, x1, y1 = max(bx - m, 0), max(by - m, 0), min(bx + bw + m, w), min(by + bh + m, h)
+    cw, ch = x1 - x0, y1 - y0
+    sw, sh = max(int(round(cw * sc)), 4), max(int(round(ch * sc)), 4)
+    crop_flow = cv2.resize(flow[y0:y1, x0:x1], (sw, sh), interpolation=cv2.INTER_AREA)
+    mov_u8 = moving[y0:y1, x0:x1].astype(np.uint8)
+    crop_mov = cv2.resize(mov_u8, (sw, sh), interpolation=cv2.INTER_AREA) > 0
+    if not crop_mov.any():
+        crop_mov = cv2.resize(mov_u8, (sw, sh), interpolation=cv2.INTER_NEAREST) > 0
+    if not crop_mov.any():
         return _components(moving)
-    ys, xs = np.nonzero(moving_s)
-    m = config.crop_margin
-    y0, y1 = max(ys.min() - m, 0), min(ys.max() + m + 1, sh)
-    x0, x1 = max(xs.min() - m, 0), min(xs.max() + m + 1, sw)
-    crop_flow, crop_mov = flow_s[y0:y1, x0:x1], moving_s[y0:y1, x0:x1]
     mag = np.linalg.norm(crop_flow, axis=2)
     color = flow_to_color(np.where(crop_mov[..., None], crop_flow, 0.0), max_magnitude=float(mag[crop_mov].max()))
     color[~crop_mov] = 0  # background blanked, as the reference
-    n_seg = max(2, int(round(config.slic_segments * crop_mov.size / (sw * sh))))
+    n_seg = min(config.max_segments, max(2, int(round(config.slic_segments * cw * ch / (w * h)))))
     crop_lab = _ncut_labels(color, crop_mov, n_seg, config)
     if config.merge_flow_px is not None:
         crop_lab = merge_similar_segments(crop_lab, crop_flow, config.merge_flow_px * pixel_scale,
                                           config.merge_relative)
-    low = np.zeros((sh, sw), dtype=np.int32)
-    low[y0:y1, x0:x1] = crop_lab
 
     # Back to full resolution: full-res moving pixels within 2 low-res pixels of a labelled pixel take
     # the nearest label; moving blobs that vanished at low resolution become their own components.
-    up = cv2.resize(low, (w, h), interpolation=cv2.INTER_NEAREST)
-    unlabeled = moving & (up == 0)
-    if unlabeled.any():
-        dist, idx = cv2.distanceTransformWithLabels((up == 0).astype(np.uint8), cv2.DIST_L2, 3,
+    up = np.zeros((h, w), dtype=np.int32)
+    crop_up = cv2.resize(crop_lab, (cw, ch), interpolation=cv2.INTER_NEAREST)  # (ch, cw)
+    crop_moving = moving[y0:y1, x0:x1]  # every moving pixel lies inside the crop
+    unlabeled = crop_moving & (crop_up == 0)
+    if unlabeled.any() and (crop_up != 0).any():
+        dist, idx = cv2.distanceTransformWithLabels((crop_up == 0).astype(np.uint8), cv2.DIST_L2, 3,
                                                     labelType=cv2.DIST_LABEL_PIXEL)
         # idx enumerates the zero pixels of the input (= the labelled pixels here): map index -> label
-        zy, zx = np.nonzero(up != 0)
+        zy, zx = np.nonzero(crop_up != 0)
         lut = np.zeros(int(idx.max()) + 1, dtype=np.int32)
-        lut[idx[zy, zx]] = up[zy, zx]
-        near = unlabeled & (dist <= 2.0 / config.scale)
-        up[near] = lut[idx[near]]
-        far = unlabeled & ~near
-        if far.any():
-            comp = _components(far)
-            up[far] = comp[far] + up.max()
+        lut[idx[zy, zx]] = crop_up[zy, zx]
+        near = unlabeled & (dist <= 2.0 / sc)
+        crop_up[near] = lut[idx[near]]
+    far = crop_moving & (crop_up == 0)
+    if far.any():
+        comp = _components(far)
+        crop_up[far] = comp[far] + crop_up.max()
+    up[y0:y1, x0:x1] = crop_up
     up[~moving] = 0
     return up

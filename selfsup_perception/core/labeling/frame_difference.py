@@ -25,7 +25,7 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from selfsup_perception.core.labeling.flow_labeler import check_sample, resolution_scale
+from selfsup_perception.core.labeling.flow_labeler import check_sample, resolution_scale, sample_data_problem, skipped_label
 from selfsup_perception.core.types import InteractionSample, MaskLabel
 
 
@@ -84,8 +84,13 @@ class FrameDifferenceLabeler:
         return m.astype(bool)
 
     def label(self, sample: InteractionSample) -> MaskLabel:
+        """Label one interaction; data conditions (no depth, no valid depth, millimetres as float) give a
+        skipped label (``kept=False``, reason ``"skipped: ..."``), malformed inputs raise ``ValueError``."""
         cfg = self.config
         t0 = time.perf_counter()
+        problem = sample_data_problem(sample)
+        if problem is not None:
+            return skipped_label(sample, self.name, problem, t0)
         h, w = check_sample(sample)
         s = resolution_scale((h, w))
         min_area, max_area = cfg.min_area_px * s * s, cfg.max_area_fraction * h * w

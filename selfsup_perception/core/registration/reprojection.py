@@ -18,6 +18,12 @@ Everything here takes plain arrays so it works on any real RGB-D sequence with p
 trajectory): depth as uint16 millimetres (0 = invalid) or float metres (NaN/0/inf = invalid), intrinsics
 as a :class:`~selfsup_perception.core.types.CameraIntrinsics` or a 3x3 K matrix, and poses as 4x4
 camera-to-world transforms (optical frame: x right, y down, z forward).
+
+Sanity checks on real data: rotations that are orthonormal within
+:data:`~selfsup_perception.core.geometry.ROTATION_TOLERANCE` (1e-2) are re-orthonormalised by SVD, others
+are rejected with their deviation; float depth whose valid median is beyond 20 m is rejected as "looks like
+millimetres"; :func:`pose_pair_problem` flags a pair whose reprojection overlap is ~0 although the images
+are near-identical, and says whether inverting the poses (world->camera given) explains it.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from typing import Union
 
 import numpy as np
 
-from selfsup_perception.core.geometry.camera import sanitize_depth
+from selfsup_perception.core.geometry.camera import as_rigid_transform, depth_units_problem, sanitize_depth
 from selfsup_perception.core.types import CameraIntrinsics
 
 IntrinsicsLike = Union[CameraIntrinsics, np.ndarray]
@@ -85,23 +91,21 @@ def as_intrinsics(intrinsics: IntrinsicsLike, shape: tuple[int, int]) -> CameraI
 
 
 def _as_pose(t: np.ndarray, name: str) -> np.ndarray:
+    """A 4x4 camera-to-world pose, re-orthonormalised within ``ROTATION_TOLERANCE`` (real poses deviate by
+    ~1e-4); rejected beyond it with the deviation in the message (see :func:`as_rigid_transform`)."""
     t = np.asarray(t, dtype=np.float64)
     if t.shape != (4, 4):
         raise ValueError(f"{name} must be a 4x4 camera-to-world matrix, got shape {t.shape}")
-    if not np.all(np.isfinite(t)):
-        raise ValueError(f"{name} contains non-finite values")
-    if not np.allclose(t[3], [0.0, 0.0, 0.0, 1.0]):
-        raise ValueError(f"{name} last row must be [0, 0, 0, 1], got {t[3]}")
-    r = t[:3, :3]
-    if not np.allclose(r.T @ r, np.eye(3), atol=1e-4):
-        raise ValueError(f"{name} rotation part is not orthonormal")
-    return t
+    return as_rigid_transform(t, name)
 
 
 def _as_depth(depth: np.ndarray, name: str) -> np.ndarray:
     depth = np.asarray(depth)
     if depth.ndim != 2 or depth.size == 0:
         raise ValueError(f"{name} must be a non-empty (H, W) image, got shape {depth.shape}")
+    problem = depth_units_problem(depth)
+    if problem is not None:
+        raise ValueError(f"{name}: {problem}")
     return sanitize_depth(depth)
 
 
@@ -205,3 +209,57 @@ def view_overlap(
     covisible = 0.5 * (len(ab) + len(ba))
     union = n_a + n_b - covisible
     return float(covisible / union) if union > 0 else 0.0
+
+
+def images_similarity(rgb_a: np.ndarray, rgb_b: np.ndarray, size: int = 32) -> float:
+    """Normalised cross-correlation in [-1, 1] of the two images' grey levels, blurred (Gaussian, sigma
+    1/50 of the width) and area-resized to ``size`` x ``size``: only the coarse layout counts, so a
+    few pixels of camera motion keep it near 1."""
+    import cv2
+
+    def prep(im: np.ndarray) -> np.ndarray:
+        im = np.asarray(im)
+        g = im.mean(axis=2) if im.ndim == 3 else im
+        g = cv2.GaussianBlur(g.astype(np.float32), (0, 0), max(g.shape[1] / 50.0, 0.5))
+        g = cv2.resize(g, (size, size), interpolation=cv2.INTER_AREA)
+        g = g - g.mean()
+        return g / (np.linalg.norm(g) + 1e-9)
+
+    return float((prep(rgb_a) * prep(rgb_b)).sum())
+
+
+def pose_pair_problem(
+    rgb_a: np.ndarray,
+    depth_a: np.ndarray,
+    intrinsics_a: IntrinsicsLike,
+    T_wa: np.ndarray,
+    rgb_b: np.ndarray,
+    depth_b: np.ndarray,
+    intrinsics_b: IntrinsicsLike,
+    T_wb: np.ndarray,
+    *,
+    min_overlap: float = 0.05,
+    min_similarity: float = 0.8,
+    stride: int = 4,
+) -> "str | None":
+    """Why a pose pair looks wrong (None if it does not).
+
+    Near-identical images (:func:`images_similarity` >= ``min_similarity``) whose reprojection overlap
+    (:func:`view_overlap`) is below ``min_overlap`` mean the poses do not describe the views: the message
+    gives both overlaps and, when the inverted poses (world->camera instead of camera->world) overlap
+    better, says so ("inverted pose?").
+    """
+    similarity = images_similarity(rgb_a, rgb_b)
+    if similarity < min_similarity:
+        return None
+    overlap = view_overlap(depth_a, intrinsics_a, T_wa, depth_b, intrinsics_b, T_wb, stride=stride)
+    if overlap >= min_overlap:
+        return None
+    inv_a, inv_b = np.linalg.inv(_as_pose(T_wa, "T_wa")), np.linalg.inv(_as_pose(T_wb, "T_wb"))
+    inverted = view_overlap(depth_a, intrinsics_a, inv_a, depth_b, intrinsics_b, inv_b, stride=stride)
+    msg = (f"the images are near-identical (similarity {similarity:.2f}) but the poses give a reprojection "
+           f"overlap of {overlap:.2f}")
+    if inverted > max(2 * overlap, min_overlap):
+        return msg + f"; with both poses inverted it is {inverted:.2f}: inverted pose? (world->camera given " \
+                     "instead of camera->world)"
+    return msg + "; the poses do not describe these views"
