@@ -244,7 +244,7 @@ def load_texture(sim, key: str, make) -> int:
 
 
 def _build_walls(sim) -> None:
-    p, c = sim._p, sim._client
+    p = sim._p
     height = 2.5
     specs = [([WALL_X, 0.0, FLOOR_Z + height / 2], [0.01, 3.0, height / 2])]
     for sy in (-1, 1):
@@ -259,7 +259,7 @@ def dress_static_world(sim, seed: int) -> None:
     from selfsup_perception.sim import textures as tx
     from selfsup_perception.sim.scene_types import Appearance
 
-    p, c = sim._p, sim._client
+    p = sim._p
     if not sim.wall_ids:
         _build_walls(sim)
     rng = np.random.default_rng([seed, 3301])
@@ -309,7 +309,7 @@ def _skimage_dir() -> str:
 
 def create_mesh_object(sim, model, position, orientation) -> int:
     """A dynamic body of a mesh model: the prepared visual OBJ and the (decomposed) collision mesh."""
-    p, c = sim._p, sim._client
+    p = sim._p
     source = mesh_source(model.mesh)
     key = f"{model.mesh}@{model.mesh_scale:.6f}"
     if key not in sim._mesh_files:
@@ -334,7 +334,7 @@ def apply_finish(sim, obj, hue_shift: float = 0.0) -> None:
     """Colour, texture and specularity of a realistic object."""
     from selfsup_perception.sim import textures as tx
 
-    p, c = sim._p, sim._client
+    p = sim._p
     m = obj.model
     rgb = m.rgb
     if hue_shift and m.finish not in ("dark", "white"):
@@ -361,7 +361,7 @@ def reset_realistic_scene(sim, seed: int, split: str, clutter: str, num_objects=
 
     if clutter not in REALISTIC_CLUTTER_LEVELS:
         raise ValueError(f"clutter must be one of {sorted(REALISTIC_CLUTTER_LEVELS)}, got {clutter!r}")
-    p, c = sim._p, sim._client
+    p = sim._p
     rng = np.random.default_rng([seed, 104729, 2])
     dress_static_world(sim, seed)
     models = make_realistic_object_set(split)
