@@ -244,7 +244,7 @@ def load_texture(sim, key: str, make) -> int:
 
 
 def _build_walls(sim) -> None:
-    p = sim._p
+    p, c = sim._p, sim._client
     height = 2.5
     specs = [([WALL_X, 0.0, FLOOR_Z + height / 2], [0.01, 3.0, height / 2])]
     for sy in (-1, 1):
@@ -259,7 +259,7 @@ def dress_static_world(sim, seed: int) -> None:
     from selfsup_perception.sim import textures as tx
     from selfsup_perception.sim.scene_types import Appearance
 
-    p = sim._p
+    p, c = sim._p, sim._client
     if not sim.wall_ids:
         _build_walls(sim)
     rng = np.random.default_rng([seed, 3301])
@@ -309,7 +309,7 @@ def _skimage_dir() -> str:
 
 def create_mesh_object(sim, model, position, orientation) -> int:
     """A dynamic body of a mesh model: the prepared visual OBJ and the (decomposed) collision mesh."""
-    p = sim._p
+    p, c = sim._p, sim._client
     source = mesh_source(model.mesh)
     key = f"{model.mesh}@{model.mesh_scale:.6f}"
     if key not in sim._mesh_files:
@@ -334,7 +334,7 @@ def apply_finish(sim, obj, hue_shift: float = 0.0) -> None:
     """Colour, texture and specularity of a realistic object."""
     from selfsup_perception.sim import textures as tx
 
-    p = sim._p
+    p, c = sim._p, sim._client
     m = obj.model
     rgb = m.rgb
     if hue_shift and m.finish not in ("dark", "white"):
