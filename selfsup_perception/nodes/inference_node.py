@@ -1,13 +1,16 @@
 """Inference: segmentation and dense descriptors as services and a stream, with hot-swapped models.
 
 Lifecycle-shaped (rclpy LifecycleNode; ``autostart`` configures and activates at start):
-configure loads the newest model of each task from ``checkpoint_dir`` (missing models are
+configure loads the served (promoted) model of each task from ``checkpoint_dir`` (missing models are
 fine: requests then get a clear error), activate starts serving, cleanup frees the models.
 
 Services: ``segment_image`` (SegmentImage), ``compute_descriptors`` (ComputeDescriptors),
 ``find_correspondences`` (FindCorrespondences), ``load_model`` (LoadModel).
-Topics in: ``trainer/model_versions`` (ModelVersion): a new version is loaded off the
-executor and swapped in atomically; in-flight requests finish on the model they started
+Only promoted model versions are served (the trainer's promotion gate, with its ledger in
+``checkpoint_dir``): configure loads the served version of each task, not the newest, and
+``load_model`` refuses candidates. Topics in: ``trainer/model_versions`` (ModelVersion): a
+version published with ``promoted`` (or a rollback) is loaded off the executor and swapped in
+atomically, candidates are ignored; in-flight requests finish on the model they started
 with, so no request is dropped. With ``stream`` set, the newest image of ``image_topic``
 (bounded queue of 1) is segmented and published on ``inference/segmentation`` and
 ``inference/overlay``. Bad requests get ``success: false`` and a message; the node keeps serving.
@@ -55,7 +58,7 @@ class InferenceParams:
     max_instances: int = field_with_help(20, "default maximum number of instances")
     max_concurrent_requests: int = field_with_help(2, "requests served at once; more wait up to request_wait_s")
     request_wait_s: float = field_with_help(10.0, "how long a request may wait for a free slot (s)")
-    follow_trainer: bool = field_with_help(True, "activate each new version published by the trainer")
+    follow_trainer: bool = field_with_help(True, "activate each version the trainer promotes (or rolls back to)")
     stream: bool = field_with_help(False, "segment the newest image of image_topic continuously")
     image_topic: str = field_with_help("camera/color/image_raw", "input of the stream")
     torch_threads: int = field_with_help(2, "CPU threads for inference")
@@ -118,13 +121,13 @@ class InferenceNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         for task in TASKS:
             try:
-                loaded = self.registry.activate(task)
+                loaded = self.registry.activate(task, self.registry.served_version(task))
                 self.get_logger().info(f"serving {loaded.name} from {loaded.path}")
                 self._announce(loaded)
             except ModelNotAvailableError:
                 pass
             except CheckpointError as exc:
-                self.get_logger().error(f"newest {task} checkpoint unusable: {exc}")
+                self.get_logger().error(f"served {task} checkpoint unusable: {exc}")
         if not self.registry.active_names():
             self.get_logger().warning(f"no model in {self.params.checkpoint_dir} yet; waiting for the trainer")
         return TransitionCallbackReturn.SUCCESS
@@ -155,7 +158,7 @@ class InferenceNode(LifecycleNode):
 
     # ----------------------------------------------------------- model swap
     def _on_model_version(self, msg: ModelVersion) -> None:
-        if self.params.follow_trainer:
+        if self.params.follow_trainer and msg.promoted:  # candidates stay on disk, never served
             self._swap_queue.put(msg)
 
     def _load_version(self, msg: ModelVersion) -> None:
@@ -165,17 +168,29 @@ class InferenceNode(LifecycleNode):
         if current == f"{msg.task}/v{msg.version}":
             return
         loaded = self.registry.activate(msg.task, int(msg.version), msg.checkpoint_path or None)
-        self.get_logger().info(f"now serving {loaded.name}")
-        self._announce(loaded)
+        what = f"rolled back to {loaded.name} (from v{msg.previous_version})" if msg.rolled_back else \
+            f"now serving {loaded.name}"
+        self.get_logger().info(what + (f": {msg.promotion_reason}" if msg.promotion_reason else ""))
+        self._announce(loaded, msg)
 
     def _on_swap_error(self, msg, exc) -> None:
         self.get_logger().error(f"could not load {msg.task} v{msg.version}: {exc}; keeping the current model")
 
-    def _announce(self, loaded) -> None:
+    def _announce(self, loaded, source: ModelVersion | None = None) -> ModelVersion:
+        """Publish the now-active version on inference/active_models (promotion fields from ``source`` or meta)."""
         msg = ModelVersion(task=loaded.task, version=loaded.version, step=int(loaded.meta.get("step", 0)),
-                           checkpoint_path=str(loaded.path))
+                           checkpoint_path=str(loaded.path), promoted=True)
+        if source is not None:
+            msg.rolled_back, msg.previous_version = source.rolled_back, source.previous_version
+            msg.promotion_reason = source.promotion_reason
+            msg.validation_names, msg.validation_values = list(source.validation_names), list(source.validation_values)
+        else:
+            msg.promotion_reason = str(loaded.meta.get("promotion_reason", ""))
+            validation = loaded.meta.get("validation") or {}
+            msg.validation_names, msg.validation_values = list(validation), [float(v) for v in validation.values()]
         msg.stamp = self.get_clock().now().to_msg()
         self.active_pub.publish(msg)
+        return msg
 
     # -------------------------------------------------------------- serving
     def _serve(self, response, work) -> object:
@@ -287,14 +302,19 @@ class InferenceNode(LifecycleNode):
             response.success, response.message = False, "inference node is not configured"
             return response
         try:
-            loaded = self.registry.activate(request.task, int(request.version), request.checkpoint_path or None)
+            if request.checkpoint_path:
+                loaded = self.registry.activate(request.task, int(request.version), request.checkpoint_path)
+            else:
+                version = self.registry.served_version(request.task) if request.version < 0 else int(request.version)
+                if not self.registry.is_promoted(request.task, version):
+                    raise ModelNotAvailableError(f"{request.task} v{version} is a candidate that was not promoted; "
+                                                 "only promoted versions are served")
+                loaded = self.registry.activate(request.task, version)
         except (ModelNotAvailableError, CheckpointError, ValueError) as exc:
             response.success, response.message = False, str(exc)
             return response
-        self._announce(loaded)
+        response.active = self._announce(loaded)
         response.success, response.message = True, f"serving {loaded.name}"
-        response.active = ModelVersion(task=loaded.task, version=loaded.version,
-                                       step=int(loaded.meta.get("step", 0)), checkpoint_path=str(loaded.path))
         return response
 
     # --------------------------------------------------------------- stream

@@ -6,6 +6,12 @@ A worker thread (never the executor) runs training rounds: pick up new labels fr
 late subscribers get the newest). ``trainer/status`` (TrainerStatus) reports progress once
 a second. ``trainer/pause`` (std_srvs/SetBool) pauses and resumes. After a restart the
 node resumes from the newest valid checkpoint.
+
+Promotion gate (instance segmentation): every version is published with ``promoted`` and
+its validation scores on held-out self-labels; only promoted versions are served by the
+inference node, the others stay candidates on disk. ``trainer/rollback`` (RollbackModel)
+serves an earlier promoted version again and announces it with ``rolled_back``. On start
+the served version (not the newest) is announced.
 """
 
 from __future__ import annotations
@@ -21,10 +27,13 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_srvs.srv import SetBool
 
+from selfsup_perception.core.learning.serving.promotions import PromotionError, served_version
 from selfsup_perception.core.learning.tasks.instance import InstanceTaskConfig
 from selfsup_perception.core.learning.training.online import OnlineInstanceTrainer, OnlineTrainingConfig
+from selfsup_perception.core.learning.training.promotion import PromotionConfig
 from selfsup_perception.core.learning.training.trainer import NonFiniteLossError, TrainerConfig
 from selfsup_perception.msg import ModelVersion, TrainerStatus
+from selfsup_perception.srv import RollbackModel
 from selfsup_perception.ros.conversions import time_to_msg
 from selfsup_perception.ros.node_runner import run_node
 from selfsup_perception.ros.parameters import declare_config, field_with_help
@@ -54,6 +63,12 @@ class TrainerParams:
     max_rounds: int = field_with_help(0, "stop after this many rounds (0 = never)")
     seed: int = field_with_help(0, "seed of initialisation and batch sampling")
     torch_threads: int = field_with_help(2, "CPU threads for training (leave cores to the robot's other work)")
+    ema_decay: float = field_with_help(0.99, "instance: serve an EMA of the weights with this decay (0 = raw weights)")
+    validation_fraction: float = field_with_help(0.2, "instance: share of labels held out to validate versions "
+                                                 "(split by a hash of the scene/sample id)")
+    promotion_margin: float = field_with_help(0.01, "instance: a version is served only if its validation score "
+                                              "beats the served one by this much")
+    min_validation_labels: int = field_with_help(2, "instance: positive validation labels needed to promote")
 
     def __post_init__(self) -> None:
         if self.task not in ("instance_segmentation", "semantic_segmentation", "descriptors"):
@@ -65,6 +80,10 @@ class TrainerParams:
             raise ValueError(f"mask_loss must be bce, robust_set or soft_iou, got {self.mask_loss!r}")
         if self.objectness_loss not in ("bce", "bootstrap"):
             raise ValueError(f"objectness_loss must be bce or bootstrap, got {self.objectness_loss!r}")
+        PromotionConfig(validation_fraction=self.validation_fraction, margin=self.promotion_margin,
+                        min_validation_positives=self.min_validation_labels)  # raises on bad values
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
 
 
 def make_online_trainer(p: TrainerParams):
@@ -94,9 +113,12 @@ def make_online_trainer(p: TrainerParams):
     return OnlineInstanceTrainer(
         OnlineTrainingConfig(dataset_dir=p.dataset_dir, labeler=p.labeler, checkpoint_dir=p.checkpoint_dir,
                              input_width=p.input_width, input_height=p.input_height, batch_size=p.batch_size,
-                             steps_per_round=p.steps_per_round, min_samples=p.min_samples, seed=p.seed),
+                             steps_per_round=p.steps_per_round, min_samples=p.min_samples, seed=p.seed,
+                             promotion=PromotionConfig(validation_fraction=p.validation_fraction,
+                                                       margin=p.promotion_margin,
+                                                       min_validation_positives=p.min_validation_labels)),
         InstanceTaskConfig(mask_loss=p.mask_loss, objectness_loss=p.objectness_loss, co_teaching=p.co_teaching),
-        TrainerConfig(lr=p.learning_rate, warmup_steps=20, seed=p.seed))
+        TrainerConfig(lr=p.learning_rate, warmup_steps=20, seed=p.seed, ema_decay=p.ema_decay))
 
 
 class TrainerNode(Node):
@@ -115,10 +137,11 @@ class TrainerNode(Node):
         self._stop = threading.Event()
         group = MutuallyExclusiveCallbackGroup()
         self.create_service(SetBool, "trainer/pause", self._on_pause, callback_group=group)
+        self.create_service(RollbackModel, "trainer/rollback", self._on_rollback, callback_group=group)
         self.create_timer(1.0, self._publish_status, callback_group=group)
         if resumed is not None:
             self.get_logger().info(f"resumed {self.params.task} at version {resumed}, step {self.online.trainer.step}")
-            self._publish_version()
+            self._announce_served()
         self._worker = threading.Thread(target=self._loop, name="trainer", daemon=True)
         self._worker.start()
 
@@ -151,7 +174,8 @@ class TrainerNode(Node):
             else:
                 self.rounds += 1
                 self.state, self.message = "training", f"version {self.online.version} written to {path}"
-                self._publish_version()
+                with self.online.promotion_lock:  # a rollback in between must not be overtaken by this message
+                    self._publish_version()
                 self.get_logger().info(
                     f"model v{self.online.version}: step {self.online.trainer.step}, "
                     f"loss {self.online.last_round.get('loss', float('nan')):.4f}, "
@@ -169,7 +193,61 @@ class TrainerNode(Node):
         msg.stamp = time_to_msg(time.time())
         metrics = {k: v for k, v in o.last_round.items() if isinstance(v, float)}
         msg.metric_names, msg.metric_values = list(metrics), [float(v) for v in metrics.values()]
+        decision = o.last_decision
+        if decision is not None:
+            ledger = o.ledger()
+            # promoted and still served (a rollback right after the round wins)
+            msg.promoted = bool(decision.promoted) and ledger.served == msg.version
+            msg.promotion_reason = decision.reason
+            validation = decision.candidate.as_dict() if decision.candidate is not None else {}
+            msg.validation_names, msg.validation_values = list(validation), [float(v) for v in validation.values()]
+            event = ledger.last_event(msg.version) if msg.promoted else None
+            msg.previous_version = int((event or {}).get("previous") or 0)
         self.version_pub.publish(msg)
+
+    def _served_message(self, rolled_back: bool = False) -> ModelVersion | None:
+        """ModelVersion of the served version (from the ledger and its metadata), None if nothing is served."""
+        from selfsup_perception.core.learning.serving import checkpoints as ckpt
+
+        p = self.params
+        version = served_version(p.checkpoint_dir, p.task)
+        if version is None:
+            return None
+        path = Path(p.checkpoint_dir) / p.task / f"v{version:05d}"
+        meta = ckpt.read_meta(path)
+        event = self.online.ledger().last_event(version) or {}
+        msg = ModelVersion(task=p.task, version=version, step=int(meta["step"]), checkpoint_path=str(path),
+                           promoted=True, rolled_back=rolled_back, previous_version=int(event.get("previous") or 0),
+                           promotion_reason=str(event.get("reason") or meta.get("promotion_reason", "")))
+        msg.stamp = time_to_msg(time.time())
+        validation = meta.get("validation") or {}
+        msg.validation_names, msg.validation_values = list(validation), [float(v) for v in validation.values()]
+        metrics = {k: float(v) for k, v in (meta.get("metrics") or {}).items() if isinstance(v, (int, float))}
+        msg.metric_names, msg.metric_values = list(metrics), list(metrics.values())
+        return msg
+
+    def _announce_served(self) -> None:
+        msg = self._served_message()
+        if msg is not None:
+            self.version_pub.publish(msg)
+
+    def _on_rollback(self, request, response):
+        task = request.task or "instance_segmentation"
+        if task != self.params.task:
+            response.success, response.message = False, f"this trainer trains {self.params.task}, not {task!r}"
+            return response
+        try:
+            with self.online.promotion_lock:
+                previous, target = self.online.ledger().rollback(int(request.version), request.reason)
+                msg = self._served_message(rolled_back=True)
+        except (PromotionError, OSError, ValueError, RuntimeError) as exc:  # RuntimeError: CheckpointError
+            response.success, response.message = False, str(exc)
+            return response
+        self.version_pub.publish(msg)
+        response.success, response.active = True, msg
+        response.message = f"rolled back {task} from v{previous} to v{target}"
+        self.get_logger().warning(response.message + (f" ({request.reason})" if request.reason else ""))
+        return response
 
     def _publish_status(self) -> None:
         o = self.online

@@ -7,6 +7,7 @@ Layout::
                                                            dataset_size, metrics, format}
                                      /optimizer.pt        {'optimizer', 'scheduler', 'trainer'} state dicts,
                                                           read with torch.load(weights_only=True)
+                        /../promotions.json   which versions passed the promotion gate (serving/promotions.py)
 
 A version is written into ``<directory>/<task>/.tmp-v<version>-<pid>-<nonce>/`` and renamed to
 ``v<version:05d>`` with one ``os.replace`` (atomic on POSIX), with ``meta.json`` written last,
@@ -69,8 +70,13 @@ def save_checkpoint(
     optimizer_state: dict | None = None,
     dataset_size: int | None = None,
     metrics: dict | None = None,
+    extra_meta: dict | None = None,
 ) -> Path:
-    """Write the next version for ``task`` under ``directory``; returns the version directory."""
+    """Write the next version for ``task`` under ``directory``; returns the version directory.
+
+    ``extra_meta`` adds entries to ``meta.json`` (e.g. the promotion gate's ``validation`` and
+    ``promoted``); it cannot replace the entries this function writes.
+    """
     if not task or "/" in task or task.startswith("."):
         raise ValueError(f"invalid task name {task!r}")
     task_dir = Path(directory) / task
@@ -95,6 +101,10 @@ def save_checkpoint(
             "dataset_size": dataset_size,
             "metrics": metrics or {},
         }
+        clash = set(extra_meta or {}) & set(meta)
+        if clash:
+            raise ValueError(f"extra_meta may not replace {sorted(clash)}")
+        meta.update(extra_meta or {})
         _fsync_write(tmp / META_FILE, json.dumps(meta, indent=2, sort_keys=True).encode())
         final = task_dir / f"v{version:05d}"
         os.replace(tmp, final)  # atomic; fails if another writer took this version

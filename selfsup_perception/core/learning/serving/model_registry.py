@@ -16,6 +16,7 @@ from typing import Optional
 import torch
 
 from selfsup_perception.core.learning.serving import checkpoints as ckpt
+from selfsup_perception.core.learning.serving import promotions
 
 TASKS = ("instance_segmentation", "semantic_segmentation", "descriptors")
 
@@ -50,6 +51,16 @@ class ModelRegistry:
 
     def available_versions(self, task: str) -> list[int]:
         return [info.version for info in ckpt.list_versions(self.checkpoint_dir, task)]
+
+    def served_version(self, task: str) -> int:
+        """The promoted version to serve (:func:`promotions.served_version`); ModelNotAvailableError if none."""
+        version = promotions.served_version(self.checkpoint_dir, task)
+        if version is None:
+            raise ModelNotAvailableError(f"no promoted {task} model in {self.checkpoint_dir} yet")
+        return version
+
+    def is_promoted(self, task: str, version: int) -> bool:
+        return promotions.is_promoted(self.checkpoint_dir, task, version)
 
     def load(self, task: str, version: int = -1, path: Optional[str | Path] = None) -> LoadedModel:
         """Load (without activating) ``version`` of ``task`` (-1 = newest), or the version directory ``path``."""
