@@ -40,7 +40,7 @@ def main() -> None:
     w, h = args.input
 
     task = InstanceSegmentationTask()
-    trainer = Trainer(task, TrainerConfig(log_every=0))
+    trainer = Trainer(task, TrainerConfig(log_every=0, input_size=(w, h)))
     rng = np.random.default_rng(0)
     items = synthetic_items(32, height=h, width=w, seed=0)
     batches = (collate_samples([items[i] for i in rng.choice(len(items), 8, replace=False)], rng=rng)
@@ -59,8 +59,7 @@ def main() -> None:
             with TabletopSim(SimConfig(camera=CameraConfig(width=iw, height=ih))) as sim:
                 sim.reset_scene(5, split="test", clutter="medium")
                 images[(iw, ih)] = sim.render().rgb
-        overrides = {"inference": {"checkpoint_dir": ck, "input_width": w, "input_height": h,
-                                   "torch_threads": args.threads}}
+        overrides = {"inference": {"checkpoint_dir": ck, "torch_threads": args.threads}}
         with rclpy.init(), GraphProcess([INFERENCE], overrides, echo=False):
             node = rclpy.create_node("bench_segment_client")
             executor = SingleThreadedExecutor()

@@ -158,13 +158,13 @@ def label_report(store: SampleStore, run_dir: Path) -> str:
     return label_quality_table(rows) + (f"\n  contact sheet: {sheet}" if sheet else "")
 
 
-def evaluation(checkpoint_dir: Path, num_scenes: int, input_size: tuple[int, int], seed: int,
+def evaluation(checkpoint_dir: Path, num_scenes: int, seed: int,
                max_versions: int = 5) -> tuple[list[tuple], list[dict]]:
     """AP on held-out test scenes: table rows (name, metrics) and the AP curve over model versions.
 
     Rows: untrained weights, up to ``max_versions`` evenly spaced versions (first and newest
     included), the bottom-up baseline. Curve: one point per evaluated version with the number
-    of labels it was trained on.
+    of labels it was trained on. Each model runs at the input size its checkpoint records.
     """
     import torch
 
@@ -172,7 +172,7 @@ def evaluation(checkpoint_dir: Path, num_scenes: int, input_size: tuple[int, int
     from selfsup_perception.sim.evaluation_scenes import evaluate_segmenter, render_test_scenes
     from selfsup_perception.core.learning.serving import checkpoints as ckpt
     from selfsup_perception.core.learning.serving.inference import segment_instances
-    from selfsup_perception.core.learning.tasks.instance import build_instance_model
+    from selfsup_perception.core.learning.models.instance_segmentation import build_instance_model
 
     scenes = render_test_scenes(num_scenes, seed=seed)
     versions = ckpt.list_versions(checkpoint_dir, TASK)
@@ -180,17 +180,18 @@ def evaluation(checkpoint_dir: Path, num_scenes: int, input_size: tuple[int, int
     if versions:
         torch.manual_seed(0)
         untrained = build_instance_model(versions[0].meta["model_config"]).eval()
-        rows.append(("untrained (random weights)", untrained))
+        rows.append(("untrained (random weights)", untrained, versions[0].meta))
         picks = sorted({round(i * (len(versions) - 1) / max(max_versions - 1, 1)) for i in range(max_versions)})
         for info in [versions[i] for i in picks]:
             model, meta = ckpt.load_model_for_inference(info.path)
             rows.append((f"v{info.version} (step {meta['step']}, {meta.get('dataset_size')} labels)", model, meta))
     table, curve = [], []
-    for name, model, *meta in rows:
-        metrics = evaluate_segmenter(lambda s, m=model: segment_instances(m, s.rgb, input_size), scenes)
+    for i, (name, model, meta) in enumerate(rows):
+        size = ckpt.serving_input_size(meta)
+        metrics = evaluate_segmenter(lambda s, m=model, size=size: segment_instances(m, s.rgb, size), scenes)
         table.append((name, metrics))
-        if meta:
-            curve.append({"labels": meta[0].get("dataset_size") or 0, "step": meta[0]["step"], **metrics})
+        if i > 0:  # row 0: untrained weights
+            curve.append({"labels": meta.get("dataset_size") or 0, "step": meta["step"], **metrics})
     table.append(("bottom-up baseline (graph-based RGB-D)", evaluate_segmenter(
         lambda s: bottom_up_instances(s.frame), scenes)))
     return table, curve
@@ -341,22 +342,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(sections["hypotheses"])
     print(f"  {sections.get('serving', '')}")
     print(f"[4/4] evaluation: AP on {args.eval_scenes} held-out scenes of novel objects (640x480)")
-    table, curve = evaluation(checkpoint_dir, args.eval_scenes, _config_input_size(), seed=10_000 + args.seed)
+    table, curve = evaluation(checkpoint_dir, args.eval_scenes, seed=10_000 + args.seed)
     sections["evaluation"] = format_ap_table(table)
     print(sections["evaluation"])
     report = write_report(run_dir, checkpoint_dir, sections, curve)
     print(f"\nreport: {report}\nwall time {time.monotonic() - t0:.0f} s")
     return 0 if len(samples) >= min(20, args.pushes) else 1
-
-
-def _config_input_size() -> tuple[int, int]:
-    """The trainer's input size from config/trainer.yaml (what the models were trained at)."""
-    import yaml
-
-    from selfsup_perception.graph import TRAINER, config_dir
-
-    params = yaml.safe_load((config_dir() / TRAINER.params_file).read_text())["trainer"]["ros__parameters"]
-    return int(params["input_width"]), int(params["input_height"])
 
 
 if __name__ == "__main__":

@@ -1,5 +1,8 @@
 """Inference: segmentation and dense descriptors as services and a stream, with hot-swapped models.
 
+The input size, class names and normalisation of each model come from its checkpoint's
+metadata (``meta.json``: ``inference``), so no parameter repeats "the size it was trained at".
+
 Lifecycle-shaped (rclpy LifecycleNode; ``autostart`` configures and activates at start):
 configure loads the served (promoted) model of each task from ``checkpoint_dir`` (missing models are
 fine: requests then get a clear error), activate starts serving, cleanup frees the models.
@@ -32,6 +35,7 @@ from sensor_msgs.msg import Image, RegionOfInterest
 from selfsup_perception.core.dataset.visualization import overlay_mask
 from selfsup_perception.core.descriptors.matching import compute_descriptor_image, find_correspondences
 from selfsup_perception.core.image_conversion import ImageConversionError, array_to_image, to_rgb8
+from selfsup_perception.core.learning.serving import checkpoints as ckpt
 from selfsup_perception.core.learning.serving.checkpoints import CheckpointError
 from selfsup_perception.core.learning.serving.inference import label_image, segment_instances, segment_semantic
 from selfsup_perception.core.learning.serving.model_registry import TASKS, ModelNotAvailableError, ModelRegistry
@@ -50,10 +54,6 @@ REQUEST_ERRORS = (ImageConversionError, ModelNotAvailableError, CheckpointError,
 class InferenceParams:
     checkpoint_dir: str = field_with_help("data/checkpoints", "model versions written by the trainer")
     device: str = field_with_help("cpu", "cpu | cuda | cuda:N")
-    input_width: int = field_with_help(320, "segmentation input width (as trained)")
-    input_height: int = field_with_help(240, "segmentation input height (as trained)")
-    semantic_input_width: int = field_with_help(160, "semantic segmentation input width (as trained)")
-    semantic_input_height: int = field_with_help(120, "semantic segmentation input height (as trained)")
     score_threshold: float = field_with_help(0.3, "default minimum instance score")
     max_instances: int = field_with_help(20, "default maximum number of instances")
     max_concurrent_requests: int = field_with_help(2, "requests served at once; more wait up to request_wait_s")
@@ -74,16 +74,6 @@ class InferenceParams:
             raise ValueError("correspondence_coarse_stride must be >= 1")
         if not 0.0 <= self.score_threshold <= 1.0:
             raise ValueError("score_threshold must be in [0, 1]")
-        if self.input_width < 32 or self.input_height < 32:
-            raise ValueError("input size must be at least 32x32")
-
-
-def default_class_names(meta: dict) -> list[str]:
-    """Class names of a semantic model: the simulated world's classes when the count matches."""
-    from selfsup_perception.sim.tabletop import SEMANTIC_CLASSES
-
-    n = int(meta.get("model_config", {}).get("num_classes", 0))
-    return list(SEMANTIC_CLASSES) if n == len(SEMANTIC_CLASSES) else [f"class_{i}" for i in range(n)]
 
 
 class InferenceNode(LifecycleNode):
@@ -221,7 +211,7 @@ class InferenceNode(LifecycleNode):
         """(InstanceSegmentation message, list of core Instances) of one RGB image."""
         p = self.params
         loaded = self.registry.get("instance_segmentation", model_version)
-        instances = segment_instances(loaded.model, rgb, (p.input_width, p.input_height),
+        instances = segment_instances(loaded.model, rgb, ckpt.serving_input_size(loaded.meta),
                                       score_threshold=score_threshold or p.score_threshold,
                                       max_instances=max_instances or p.max_instances)
         out = InstanceSegmentation(model_version=loaded.name)
@@ -244,9 +234,9 @@ class InferenceNode(LifecycleNode):
         except ModelNotAvailableError:
             return
         p = self.params
-        classes = segment_semantic(loaded.model, rgb, (p.semantic_input_width, p.semantic_input_height))
+        classes = segment_semantic(loaded.model, rgb, ckpt.serving_input_size(loaded.meta))
         array_to_image(classes, "mono8", out.semantic_image)
-        out.class_names = list(loaded.meta.get("class_names") or default_class_names(loaded.meta))
+        out.class_names = ckpt.serving_class_names(loaded.meta)
 
     def _on_segment(self, request, response):
         def work(res):

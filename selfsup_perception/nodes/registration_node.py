@@ -6,7 +6,7 @@ worker is idle. A worker thread (never a callback) does the work:
 
 * each view comes from the camera capture node's ``capture_view`` (CaptureView; the pose comes with
   the view, from TF or the pose topic). With ``drive_sim_camera`` the node first moves the simulated
-  camera along a jittered arc around the table (sim/multiview.ring_camera_poses ->
+  camera along a jittered arc around the table (core/geometry/camera_poses.ring_camera_poses ->
   ``/sim/set_camera``), then captures; on a robot something else moves the camera and the node
   captures every ``capture_interval_s``;
 * a view overlapping a stored view by more than ``duplicate_iou`` (camera standing still) is dropped;
@@ -45,7 +45,7 @@ from selfsup_perception.ros.node_runner import run_node
 from selfsup_perception.ros.parameters import declare_config, field_with_help
 from selfsup_perception.ros.service_calls import ServiceCallError, call_service
 from selfsup_perception.ros.work_queue import WorkQueue
-from selfsup_perception.sim.multiview import MultiViewConfig, ring_camera_poses
+from selfsup_perception.core.geometry.camera_poses import MultiViewConfig, ring_camera_poses
 from selfsup_perception.srv import CaptureView, SimSetCamera
 
 PAIRS_QOS = QoSProfile(depth=8, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -28,10 +27,8 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_srvs.srv import SetBool
 
 from selfsup_perception.core.learning.serving.promotions import PromotionError, served_version
-from selfsup_perception.core.learning.tasks.instance import InstanceTaskConfig
-from selfsup_perception.core.learning.training.online import OnlineInstanceTrainer, OnlineTrainingConfig
-from selfsup_perception.core.learning.training.promotion import PromotionConfig
-from selfsup_perception.core.learning.training.trainer import NonFiniteLossError, TrainerConfig
+from selfsup_perception.core.learning.training.factory import OnlineTrainerSettings, make_online_trainer
+from selfsup_perception.core.learning.training.trainer import NonFiniteLossError
 from selfsup_perception.msg import ModelVersion, TrainerStatus
 from selfsup_perception.srv import RollbackModel
 from selfsup_perception.ros.conversions import time_to_msg
@@ -57,6 +54,7 @@ class TrainerParams:
     input_height: int = field_with_help(240, "training image height")
     min_samples: int = field_with_help(4, "kept labels (instance) or usable view pairs (semantic) needed to start")
     learning_rate: float = field_with_help(1e-3, "AdamW learning rate")
+    warmup_steps: int = field_with_help(20, "linear learning-rate warm-up at the start of training (steps)")
     mask_loss: str = field_with_help("soft_iou", "bce | robust_set | soft_iou (bench/ap_table.py: docs/learning.md)")
     objectness_loss: str = field_with_help("bootstrap", "bce | bootstrap")
     co_teaching: bool = field_with_help(False, "train two networks on each other's small-loss samples")
@@ -80,45 +78,17 @@ class TrainerParams:
             raise ValueError(f"mask_loss must be bce, robust_set or soft_iou, got {self.mask_loss!r}")
         if self.objectness_loss not in ("bce", "bootstrap"):
             raise ValueError(f"objectness_loss must be bce or bootstrap, got {self.objectness_loss!r}")
-        PromotionConfig(validation_fraction=self.validation_fraction, margin=self.promotion_margin,
-                        min_validation_positives=self.min_validation_labels)  # raises on bad values
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        settings_from_params(self)  # raises on bad promotion/EMA settings
 
 
-def make_online_trainer(p: TrainerParams):
-    """The online trainer of ``p.task``: both share resume(), train_round(), version, trainer, dataset, last_round."""
-    if p.task == "semantic_segmentation":
-        from selfsup_perception.core.learning.training.online_region_consistency import (
-            OnlineRegionConsistencyConfig,
-            OnlineRegionConsistencyTrainer,
-        )
-        from selfsup_perception.core.learning.tasks.region_consistency import RegionConsistencyConfig
-
-        return OnlineRegionConsistencyTrainer(
-            OnlineRegionConsistencyConfig(dataset_dir=p.dataset_dir, checkpoint_dir=p.checkpoint_dir,
-                                          input_width=p.input_width, input_height=p.input_height,
-                                          batch_size=p.batch_size, steps_per_round=p.steps_per_round,
-                                          min_pairs=p.min_samples, seed=p.seed),
-            RegionConsistencyConfig(seed=p.seed),
-            TrainerConfig(lr=p.learning_rate, warmup_steps=20, seed=p.seed, grad_clip_norm=5.0))
-    if p.task == "descriptors":
-        from selfsup_perception.core.learning.training.online_descriptors import OnlineDescriptorConfig, OnlineDescriptorTrainer
-
-        return OnlineDescriptorTrainer(
-            OnlineDescriptorConfig(dataset_dir=p.dataset_dir, checkpoint_dir=p.checkpoint_dir,
-                                   input_width=p.input_width, input_height=p.input_height, batch_size=p.batch_size,
-                                   steps_per_round=p.steps_per_round, min_samples=p.min_samples, seed=p.seed),
-            trainer_config=TrainerConfig(lr=p.learning_rate, warmup_steps=20, seed=p.seed))
-    return OnlineInstanceTrainer(
-        OnlineTrainingConfig(dataset_dir=p.dataset_dir, labeler=p.labeler, checkpoint_dir=p.checkpoint_dir,
-                             input_width=p.input_width, input_height=p.input_height, batch_size=p.batch_size,
-                             steps_per_round=p.steps_per_round, min_samples=p.min_samples, seed=p.seed,
-                             promotion=PromotionConfig(validation_fraction=p.validation_fraction,
-                                                       margin=p.promotion_margin,
-                                                       min_validation_positives=p.min_validation_labels)),
-        InstanceTaskConfig(mask_loss=p.mask_loss, objectness_loss=p.objectness_loss, co_teaching=p.co_teaching),
-        TrainerConfig(lr=p.learning_rate, warmup_steps=20, seed=p.seed, ema_decay=p.ema_decay))
+def settings_from_params(p: TrainerParams) -> OnlineTrainerSettings:
+    return OnlineTrainerSettings(
+        task=p.task, dataset_dir=p.dataset_dir, checkpoint_dir=p.checkpoint_dir, labeler=p.labeler,
+        input_width=p.input_width, input_height=p.input_height, batch_size=p.batch_size,
+        steps_per_round=p.steps_per_round, min_samples=p.min_samples, learning_rate=p.learning_rate,
+        warmup_steps=p.warmup_steps, mask_loss=p.mask_loss, objectness_loss=p.objectness_loss,
+        co_teaching=p.co_teaching, seed=p.seed, ema_decay=p.ema_decay, validation_fraction=p.validation_fraction,
+        promotion_margin=p.promotion_margin, min_validation_labels=p.min_validation_labels)
 
 
 class TrainerNode(Node):
@@ -127,7 +97,7 @@ class TrainerNode(Node):
         self.params = declare_config(self, TrainerParams, read_only=(
             "task", "dataset_dir", "checkpoint_dir", "input_width", "input_height", "co_teaching"))
         torch.set_num_threads(max(self.params.torch_threads, 1))
-        self.online = make_online_trainer(self.params)
+        self.online = make_online_trainer(settings_from_params(self.params))
         resumed = self.online.resume()
         self.version_pub = self.create_publisher(ModelVersion, "trainer/model_versions", LATCHED)
         self.status_pub = self.create_publisher(TrainerStatus, "trainer/status", 10)
@@ -187,7 +157,7 @@ class TrainerNode(Node):
 
     def _publish_version(self) -> None:
         o = self.online
-        path = Path(self.params.checkpoint_dir) / self.params.task / f"v{int(o.version or 0):05d}"
+        path = o.version_path if o.version_path is not None else ""
         msg = ModelVersion(task=self.params.task, version=int(o.version or 0), step=int(o.trainer.step),
                            checkpoint_path=str(path))
         msg.stamp = time_to_msg(time.time())

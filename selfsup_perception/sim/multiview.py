@@ -11,28 +11,16 @@ explicit ground-truth-regions upper bound of the bench).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 
 from selfsup_perception.core.types import RgbdFrame
-from selfsup_perception.sim.tabletop import SEMANTIC_CLASSES, SimConfig, TabletopSim, look_at, replace_camera
+from selfsup_perception.core.geometry.camera_poses import MultiViewConfig, ring_camera_poses
+from selfsup_perception.sim.tabletop import SEMANTIC_CLASSES, SimConfig, TabletopSim, replace_camera
 
 __all__ = ["LabelledView", "MultiViewConfig", "SEMANTIC_CLASSES", "capture_scene", "ring_camera_poses", "render_views"]
-
-
-@dataclass(frozen=True)
-class MultiViewConfig:
-    num_views: int = 16
-    target: tuple[float, float, float] = (0.55, 0.0, 0.0)  # workspace centre on the table top
-    radius: tuple[float, float] = (0.45, 0.6)  # horizontal distance eye-target, metres
-    height: tuple[float, float] = (0.35, 0.55)  # eye height above the table, metres
-    azimuth_deg: tuple[float, float] = (-120.0, 120.0)  # arc around the target; 0 = +x (facing the robot)
-    azimuth_jitter_deg: float = 3.0
-    target_jitter: float = 0.03  # metres, uniform in x and y
-    order: str = "sequential"  # 'sequential' (a trajectory along the arc) or 'random'
 
 
 @dataclass
@@ -57,28 +45,6 @@ class LabelledView:
     @property
     def camera_to_world(self) -> np.ndarray:
         return self.frame.camera_to_world
-
-
-def ring_camera_poses(config: MultiViewConfig, rng: np.random.Generator) -> list[np.ndarray]:
-    """``num_views`` camera-to-world poses (4x4) on a jittered arc, looking at the (jittered) target."""
-    if config.num_views < 1:
-        raise ValueError("num_views must be >= 1")
-    if config.order not in ("sequential", "random"):
-        raise ValueError(f"order must be 'sequential' or 'random', got {config.order!r}")
-    lo, hi = config.azimuth_deg
-    az = np.linspace(lo, hi, config.num_views) if config.num_views > 1 else np.array([0.5 * (lo + hi)])
-    az = az + rng.uniform(-config.azimuth_jitter_deg, config.azimuth_jitter_deg, size=az.shape)
-    if config.order == "random":
-        az = rng.permutation(az)
-    target = np.asarray(config.target, dtype=np.float64)
-    poses = []
-    for a in np.radians(az):
-        r = rng.uniform(*config.radius)
-        h = rng.uniform(*config.height)
-        eye = target + np.array([r * math.cos(a), r * math.sin(a), h])
-        tgt = target + np.array([*rng.uniform(-config.target_jitter, config.target_jitter, size=2), 0.0])
-        poses.append(look_at(eye, tgt))
-    return poses
 
 
 def render_views(sim: TabletopSim, poses: list[np.ndarray]) -> list[LabelledView]:

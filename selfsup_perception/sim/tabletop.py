@@ -28,6 +28,7 @@ from typing import Optional
 import numpy as np
 
 from selfsup_perception.core.types import CameraIntrinsics, RgbdFrame
+from selfsup_perception.core.geometry.camera_poses import look_at  # noqa: F401 - re-exported
 
 # Semantic classes of the simulated world (index = class id). 0 is reserved for "unknown".
 SEMANTIC_CLASSES: tuple[str, ...] = (
@@ -149,21 +150,6 @@ class SceneObject:
     instance_id: int  # 1..N in ground-truth label images
     body_id: int
     model: ObjectModel
-
-
-def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray = np.array([0.0, 0.0, 1.0])) -> np.ndarray:
-    """camera_to_world (4x4) of an optical-frame camera at ``eye`` looking at ``target``."""
-    eye, target = np.asarray(eye, float), np.asarray(target, float)
-    z = target - eye
-    z /= np.linalg.norm(z)
-    x = np.cross(z, up)
-    if np.linalg.norm(x) < 1e-6:  # looking straight down/up
-        x = np.cross(z, np.array([1.0, 0.0, 0.0]))
-    x /= np.linalg.norm(x)
-    y = np.cross(z, x)
-    t = np.eye(4)
-    t[:3, 0], t[:3, 1], t[:3, 2], t[:3, 3] = x, y, z, eye
-    return t
 
 
 class TabletopSim:

@@ -85,8 +85,8 @@ def trained(tmp_path):
 
 
 def inference_params(ck):
-    return [Parameter("checkpoint_dir", value=str(ck)), Parameter("input_width", value=W),
-            Parameter("input_height", value=H), Parameter("max_concurrent_requests", value=2)]
+    # no input size or class names: they come from each checkpoint's metadata
+    return [Parameter("checkpoint_dir", value=str(ck)), Parameter("max_concurrent_requests", value=2)]
 
 
 def test_hot_swap_under_concurrent_requests_drops_nothing(spinner, trained):
@@ -163,9 +163,9 @@ def test_semantic_model_is_served_with_class_names(spinner, trained):
     torch.manual_seed(0)
     cfg = SemanticSegConfig()
     model = SemanticSegNet(cfg).eval()
-    ckpt.save_checkpoint(trained, task="semantic_segmentation", model=model, model_config=cfg.to_dict(), step=1)
-    spinner.add(InferenceNode(parameter_overrides=inference_params(trained) + [
-        Parameter("semantic_input_width", value=W), Parameter("semantic_input_height", value=H)]))
+    ckpt.save_checkpoint(trained, task="semantic_segmentation", model=model, model_config=cfg.to_dict(), step=1,
+                         inference=ckpt.inference_info((W, H), SEMANTIC_CLASSES))
+    spinner.add(InferenceNode(parameter_overrides=inference_params(trained)))
     client_node = spinner.add(rclpy.create_node("semantic_client"))
     seg = client_node.create_client(SegmentImage, "segment_image")
     assert seg.wait_for_service(timeout_sec=10)

@@ -174,3 +174,33 @@ def test_trainer_config_validation():
         TrainerConfig(optimizer="rmsprop")
     with pytest.raises(TypeError, match="TrainingTask"):
         Trainer(object())  # type: ignore[arg-type]
+
+
+def test_checkpoint_metadata_carries_what_inference_needs(tmp_path):
+    """Input size, class names and normalisation travel in meta.json; serving needs no parameter for them."""
+    from selfsup_perception.core.learning.models.backbone import IMAGE_MEAN, IMAGE_STD
+
+    trainer = Trainer(LinearTask(), TrainerConfig(input_size=(96, 64), class_names=("table", "mug")))
+    meta = ckpt.read_meta(trainer.save_checkpoint(tmp_path))
+    assert meta["inference"] == {"input_width": 96, "input_height": 64, "class_names": ["table", "mug"],
+                                 "normalization": {"scale": 255.0, "mean": IMAGE_MEAN, "std": IMAGE_STD}}
+    assert ckpt.serving_input_size(meta) == (96, 64)
+    assert ckpt.serving_class_names(meta) == ["table", "mug"]
+
+
+def test_legacy_checkpoint_without_inference_block_gets_documented_defaults(tmp_path):
+    meta = ckpt.read_meta(Trainer(LinearTask(), TrainerConfig()).save_checkpoint(tmp_path))
+    assert "inference" not in meta
+    assert ckpt.serving_input_size(meta) == ckpt.LEGACY_INPUT_SIZE
+    assert ckpt.serving_class_names({"model_config": {"num_classes": 2}}) == ["class_0", "class_1"]
+
+
+def test_online_trainer_records_its_input_size(tmp_path):
+    from selfsup_perception.core.learning.training.factory import OnlineTrainerSettings, make_online_trainer
+
+    online = make_online_trainer(OnlineTrainerSettings(task="descriptors", dataset_dir=str(tmp_path / "d"),
+                                                       checkpoint_dir=str(tmp_path / "ck"), input_width=64,
+                                                       input_height=48))
+    path = online.trainer.save_checkpoint(tmp_path / "ck")
+    assert ckpt.serving_input_size(ckpt.read_meta(path)) == (64, 48)
+    assert ckpt.version_of(path) == 1 and ckpt.version_dir(tmp_path / "ck", "descriptors", 1) == path

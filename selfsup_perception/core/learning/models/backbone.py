@@ -72,7 +72,11 @@ class Backbone(nn.Module):
         return feats
 
 
+IMAGE_MEAN = 0.45  # of RGB / 255, every channel
+IMAGE_STD = 0.25
+
+
 def normalize_image(rgb_uint8: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) uint8 or float in [0, 255] -> float normalised to about zero mean, unit variance."""
     x = rgb_uint8.float() / 255.0
-    return (x - 0.45) / 0.25
+    return (x - IMAGE_MEAN) / IMAGE_STD

@@ -75,3 +75,8 @@ class DescriptorNet(nn.Module):
         desc = self.forward(x)
         up = F.interpolate(desc, size=x.shape[-2:], mode="bilinear", align_corners=False)
         return F.normalize(up, dim=1)
+
+
+def descriptor_model_from_config(config: dict) -> DescriptorNet:
+    """Rebuild the network from :meth:`DescriptorTask.model_config` (for inference from a checkpoint)."""
+    return DescriptorNet(DescriptorNetConfig.from_dict(config["descriptor_net"]))

@@ -317,3 +317,11 @@ def predict_instances(
         return [Instance(mask=masks[idx[j]], score=float(scores[idx[j]]), box=_box(masks[idx[j]])) for j in keep]
     finally:
         net.train(was_training)
+
+
+def build_instance_model(model_config: dict) -> nn.Module:
+    """Model from ``InstanceSegmentationTask.model_config()`` ({'model': {...}, 'co_teaching': bool})."""
+    if "model" not in model_config:
+        raise ValueError("instance model_config needs a 'model' entry")
+    cfg = InstanceSegConfig.from_dict(model_config["model"])
+    return CoTeachingPair(cfg) if model_config.get("co_teaching", False) else InstanceSegNet(cfg)

@@ -150,3 +150,18 @@ def sample_pixel_features(features: torch.Tensor, pixels: torch.Tensor, image_si
     flat = features.flatten(2)  # (B, C, h*w)
     idx = (fv * w + fu).unsqueeze(1).expand(-1, c, -1)  # (B, C, N)
     return flat.gather(2, idx).permute(0, 2, 1).reshape(-1, c)  # (B*N, C)
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, rgb: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
+    """(B, 3, H, W) -> (B, H, W) long argmax classes (model in eval mode)."""
+    was_training = model.training
+    model.eval()
+    out = [model(rgb[i:i + batch_size].float()).argmax(1) for i in range(0, rgb.shape[0], batch_size)]
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def semantic_model_from_config(model_config: dict) -> SemanticSegNet:
+    """Rebuild the network from its checkpoint ``model_config`` (:meth:`SemanticSegConfig.to_dict`)."""
+    return SemanticSegNet(SemanticSegConfig.from_dict(model_config))

@@ -4,7 +4,7 @@ Layout::
 
     <directory>/<task>/v<version:05d>/model.safetensors   model weights (safetensors)
                                      /meta.json           {task, model_config, step, version, created,
-                                                           dataset_size, metrics, format}
+                                                           dataset_size, metrics, format, inference}
                                      /optimizer.pt        {'optimizer', 'scheduler', 'trainer'} state dicts,
                                                           read with torch.load(weights_only=True)
                         /../promotions.json   which versions passed the promotion gate (serving/promotions.py)
@@ -13,6 +13,8 @@ A version is written into ``<directory>/<task>/.tmp-v<version>-<pid>-<nonce>/`` 
 ``v<version:05d>`` with one ``os.replace`` (atomic on POSIX), with ``meta.json`` written last,
 so a reader never sees a half-written version: a version directory is *valid* when
 ``meta.json`` parses, names the task and version, and ``model.safetensors`` loads.
+``inference`` (:func:`inference_info`) holds what serving needs besides the weights: input size,
+class names, normalisation; no node parameter repeats it.
 Leftover ``.tmp-*`` directories (a killed writer) are ignored and cleaned up by the next save.
 """
 
@@ -27,7 +29,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from safetensors import SafetensorError
@@ -71,6 +73,7 @@ def save_checkpoint(
     dataset_size: int | None = None,
     metrics: dict | None = None,
     extra_meta: dict | None = None,
+    inference: dict | None = None,
 ) -> Path:
     """Write the next version for ``task`` under ``directory``; returns the version directory.
 
@@ -105,13 +108,28 @@ def save_checkpoint(
         if clash:
             raise ValueError(f"extra_meta may not replace {sorted(clash)}")
         meta.update(extra_meta or {})
+        if inference is not None:
+            meta["inference"] = inference
         _fsync_write(tmp / META_FILE, json.dumps(meta, indent=2, sort_keys=True).encode())
-        final = task_dir / f"v{version:05d}"
+        final = version_dir(directory, task, version)
         os.replace(tmp, final)  # atomic; fails if another writer took this version
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def version_dir(directory: str | os.PathLike, task: str, version: int) -> Path:
+    """Where version ``version`` of ``task`` lives under ``directory`` (the one place that knows the layout)."""
+    return Path(directory) / task / f"v{int(version):05d}"
+
+
+def version_of(path: str | os.PathLike) -> int:
+    """The version number of a version directory ``.../v<N>``; ValueError for any other path."""
+    m = _VERSION_RE.match(Path(path).name)
+    if not m:
+        raise ValueError(f"{path} is not a checkpoint version directory (v<NNNNN>)")
+    return int(m.group(1))
 
 
 def _remove_stale_temp_dirs(task_dir: Path) -> None:
@@ -218,24 +236,73 @@ def latest_version(directory: str | os.PathLike, task: str) -> CheckpointInfo | 
 
 
 def build_model_from_meta(meta: dict) -> torch.nn.Module:
-    """Rebuild a model from checkpoint metadata (plain dispatch on the task name)."""
+    """Rebuild a model from checkpoint metadata: each model module builds itself from its config.
+
+    Serving touches only ``models`` and this module, never training tasks.
+    """
+    from selfsup_perception.core.learning.models.descriptor_net import descriptor_model_from_config
+    from selfsup_perception.core.learning.models.instance_segmentation import build_instance_model
+    from selfsup_perception.core.learning.models.semantic_segmentation import semantic_model_from_config
+
+    builders = {
+        "instance_segmentation": build_instance_model,
+        "semantic_segmentation": semantic_model_from_config,
+        "descriptors": descriptor_model_from_config,
+    }
     task = meta["task"]
-    config = meta["model_config"]
-    if task == "instance_segmentation":
-        from selfsup_perception.core.learning.tasks.instance import build_instance_model
+    if task not in builders:
+        raise CheckpointError(
+            f"no model builder known for task {task!r}; pass build_model= to load_model_for_inference"
+        )
+    return builders[task](meta["model_config"])
 
-        return build_instance_model(config)
-    if task == "semantic_segmentation":
-        from selfsup_perception.core.learning.models.semantic_segmentation import SemanticSegConfig, SemanticSegNet
 
-        return SemanticSegNet(SemanticSegConfig.from_dict(config))
-    if task == "descriptors":
-        from selfsup_perception.core.learning.tasks.descriptors import descriptor_model_from_config
+def inference_info(input_size: tuple[int, int], class_names: Sequence[str] | None = None) -> dict:
+    """The ``meta["inference"]`` block: what serving needs besides the weights.
 
-        return descriptor_model_from_config(config)
-    raise CheckpointError(
-        f"no model builder known for task {task!r}; pass build_model= to load_model_for_inference"
-    )
+    ``input_size`` = (width, height) the model was trained at (images are resized to it);
+    ``class_names`` for semantic models (index = class id); ``normalization`` documents how
+    ``models.backbone.normalize_image`` maps uint8 RGB to the network input.
+    """
+    from selfsup_perception.core.learning.models.backbone import IMAGE_MEAN, IMAGE_STD
+
+    width, height = (int(v) for v in input_size)
+    if width < 1 or height < 1:
+        raise ValueError(f"input size must be positive, got {input_size}")
+    return {
+        "input_width": width,
+        "input_height": height,
+        "class_names": list(class_names) if class_names is not None else None,
+        "normalization": {"scale": 255.0, "mean": IMAGE_MEAN, "std": IMAGE_STD},
+    }
+
+
+# Checkpoints written before the metadata carried an ``inference`` block were trained at the
+# trainer's default size of that time (config/trainer.yaml: 160x120).
+LEGACY_INPUT_SIZE = (160, 120)
+
+
+def serving_input_size(meta: dict) -> tuple[int, int]:
+    """(width, height) the checkpoint's model expects, from ``meta["inference"]``."""
+    info = meta.get("inference") or {}
+    try:
+        size = (int(info["input_width"]), int(info["input_height"]))
+    except (KeyError, TypeError, ValueError):
+        LOG.warning("checkpoint %s/v%s has no input size in its metadata; assuming %dx%d",
+                    meta.get("task"), meta.get("version"), *LEGACY_INPUT_SIZE)
+        return LEGACY_INPUT_SIZE
+    if size[0] < 1 or size[1] < 1:
+        raise CheckpointError(f"checkpoint metadata has an invalid input size {size}")
+    return size
+
+
+def serving_class_names(meta: dict) -> list[str]:
+    """Class names of a semantic checkpoint (``class_<i>`` where the metadata has none)."""
+    names = (meta.get("inference") or {}).get("class_names")
+    if names:
+        return [str(n) for n in names]
+    n = int((meta.get("model_config") or {}).get("num_classes", 0) or 0)
+    return [f"class_{i}" for i in range(n)]
 
 
 def load_model_for_inference(

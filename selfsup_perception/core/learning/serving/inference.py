@@ -56,12 +56,13 @@ def segment_semantic(model, rgb: np.ndarray, input_size: tuple[int, int]) -> np.
     """(H, W) uint8 class ids of ``rgb``, predicted at ``input_size`` = (width, height) and upsampled."""
     import torch
 
-    from selfsup_perception.core.learning.tasks.semantic import predict
+    from selfsup_perception.core.learning.models.semantic_segmentation import predict
 
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or rgb.size == 0:
         raise ValueError(f"rgb must be a non-empty (H, W, 3) uint8 image, got {rgb.shape} {rgb.dtype}")
     h, w = rgb.shape[:2]
     small = cv2.resize(rgb, input_size, interpolation=cv2.INTER_AREA) if (w, h) != tuple(input_size) else rgb
     with torch.no_grad():
-        classes = predict(model, torch.from_numpy(small).permute(2, 0, 1).unsqueeze(0))[0].numpy()
+        device = next(model.parameters()).device
+        classes = predict(model, torch.from_numpy(small).permute(2, 0, 1).unsqueeze(0).to(device))[0].cpu().numpy()
     return cv2.resize(classes.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)

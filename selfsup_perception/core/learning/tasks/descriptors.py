@@ -50,7 +50,11 @@ from selfsup_perception.core.learning.losses.correspondence import (
     IdenticalViewLoss,
 )
 from selfsup_perception.core.learning.models.backbone import normalize_image
-from selfsup_perception.core.learning.models.descriptor_net import DescriptorNet, DescriptorNetConfig
+from selfsup_perception.core.learning.models.descriptor_net import (  # noqa: F401 - re-exported
+    DescriptorNet,
+    DescriptorNetConfig,
+    descriptor_model_from_config,
+)
 
 MODES = ("identical", "cycle", "cycle_identical", "geometric")
 
@@ -82,11 +86,6 @@ class DescriptorTaskConfig:
             raise ValueError("num_keypoints must be >= 1")
         if self.alignment_weight < 0 or self.identical_weight < 0 or not 0 <= self.mix_probability <= 1:
             raise ValueError("weights must be >= 0 and mix_probability in [0, 1]")
-
-
-def descriptor_model_from_config(config: dict) -> DescriptorNet:
-    """Rebuild the network from :meth:`DescriptorTask.model_config` (for inference from a checkpoint)."""
-    return DescriptorNet(DescriptorNetConfig.from_dict(config["descriptor_net"]))
 
 
 def resolve_descriptor_checkpoint(path: str | Path) -> Path:

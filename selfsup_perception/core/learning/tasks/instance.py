@@ -49,10 +49,11 @@ from selfsup_perception.core.learning.losses.noisy_labels import (
     robust_set_refine,
     weighted_bce,
 )
-from selfsup_perception.core.learning.models.instance_segmentation import (
+from selfsup_perception.core.learning.models.instance_segmentation import (  # noqa: F401 - re-exported
     CoTeachingPair,
     InstanceSegConfig,
     InstanceSegNet,
+    build_instance_model,
 )
 
 
@@ -100,14 +101,6 @@ class InstanceTaskConfig:
         d = asdict(self)
         d["model"] = self.model.to_dict()
         return d
-
-
-def build_instance_model(model_config: dict) -> nn.Module:
-    """Model from ``InstanceSegmentationTask.model_config()`` ({'model': {...}, 'co_teaching': bool})."""
-    if "model" not in model_config:
-        raise ValueError("instance model_config needs a 'model' entry")
-    cfg = InstanceSegConfig.from_dict(model_config["model"])
-    return CoTeachingPair(cfg) if model_config.get("co_teaching", False) else InstanceSegNet(cfg)
 
 
 def _check_batch(batch: dict) -> None:

@@ -18,7 +18,11 @@ import numpy as np
 import torch
 
 from selfsup_perception.core.learning.losses.focal import FocalLoss
-from selfsup_perception.core.learning.models.semantic_segmentation import SemanticSegConfig, SemanticSegNet
+from selfsup_perception.core.learning.models.semantic_segmentation import (  # noqa: F401 - re-exported
+    SemanticSegConfig,
+    SemanticSegNet,
+    predict,
+)
 from selfsup_perception.core.learning.tasks.region_consistency import (
     WEAK_AUG,
     PhotometricAugConfig,
@@ -74,16 +78,6 @@ class SemanticSegmentationTask:
             keep = target != self.config.ignore_index
             acc = (logits.argmax(1)[keep] == target[keep]).float().mean() if keep.any() else torch.tensor(0.0)
         return loss, {"focal": float(loss.detach()), "pixel_acc": float(acc)}
-
-
-@torch.no_grad()
-def predict(model: torch.nn.Module, rgb: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
-    """(B, 3, H, W) -> (B, H, W) long argmax classes (model in eval mode)."""
-    was_training = model.training
-    model.eval()
-    out = [model(rgb[i:i + batch_size].float()).argmax(1) for i in range(0, rgb.shape[0], batch_size)]
-    model.train(was_training)
-    return torch.cat(out)
 
 
 def confusion_matrix(pred: np.ndarray, target: np.ndarray, num_classes: int, ignore_index: int = -1) -> np.ndarray:

@@ -188,6 +188,7 @@ class OnlineTrainer:
     def _init_round_state(self) -> None:
         self._rng = np.random.default_rng(self.config.seed)
         self.version: Optional[int] = None
+        self.version_path: Optional[Path] = None  # the newest version directory written or resumed
         self.last_round: dict = {}
         self.last_decision: Optional[PromotionDecision] = None
         # held while the gate decides and the ledger changes (rounds run on a worker; rollback on another thread)
@@ -204,11 +205,16 @@ class OnlineTrainer:
         """The gate's decision on the current weights; None: this task has no validation (always promoted)."""
         return None
 
+    def _serving_config(self, trainer_config: TrainerConfig) -> TrainerConfig:
+        """``trainer_config`` with the input size this trainer resizes to, so checkpoints record it."""
+        return dataclasses.replace(trainer_config, input_size=(self.config.input_width, self.config.input_height))
+
     def resume(self) -> Optional[int]:
         """Continue from the newest valid checkpoint; returns its version (None: starting fresh)."""
         info = self.trainer.resume(self.config.checkpoint_dir)
         if info is not None:
             self.version = info.version
+            self.version_path = info.path
             self._rng = np.random.default_rng([self.config.seed, info.version])
         return self.version
 
@@ -239,7 +245,8 @@ class OnlineTrainer:
             path = self.trainer.save_checkpoint(self.config.checkpoint_dir, extra_meta={
                 "promoted": decision.promoted, "promotion_reason": decision.reason, "validation": validation,
                 "served_validation": decision.served.as_dict() if decision.served is not None else {}})
-            self.version = int(path.name.lstrip("v"))
+            self.version = ckpt.version_of(path)
+            self.version_path = path
             if decision.promoted:
                 self.ledger().record_promotion(self.version, decision.reason, validation)
             self.last_decision = decision
@@ -261,7 +268,7 @@ class OnlineInstanceTrainer(OnlineTrainer):
         self.config = config
         self.task = InstanceSegmentationTask(task_config)
         tc = trainer_config or TrainerConfig(lr=1e-3, warmup_steps=20, seed=config.seed, ema_decay=0.99)
-        self.trainer = Trainer(self.task, tc)
+        self.trainer = Trainer(self.task, self._serving_config(tc))
         self.store = SampleStore(config.dataset_dir)
         self.dataset = LabeledDataset(self.store, config.labeler, (config.input_width, config.input_height),
                                       config.include_negatives, config.promotion.validation_fraction)

@@ -95,7 +95,8 @@ class OnlineDescriptorTrainer(OnlineTrainer):
                  task_config: Optional[DescriptorTaskConfig] = None, trainer_config: Optional[TrainerConfig] = None):
         self.config = config
         self.task = DescriptorTask(task_config or DescriptorTaskConfig())
-        self.trainer = Trainer(self.task, trainer_config or TrainerConfig(lr=1e-3, warmup_steps=20, seed=config.seed))
+        self.trainer = Trainer(self.task, self._serving_config(
+            trainer_config or TrainerConfig(lr=1e-3, warmup_steps=20, seed=config.seed)))
         self.dataset = InteractionImages(SampleStore(config.dataset_dir), (config.input_width, config.input_height))
         self._init_round_state()
 

@@ -153,7 +153,7 @@ class OnlineRegionConsistencyTrainer(OnlineTrainer):
         self.config = config
         self.task = RegionConsistencyTask(task_config)
         tc = trainer_config or TrainerConfig(lr=1e-3, warmup_steps=20, seed=config.seed, grad_clip_norm=5.0)
-        self.trainer = Trainer(self.task, tc)
+        self.trainer = Trainer(self.task, self._serving_config(tc))
         self.store = PairStore(config.dataset_dir)
         self.dataset = RegisteredPairDataset(self.store, (config.input_width, config.input_height), config.data)
         self._init_round_state()

@@ -58,6 +58,10 @@ class TrainerConfig:
     device: str = "cpu"
     seed: int | None = 0  # torch.manual_seed before building the model; None leaves the RNG alone
     ema_decay: float = 0.0  # > 0: keep an EMA of the weights and checkpoint/serve it (see module docstring)
+    # what serving needs, written into every checkpoint's metadata (serving.checkpoints.inference_info):
+    # the (width, height) images are resized to for this model, and class names of semantic models
+    input_size: tuple[int, int] | None = None
+    class_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("adamw", "sgd"):
@@ -239,6 +243,8 @@ class Trainer:
             },
             dataset_size=self.config.dataset_size,
             metrics=self.recent_metrics(),
+            inference=(ckpt.inference_info(self.config.input_size, self.config.class_names)
+                       if self.config.input_size is not None else None),
             extra_meta={**({"ema_decay": self.config.ema_decay} if self.ema is not None else {}),
                         **(extra_meta or {})},
         )

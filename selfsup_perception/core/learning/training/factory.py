@@ -1,0 +1,94 @@
+"""Build the online trainer of a task from one flat, typed settings object (ROS-free).
+
+The trainer node turns its parameters into :class:`OnlineTrainerSettings` and calls
+:func:`make_online_trainer`; tests and scripts can do the same without ROS. The
+:class:`~selfsup_perception.core.learning.training.trainer.TrainerConfig` is built here, once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from selfsup_perception.core.learning.training.promotion import PromotionConfig
+from selfsup_perception.core.learning.training.trainer import TrainerConfig
+
+TASKS = ("instance_segmentation", "semantic_segmentation", "descriptors")
+
+
+@dataclass(frozen=True)
+class OnlineTrainerSettings:
+    task: str = "instance_segmentation"
+    dataset_dir: str = "data/interactions"
+    checkpoint_dir: str = "data/checkpoints"
+    labeler: str = "flow"
+    input_width: int = 320
+    input_height: int = 240
+    batch_size: int = 8
+    steps_per_round: int = 40
+    min_samples: int = 4
+    learning_rate: float = 1e-3
+    warmup_steps: int = 20
+    grad_clip_norm: float = 5.0
+    mask_loss: str = "soft_iou"
+    objectness_loss: str = "bootstrap"
+    co_teaching: bool = False
+    seed: int = 0
+    ema_decay: float = 0.99  # the checkpointed, validated and served weights are this EMA (0: raw weights)
+    # promotion gate (instance segmentation; see training/promotion.py)
+    validation_fraction: float = 0.2
+    promotion_margin: float = 0.01
+    min_validation_labels: int = 2
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        self.trainer_config()  # raises on bad values
+        self.promotion_config()
+
+    def trainer_config(self) -> TrainerConfig:
+        return TrainerConfig(lr=self.learning_rate, warmup_steps=self.warmup_steps, seed=self.seed,
+                             grad_clip_norm=self.grad_clip_norm, ema_decay=self.ema_decay)
+
+    def promotion_config(self) -> PromotionConfig:
+        return PromotionConfig(validation_fraction=self.validation_fraction, margin=self.promotion_margin,
+                               min_validation_positives=self.min_validation_labels)
+
+
+def make_online_trainer(s: OnlineTrainerSettings):
+    """The online trainer of ``s.task``; all share resume(), train_round(), version, version_path, trainer,
+    dataset, last_round."""
+    trainer_config = s.trainer_config()
+    if s.task == "semantic_segmentation":
+        from selfsup_perception.core.learning.tasks.region_consistency import RegionConsistencyConfig
+        from selfsup_perception.core.learning.training.online_region_consistency import (
+            OnlineRegionConsistencyConfig,
+            OnlineRegionConsistencyTrainer,
+        )
+
+        return OnlineRegionConsistencyTrainer(
+            OnlineRegionConsistencyConfig(dataset_dir=s.dataset_dir, checkpoint_dir=s.checkpoint_dir,
+                                          input_width=s.input_width, input_height=s.input_height,
+                                          batch_size=s.batch_size, steps_per_round=s.steps_per_round,
+                                          min_pairs=s.min_samples, seed=s.seed),
+            RegionConsistencyConfig(seed=s.seed), trainer_config)
+    if s.task == "descriptors":
+        from selfsup_perception.core.learning.training.online_descriptors import (
+            OnlineDescriptorConfig,
+            OnlineDescriptorTrainer,
+        )
+
+        return OnlineDescriptorTrainer(
+            OnlineDescriptorConfig(dataset_dir=s.dataset_dir, checkpoint_dir=s.checkpoint_dir,
+                                   input_width=s.input_width, input_height=s.input_height, batch_size=s.batch_size,
+                                   steps_per_round=s.steps_per_round, min_samples=s.min_samples, seed=s.seed),
+            trainer_config=trainer_config)
+    from selfsup_perception.core.learning.tasks.instance import InstanceTaskConfig
+    from selfsup_perception.core.learning.training.online import OnlineInstanceTrainer, OnlineTrainingConfig
+
+    return OnlineInstanceTrainer(
+        OnlineTrainingConfig(dataset_dir=s.dataset_dir, labeler=s.labeler, checkpoint_dir=s.checkpoint_dir,
+                             input_width=s.input_width, input_height=s.input_height, batch_size=s.batch_size,
+                             steps_per_round=s.steps_per_round, min_samples=s.min_samples, seed=s.seed,
+                             promotion=s.promotion_config()),
+        InstanceTaskConfig(mask_loss=s.mask_loss, objectness_loss=s.objectness_loss, co_teaching=s.co_teaching),
+        trainer_config)
