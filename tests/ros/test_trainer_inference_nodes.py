@@ -14,6 +14,7 @@ from sensor_msgs.msg import Image
 
 from selfsup_perception.core.dataset.sample_store import SampleStore
 from selfsup_perception.core.learning.serving import checkpoints as ckpt
+from selfsup_perception.core.learning.serving.promotions import PromotionLedger
 from selfsup_perception.core.types import MaskLabel
 from selfsup_perception.msg import ModelVersion, TrainerStatus
 from selfsup_perception.nodes.inference_node import InferenceNode
@@ -71,7 +72,8 @@ def test_trainer_publishes_versions_and_resumes_after_a_kill(spinner, tmp_path):
 
 @pytest.fixture
 def trained(tmp_path):
-    """Two checkpoint versions trained on tiny images."""
+    """Two checkpoint versions trained on tiny images, both promoted (4 labels hold out no validation set,
+    so the gate keeps them as candidates; the promotion is recorded here by hand)."""
     from selfsup_perception.core.learning.training.online import OnlineInstanceTrainer, OnlineTrainingConfig
 
     labeled_store(tmp_path / "ds")
@@ -81,6 +83,10 @@ def trained(tmp_path):
                                                         min_samples=2))
     online.train_round()
     online.train_round()
+    assert not online.last_decision.promoted and "positive validation labels" in online.last_decision.reason
+    ledger = PromotionLedger.load(tmp_path / "ck", "instance_segmentation")
+    ledger.record_promotion(1, "promoted by the test fixture")
+    ledger.record_promotion(2, "promoted by the test fixture")
     return tmp_path / "ck"
 
 
@@ -105,7 +111,7 @@ def test_hot_swap_under_concurrent_requests_drops_nothing(spinner, trained):
     with ThreadPoolExecutor(3) as pool:
         futures = [pool.submit(hammer) for _ in range(3)]
         for version in (1, 2, 1, 2):
-            pub.publish(ModelVersion(task="instance_segmentation", version=version))
+            pub.publish(ModelVersion(task="instance_segmentation", version=version, promoted=True))
             assert wait_for(lambda: node.registry.active_names().get("instance_segmentation")
                             == f"instance_segmentation/v{version}", 30)
             n = len(results)
