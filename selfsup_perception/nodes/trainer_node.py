@@ -26,6 +26,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_srvs.srv import SetBool
 
+from selfsup_perception.core.learning.serving import checkpoints as ckpt
 from selfsup_perception.core.learning.serving.promotions import PromotionError, served_version
 from selfsup_perception.core.learning.training.factory import OnlineTrainerSettings, make_online_trainer
 from selfsup_perception.core.learning.training.trainer import NonFiniteLossError
@@ -177,13 +178,11 @@ class TrainerNode(Node):
 
     def _served_message(self, rolled_back: bool = False) -> ModelVersion | None:
         """ModelVersion of the served version (from the ledger and its metadata), None if nothing is served."""
-        from selfsup_perception.core.learning.serving import checkpoints as ckpt
-
         p = self.params
         version = served_version(p.checkpoint_dir, p.task)
         if version is None:
             return None
-        path = Path(p.checkpoint_dir) / p.task / f"v{version:05d}"
+        path = ckpt.version_dir(p.checkpoint_dir, p.task, version)
         meta = ckpt.read_meta(path)
         event = self.online.ledger().last_event(version) or {}
         msg = ModelVersion(task=p.task, version=version, step=int(meta["step"]), checkpoint_path=str(path),
