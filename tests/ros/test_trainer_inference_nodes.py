@@ -143,7 +143,7 @@ def test_bad_requests_get_clear_errors_and_the_node_keeps_serving(spinner, train
         res = wait_future(seg.call_async(SegmentImage.Request(image=image, model_version=version)), 20)
         assert not res.success and expected in res.message, (name, res.message)
     res = wait_future(load.call_async(LoadModel.Request(task="descriptors", version=-1)), 20)
-    assert not res.success and "no descriptors model" in res.message
+    assert not res.success and "no promoted descriptors model" in res.message
     res = wait_future(load.call_async(LoadModel.Request(task="instance_segmentation", version=1)), 20)
     assert res.success and res.active.version == 1
     res = wait_future(seg.call_async(SegmentImage.Request(image=good)), 20)
