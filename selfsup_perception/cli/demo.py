@@ -27,6 +27,8 @@ from typing import Optional, Sequence
 import rclpy
 from rclpy.action import ActionClient
 from rclpy.executors import SingleThreadedExecutor
+from rclpy.parameter import Parameter
+from rcl_interfaces.srv import SetParameters
 
 from selfsup_perception.action import ExecuteInteraction
 from selfsup_perception.core.dataset.sample_store import SampleStore
@@ -58,6 +60,14 @@ class DemoClient:
         self._spin.start()
         self.action = ActionClient(self.node, ExecuteInteraction, "execute_interaction")
         self.reset = self.node.create_client(SimResetScene, "/sim/reset_scene")
+        self.interaction_params = self.node.create_client(SetParameters, "/interaction/set_parameters")
+
+    def set_scene_id(self, scene_id: str) -> None:
+        """Tell the interaction node which scene its next samples belong to (label provenance, validation split)."""
+        req = SetParameters.Request(parameters=[Parameter("scene_id", value=scene_id).to_parameter_msg()])
+        res = call_service(self.interaction_params, req, 10.0)
+        if not res.results[0].successful:
+            raise RuntimeError(f"interaction node refused scene_id: {res.results[0].reason}")
 
     def wait_ready(self, timeout_s: float = 90.0) -> None:
         if not self.action.wait_for_server(timeout_sec=timeout_s):
@@ -92,6 +102,7 @@ def run_interactions(client: DemoClient, num_pushes: int, scene_every: int, clut
     for i in range(num_pushes):
         if i % scene_every == 0:
             res = call_service(client.reset, SimResetScene.Request(seed=seed + i, split="train", clutter=clutter), 30.0)
+            client.set_scene_id(f"train-{seed + i}")
             log(f"  scene {seed + i}: {res.message}")
         t0 = time.monotonic()
         result = client.push()

@@ -66,6 +66,8 @@ class InteractionParams:
     sim_ground_truth: bool = field_with_help(False, "store simulator ground truth with samples (evaluation only)")
     use_model_hypotheses: bool = field_with_help(False, "choose objects from the segmentation service's masks")
     segment_service: str = field_with_help("segment_image", "SegmentImage service used for hypotheses")
+    scene_id: str = field_with_help("", "scene/episode id recorded with each sample (set it when the scene changes; "
+                                    "the promotion gate keeps a scene's pushes on one side of its split)")
     workspace_x: list = field_with_help([0.35, 0.75], "workspace x range (m, world frame)")
     workspace_y: list = field_with_help([-0.25, 0.25], "workspace y range (m, world frame)")
 
@@ -204,6 +206,9 @@ class InteractionNode(Node):
             goal_handle.abort()
             return result
         sample = episode.sample
+        sample.scene_id = str(self.get_parameter("scene_id").value)  # changes with the scene
+        if episode.timings.get("candidate_source") == "model":
+            sample.model_version = self._last_model_version  # the model whose hypothesis chose this action
         if gt_store is not None and len(gt_store) == 2:
             sample.ground_truth = self._ground_truth(gt_store[0], gt_store[1])
             if p.use_model_hypotheses:
