@@ -303,3 +303,14 @@ def test_replay_balances_new_and_old_positives_and_negatives(tmp_path):
     assert new_share > 2 * natural_new  # new labels are replayed far more than uniformly
     batch = next(ds.batches(8, rng))
     assert batch["rgb"].shape == (8, 3, H, W)
+
+
+def test_recording_a_promotion_after_its_meta_was_written_records_it_once(tmp_path):
+    """The trainer writes meta.json (promoted) first, then the ledger: one event, not a recovered one too."""
+    _versions(tmp_path, 1)
+    PromotionLedger.load(tmp_path, TASK).record_promotion(1, "test")
+    ckpt.save_checkpoint(tmp_path, task=TASK, model=torch.nn.Linear(2, 1), model_config={}, step=2,
+                         extra_meta={"promoted": True, "validation": {"score": 0.5}})
+    PromotionLedger.load(tmp_path, TASK).record_promotion(2, "beat v1", {"score": 0.5})
+    events = PromotionLedger.load(tmp_path, TASK).events
+    assert [(e["version"], e["reason"], e["previous"]) for e in events] == [(1, "test", None), (2, "beat v1", 1)]

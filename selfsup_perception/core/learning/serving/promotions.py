@@ -95,7 +95,10 @@ class PromotionLedger:
 
     # ------------------------------------------------------------------ writing
     def record_promotion(self, version: int, reason: str, validation: Optional[dict] = None) -> None:
-        """``version`` passed the gate: serve it from now on."""
+        """``version`` passed the gate: serve it from now on (idempotent after a reconciliation on load)."""
+        if self.events and self.events[-1]["event"] == "promoted" and int(self.events[-1]["version"]) == int(version):
+            self.served = int(self.events[-1]["previous"]) if self.events[-1]["previous"] is not None else None
+            self.events.pop()  # recovered from meta.json by load(): replaced by the full record below
         self.events.append(_event("promoted", int(version), self.served, reason, validation or {}))
         self.served = int(version)
         self._save()
