@@ -296,6 +296,7 @@ class InferenceNode(LifecycleNode):
                 loaded = self.registry.activate(request.task, int(request.version), request.checkpoint_path)
             else:
                 version = self.registry.served_version(request.task) if request.version < 0 else int(request.version)
+                self.registry.load(request.task, version)  # a clear error if it does not exist
                 if not self.registry.is_promoted(request.task, version):
                     raise ModelNotAvailableError(f"{request.task} v{version} is a candidate that was not promoted; "
                                                  "only promoted versions are served")
