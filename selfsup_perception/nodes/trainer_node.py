@@ -62,7 +62,9 @@ class TrainerParams:
     max_rounds: int = field_with_help(0, "stop after this many rounds (0 = never)")
     seed: int = field_with_help(0, "seed of initialisation and batch sampling")
     torch_threads: int = field_with_help(2, "CPU threads for training (leave cores to the robot's other work)")
-    ema_decay: float = field_with_help(0.99, "instance: serve an EMA of the weights with this decay (0 = raw weights)")
+    ema_decay: float = field_with_help(0.99, "checkpoint and serve an EMA of the weights with this decay (0 = raw)")
+    lr_schedule: str = field_with_help("constant", "after the warm-up: constant | cyclic_cosine (warm-up_steps + "
+                                       "cosine decay again in every round)")
     validation_fraction: float = field_with_help(0.2, "instance: share of labels held out to validate versions "
                                                  "(split by a hash of the scene/sample id)")
     promotion_margin: float = field_with_help(0.01, "instance: a version is served only if its validation score "
@@ -88,7 +90,8 @@ def settings_from_params(p: TrainerParams) -> OnlineTrainerSettings:
         input_width=p.input_width, input_height=p.input_height, batch_size=p.batch_size,
         steps_per_round=p.steps_per_round, min_samples=p.min_samples, learning_rate=p.learning_rate,
         warmup_steps=p.warmup_steps, mask_loss=p.mask_loss, objectness_loss=p.objectness_loss,
-        co_teaching=p.co_teaching, seed=p.seed, ema_decay=p.ema_decay, validation_fraction=p.validation_fraction,
+        co_teaching=p.co_teaching, seed=p.seed, ema_decay=p.ema_decay, lr_schedule=p.lr_schedule,
+        validation_fraction=p.validation_fraction,
         promotion_margin=p.promotion_margin, min_validation_labels=p.min_validation_labels)
 
 

@@ -314,3 +314,13 @@ def test_recording_a_promotion_after_its_meta_was_written_records_it_once(tmp_pa
     PromotionLedger.load(tmp_path, TASK).record_promotion(2, "beat v1", {"score": 0.5})
     events = PromotionLedger.load(tmp_path, TASK).events
     assert [(e["version"], e["reason"], e["previous"]) for e in events] == [(1, "test", None), (2, "beat v1", 1)]
+
+
+def test_online_settings_build_the_schedule_and_refuse_bad_values():
+    from selfsup_perception.core.learning.training.factory import OnlineTrainerSettings
+
+    tc = OnlineTrainerSettings(lr_schedule="cyclic_cosine", steps_per_round=20, warmup_steps=5).trainer_config()
+    assert (tc.schedule, tc.total_steps, tc.warmup_steps, tc.ema_decay) == ("cyclic_cosine", 20, 5, 0.99)
+    for bad in ({"lr_schedule": "sawtooth"}, {"ema_decay": 1.0}, {"validation_fraction": 0.0}):
+        with pytest.raises(ValueError):
+            OnlineTrainerSettings(**bad)

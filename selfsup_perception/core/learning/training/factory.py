@@ -34,6 +34,7 @@ class OnlineTrainerSettings:
     co_teaching: bool = False
     seed: int = 0
     ema_decay: float = 0.99  # the checkpointed, validated and served weights are this EMA (0: raw weights)
+    lr_schedule: str = "constant"  # after the warm-up; 'cyclic_cosine': warm-up + cosine decay in every round
     # promotion gate (instance segmentation; see training/promotion.py)
     validation_fraction: float = 0.2
     promotion_margin: float = 0.01
@@ -46,8 +47,12 @@ class OnlineTrainerSettings:
         self.promotion_config()
 
     def trainer_config(self) -> TrainerConfig:
+        if self.lr_schedule not in ("constant", "cyclic_cosine"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cyclic_cosine', got {self.lr_schedule!r}")
+        cyclic = self.lr_schedule == "cyclic_cosine"
         return TrainerConfig(lr=self.learning_rate, warmup_steps=self.warmup_steps, seed=self.seed,
-                             grad_clip_norm=self.grad_clip_norm, ema_decay=self.ema_decay)
+                             grad_clip_norm=self.grad_clip_norm, ema_decay=self.ema_decay, schedule=self.lr_schedule,
+                             total_steps=self.steps_per_round if cyclic else TrainerConfig.total_steps)
 
     def promotion_config(self) -> PromotionConfig:
         return PromotionConfig(validation_fraction=self.validation_fraction, margin=self.promotion_margin,
