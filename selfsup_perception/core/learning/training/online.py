@@ -242,13 +242,14 @@ class OnlineTrainer:
             if decision is None:
                 decision = PromotionDecision(True, "promoted: this task has no validation set", None)
             validation = decision.candidate.as_dict() if decision.candidate is not None else {}
+            ledger = self.ledger()  # read before this version exists: its promotion is recorded once, below
             path = self.trainer.save_checkpoint(self.config.checkpoint_dir, extra_meta={
                 "promoted": decision.promoted, "promotion_reason": decision.reason, "validation": validation,
                 "served_validation": decision.served.as_dict() if decision.served is not None else {}})
             self.version = ckpt.version_of(path)
             self.version_path = path
             if decision.promoted:
-                self.ledger().record_promotion(self.version, decision.reason, validation)
+                ledger.record_promotion(self.version, decision.reason, validation)
             self.last_decision = decision
         LOG.info("%s v%d: %s", self.task_name, self.version, decision.reason)
         losses = {k: float(np.mean([r[k] for r in records if k in r])) for k in records[0]
