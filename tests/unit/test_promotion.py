@@ -324,3 +324,13 @@ def test_online_settings_build_the_schedule_and_refuse_bad_values():
     for bad in ({"lr_schedule": "sawtooth"}, {"ema_decay": 1.0}, {"validation_fraction": 0.0}):
         with pytest.raises(ValueError):
             OnlineTrainerSettings(**bad)
+
+
+def test_an_unreadable_ledger_serves_nothing_with_the_reason(tmp_path):
+    from selfsup_perception.core.learning.serving.model_registry import ModelNotAvailableError, ModelRegistry
+
+    _versions(tmp_path, 1)
+    (tmp_path / TASK / "promotions.json").write_text("{not json")
+    with pytest.raises(ModelNotAvailableError, match="promotion ledger .* is unreadable"):
+        ModelRegistry(tmp_path).served_version(TASK)
+    assert not ModelRegistry(tmp_path).is_promoted(TASK, 1)

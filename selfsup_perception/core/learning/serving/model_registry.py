@@ -54,13 +54,19 @@ class ModelRegistry:
 
     def served_version(self, task: str) -> int:
         """The promoted version to serve (:func:`promotions.served_version`); ModelNotAvailableError if none."""
-        version = promotions.served_version(self.checkpoint_dir, task)
+        try:
+            version = promotions.served_version(self.checkpoint_dir, task)
+        except promotions.PromotionError as exc:  # an unreadable ledger: serve nothing rather than a candidate
+            raise ModelNotAvailableError(str(exc)) from exc
         if version is None:
             raise ModelNotAvailableError(f"no promoted {task} model in {self.checkpoint_dir} yet")
         return version
 
     def is_promoted(self, task: str, version: int) -> bool:
-        return promotions.is_promoted(self.checkpoint_dir, task, version)
+        try:
+            return promotions.is_promoted(self.checkpoint_dir, task, version)
+        except promotions.PromotionError:
+            return False
 
     def load(self, task: str, version: int = -1, path: Optional[str | Path] = None) -> LoadedModel:
         """Load (without activating) ``version`` of ``task`` (-1 = newest), or the version directory ``path``."""
