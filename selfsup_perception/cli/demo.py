@@ -34,7 +34,7 @@ from selfsup_perception.action import ExecuteInteraction
 from selfsup_perception.cli.demo_report import build_report, promotion_table
 from selfsup_perception.core.dataset.sample_store import SampleStore
 from selfsup_perception.graph import learning_graph
-from selfsup_perception.launcher import GraphProcess, exit_on_sigterm
+from selfsup_perception.launcher import GraphProcess, exit_on_sigterm, parse_overrides
 from selfsup_perception.ros.service_calls import call_service
 from selfsup_perception.srv import SimResetScene
 
@@ -292,6 +292,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--eval-scenes", type=int, default=12, help="held-out scenes of novel objects")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="data/demo", help="runs are stored under OUT/run_<time>/")
+    parser.add_argument("-p", "--param", action="append", default=[],
+                        help="node.param:=value override on top of the demo's (e.g. trainer.validation_split_by:=sample)")
     args = parser.parse_args(argv)
     exit_on_sigterm()
 
@@ -308,6 +310,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     "steps_per_round": 20, "update_interval_s": 1.0},
         "inference": {"checkpoint_dir": str(checkpoint_dir), "torch_threads": 1},
     }
+    for node, params in parse_overrides(args.param).items():
+        overrides.setdefault(node, {}).update(params)
     t0 = time.monotonic()
     sections: dict[str, str] = {}
     with rclpy.init():

@@ -70,6 +70,8 @@ class TrainerParams:
     promotion_margin: float = field_with_help(0.01, "instance: a version is served only if its validation score "
                                               "beats the served one by this much")
     min_validation_labels: int = field_with_help(2, "instance: positive validation labels needed to promote")
+    validation_split_by: str = field_with_help("scene", "instance: hash the scene id (pushes of a scene on one side) "
+                                               "or the sample id (validation fills steadily): scene | sample")
 
     def __post_init__(self) -> None:
         if self.task not in ("instance_segmentation", "semantic_segmentation", "descriptors"):
@@ -92,7 +94,8 @@ def settings_from_params(p: TrainerParams) -> OnlineTrainerSettings:
         warmup_steps=p.warmup_steps, mask_loss=p.mask_loss, objectness_loss=p.objectness_loss,
         co_teaching=p.co_teaching, seed=p.seed, ema_decay=p.ema_decay, lr_schedule=p.lr_schedule,
         validation_fraction=p.validation_fraction,
-        promotion_margin=p.promotion_margin, min_validation_labels=p.min_validation_labels)
+        promotion_margin=p.promotion_margin, min_validation_labels=p.min_validation_labels,
+        validation_split_by=p.validation_split_by)
 
 
 class TrainerNode(Node):

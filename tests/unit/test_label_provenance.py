@@ -59,6 +59,7 @@ def test_a_label_split_follows_its_scene(tmp_path):
     label = MaskLabel(np.zeros((2, 2), bool), False, True, provenance={"scene_id": "train-3"})
     assert split_key("a", label) == split_key("b", label) == "scene:train-3"  # pushes of one scene: one side
     assert split_key("a", MaskLabel(np.zeros((2, 2), bool), False, True)) == "a"
+    assert split_key("a", label, split_by="sample") == "a"  # the steadier, scene-leaking alternative
 
 
 def test_relabel_keeps_old_labels_beside_the_new(tmp_path, capsys):

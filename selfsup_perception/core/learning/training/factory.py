@@ -39,6 +39,7 @@ class OnlineTrainerSettings:
     validation_fraction: float = 0.2
     promotion_margin: float = 0.01
     min_validation_labels: int = 2
+    validation_split_by: str = "scene"  # 'scene' | 'sample' (training/promotion.py)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -56,7 +57,8 @@ class OnlineTrainerSettings:
 
     def promotion_config(self) -> PromotionConfig:
         return PromotionConfig(validation_fraction=self.validation_fraction, margin=self.promotion_margin,
-                               min_validation_positives=self.min_validation_labels)
+                               min_validation_positives=self.min_validation_labels,
+                               split_by=self.validation_split_by)
 
 
 def make_online_trainer(s: OnlineTrainerSettings):

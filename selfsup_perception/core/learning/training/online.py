@@ -83,8 +83,11 @@ def resize_item(rgb: np.ndarray, mask: np.ndarray, action_pixel, size: tuple[int
     return {"rgb": rgb_s, "mask": mask_s, "action_pixel": ((u + 0.5) * sx - 0.5, (v + 0.5) * sy - 0.5)}
 
 
-def split_key(sample_id: str, label) -> str:
-    """What the train/validation split hashes: the label's scene (or episode) id when recorded, else the sample id."""
+def split_key(sample_id: str, label, split_by: str = "scene") -> str:
+    """What the train/validation split hashes: the label's scene (or episode) id when recorded (and
+    ``split_by`` is 'scene'), else the sample id."""
+    if split_by == "sample":
+        return sample_id
     prov = getattr(label, "provenance", None) or {}
     scene = prov.get("scene_id") or prov.get("episode_id")
     return f"scene:{scene}" if scene else sample_id
@@ -103,6 +106,7 @@ class LabeledDataset:
     size: tuple[int, int]  # (width, height)
     include_negatives: bool = True
     validation_fraction: float = 0.0
+    split_by: str = "scene"  # see split_key
     items: list = field(default_factory=list)
     validation: list = field(default_factory=list)
     _seen: set = field(default_factory=set)
@@ -133,7 +137,8 @@ class LabeledDataset:
             item["sample_id"] = sample_id
             self._seen.add(sample_id)
             added += 1
-            if self.validation_fraction > 0 and is_validation(split_key(sample_id, label), self.validation_fraction):
+            if self.validation_fraction > 0 and is_validation(split_key(sample_id, label, self.split_by),
+                                                                self.validation_fraction):
                 self.validation.append(item)
                 continue
             self.items.append(item)
@@ -272,7 +277,8 @@ class OnlineInstanceTrainer(OnlineTrainer):
         self.trainer = Trainer(self.task, self._serving_config(tc))
         self.store = SampleStore(config.dataset_dir)
         self.dataset = LabeledDataset(self.store, config.labeler, (config.input_width, config.input_height),
-                                      config.include_negatives, config.promotion.validation_fraction)
+                                      config.include_negatives, config.promotion.validation_fraction,
+                                      config.promotion.split_by)
         self.gate = PromotionGate(config.promotion)
         self._served_scores: dict[tuple[int, int], ValidationScores] = {}  # (version, validation size) -> scores
         self._init_round_state()

@@ -4,9 +4,10 @@ Everything here is measured on the robot's *own* labels (the labeler's masks), n
 simulator ground truth, so it works unchanged on a robot:
 
 * **Split.** :func:`is_validation` puts a label in the held-out validation set by a hash of
-  its key (the scene/episode id when the label records one, else the sample id): the split
-  is deterministic, survives restarts, never moves a label between sets as the dataset grows,
-  and keeps pushes of one scene on one side.
+  its key (``split_by`` 'scene': the scene/episode id when the label records one, else the
+  sample id; 'sample': the sample id): the split is deterministic, survives restarts, never
+  moves a label between sets as the dataset grows, and (by scene) keeps pushes of one scene
+  on one side.
 * **Scores** (:func:`validation_scores`), on the validation labels at the training input size:
 
   - ``mask_iou``: mean IoU between the point-conditioned mask queried at the action pixel
@@ -142,6 +143,9 @@ class PromotionConfig:
     min_validation_positives: int = 2  # no promotion on less evidence
     min_score: float = 0.05  # the first promoted version must at least reach this score
     overlap_to_count: float = 0.5  # see module docstring (ap50)
+    # 'scene': hash the label's scene id (all pushes of a scene on one side; validation fills a scene at a
+    # time), 'sample': hash the sample id (validation fills steadily; pushes of one scene on both sides)
+    split_by: str = "scene"
 
     def __post_init__(self) -> None:
         if not 0.0 < self.validation_fraction < 1.0:
@@ -150,6 +154,8 @@ class PromotionConfig:
             raise ValueError("margin and max_metric_drop must be >= 0 and min_validation_positives >= 1")
         if not 0.0 < self.overlap_to_count <= 1.0:
             raise ValueError(f"overlap_to_count must be in (0, 1], got {self.overlap_to_count}")
+        if self.split_by not in ("scene", "sample"):
+            raise ValueError(f"split_by must be 'scene' or 'sample', got {self.split_by!r}")
 
 
 @dataclass(frozen=True)
