@@ -131,6 +131,8 @@ def s(iou, ap, pos=5):
     (s(0.505, 0.50), s(0.50, 0.50), False, "does not beat the served 0.500 by 0.01"),
     (s(0.40, 0.50), s(0.50, 0.50), False, "mask_iou 0.400 fell below the served 0.500"),
     (s(0.90, 0.20), s(0.50, 0.50), False, "ap50 0.200 fell below the served 0.500"),
+    (ValidationScores(0.7, 0.8, 1.0, 5, 2), ValidationScores(0.6, 0.8, 0.0, 5, 2), False,
+     "sees an object at 1.00 of the pushes that moved nothing (served: 0.00)"),
 ])
 def test_gate_decisions(candidate, served, promoted, why):
     decision = PromotionGate(PromotionConfig()).decide(candidate, served)

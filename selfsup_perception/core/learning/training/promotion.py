@@ -18,12 +18,14 @@ simulator ground truth, so it works unchanged on a robot:
     are not counted either way; predictions on the labelled object that do not match it are
     false positives;
   - ``negative_hit``: fraction of negative labels (a push that moved nothing) where a
-    predicted instance covers the action pixel (reported, not part of the score);
+    predicted instance covers the action pixel (not part of the score: a rule, below);
   - ``score`` = (mask_iou + ap50) / 2.
 * **Gate** (:class:`PromotionGate`): with nothing served yet, a candidate is promoted when its
   score reaches ``min_score``; otherwise when its score beats the served version's score on
-  the *same* validation labels (re-measured now: the set grows) by ``margin`` and neither
-  ``mask_iou`` nor ``ap50`` falls by more than ``max_metric_drop``. With fewer than
+  the *same* validation labels (re-measured now: the set grows) by ``margin``, neither
+  ``mask_iou`` nor ``ap50`` falls by more than ``max_metric_drop``, and ``negative_hit`` does
+  not rise by more than ``max_metric_drop`` (the validation AP cannot see false objects on
+  the background; a negative label is background the robot has tested). With fewer than
   ``min_validation_positives`` positive validation labels nothing is promoted (no evidence).
 """
 
@@ -188,6 +190,10 @@ class PromotionGate:
             if new < old - c.max_metric_drop:
                 return PromotionDecision(False, f"kept as candidate: {name} {new:.3f} fell below the served "
                                                 f"{old:.3f} by more than {c.max_metric_drop}", candidate, served)
+        if candidate.num_negative and candidate.negative_hit > served.negative_hit + c.max_metric_drop:
+            return PromotionDecision(False, f"kept as candidate: it sees an object at {candidate.negative_hit:.2f} of "
+                                            f"the pushes that moved nothing (served: {served.negative_hit:.2f})",
+                                     candidate, served)
         if candidate.score < served.score + c.margin:
             return PromotionDecision(False, f"kept as candidate: score {candidate.score:.3f} does not beat the "
                                             f"served {served.score:.3f} by {c.margin}", candidate, served)
