@@ -4,7 +4,7 @@ import numpy as np
 
 from selfsup_perception.core.dataset.sample_store import SampleStore
 from selfsup_perception.core.learning.tasks.instance import synthetic_items
-from selfsup_perception.core.learning.training.promotion import is_validation
+from selfsup_perception.core.learning.training.online import LabeledDataset
 from selfsup_perception.core.types import (
     CameraIntrinsics,
     InteractionKind,
@@ -41,11 +41,20 @@ def toy_store(root, n=24, seed=0, labeler="flow"):
     return store, ids
 
 
+def validation_ids(store, fraction, min_positives=2, reserve_after=4, labeler="flow"):
+    """The sample ids the online trainer holds out (hash + quota, as OnlineInstanceTrainer splits them)."""
+    ds = LabeledDataset(store, labeler, (W, H), validation_fraction=fraction, min_validation_positives=min_positives,
+                        reserve_after=reserve_after)
+    ds.refresh()
+    return {it["sample_id"] for it in ds.validation}
+
+
 def corrupt_training_labels(store, ids, fraction, labeler="flow", seed=0):
-    """Replace every *training* label (not held out at ``fraction``) by a wrong mask: a box away from the object."""
+    """Replace every *training* label (not held out) by a wrong mask: a box away from the object."""
     rng = np.random.default_rng(seed)
+    held_out = validation_ids(store, fraction, labeler=labeler)
     for sid in ids:
-        if is_validation(sid, fraction):
+        if sid in held_out:
             continue
         label = store.read_label(sid, labeler)
         wrong = np.zeros_like(label.mask)

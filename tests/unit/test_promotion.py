@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from promotion_factory import H, W, corrupt_training_labels, toy_store
+from promotion_factory import H, W, corrupt_training_labels, toy_store, validation_ids
 
 from selfsup_perception.core.learning.serving import checkpoints as ckpt
 from selfsup_perception.core.learning.serving.promotions import (
@@ -218,7 +218,10 @@ def test_online_rounds_promote_better_versions_and_keep_worse_ones_as_candidates
     path = online.train_round()
     meta = ckpt.read_meta(path)
     assert meta["promoted"] is True and "first promoted version" in meta["promotion_reason"]
-    assert meta["validation"]["num_positive"] == 10 and meta["validation"]["score"] > 0.2
+    held_out = validation_ids(store, 0.3)
+    assert held_out >= {s for s in ids if is_validation(s, 0.3)}  # the hash's share, plus the quota if needed
+    positives = sum(not store.read_label(s, "flow").is_negative for s in held_out)
+    assert meta["validation"]["num_positive"] == positives >= 2 and meta["validation"]["score"] > 0.2
     assert served_version(cfg.checkpoint_dir, TASK) == 1
     served_score = meta["validation"]["score"]
     # the robot's training labels go bad (e.g. a broken labeler); validation labels stay right
@@ -286,6 +289,22 @@ def test_cyclic_schedule_warms_up_and_decays_every_round():
 
 
 # ---------------------------------------------------------------------------- replay
+
+
+def test_quota_holds_out_enough_positives_when_the_hash_would_not(tmp_path):
+    store, ids = toy_store(tmp_path / "ds", n=12)
+    by_hash = {s for s in ids if is_validation(s, 0.01)}
+    ds = LabeledDataset(store, "flow", (W, H), validation_fraction=0.01, min_validation_positives=2, reserve_after=4)
+    ds.refresh()
+    held_out = [it for it in ds.validation]
+    assert sum(not it["is_negative"] for it in held_out) >= 2 and len(held_out) >= len(by_hash)
+    train_ids = [it["sample_id"] for it in ds.items]
+    assert len(train_ids) >= 4 and sorted(train_ids)[:4] == sorted(ids)[:4]  # the first labels train
+    # deterministic: a restart reads the labels in id order again and gives the same split
+    again = LabeledDataset(store, "flow", (W, H), validation_fraction=0.01, min_validation_positives=2,
+                           reserve_after=4)
+    again.refresh()
+    assert [it["sample_id"] for it in again.validation] == [it["sample_id"] for it in held_out]
 
 
 def test_replay_balances_new_and_old_positives_and_negatives(tmp_path):

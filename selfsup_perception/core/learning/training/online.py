@@ -11,8 +11,10 @@ checkpoint: no labelled data lives only in memory (it is re-read from the sample
 no step is lost beyond the round that was running.
 
 Labels are split deterministically into training and validation (:func:`.promotion.is_validation`
-on the label's scene id, else its sample id); only the robot's own labels are read, never
-the simulator's ground truth. Batches replay old labels beside new ones: each drawn item is a
+on the label's scene id, else its sample id; plus a quota: once ``min_samples`` training labels
+exist, positive labels go to validation with their scene until it holds the gate's
+``min_validation_positives``, so a few unlucky hashes cannot starve the gate); only the
+robot's own labels are read, never the simulator's ground truth. Batches replay old labels beside new ones: each drawn item is a
 negative with probability ``negative_fraction`` (when there are negatives), and comes from the
 labels added by the newest refresh with probability ``new_fraction`` (when there are new ones),
 else from all labels of its kind.
@@ -107,6 +109,10 @@ class LabeledDataset:
     include_negatives: bool = True
     validation_fraction: float = 0.0
     split_by: str = "scene"  # see split_key
+    # quota: once ``reserve_after`` training labels exist, positive labels go to validation (with their
+    # scene) until it holds ``min_validation_positives`` of them, so the gate is not starved by the hash
+    min_validation_positives: int = 0
+    reserve_after: int = 0
     items: list = field(default_factory=list)
     validation: list = field(default_factory=list)
     _seen: set = field(default_factory=set)
@@ -114,6 +120,7 @@ class LabeledDataset:
     num_negative: int = 0
     num_discarded: int = 0
     _new_start: int = 0  # items[_new_start:] were added by the newest refresh that added any
+    _reserved_keys: set = field(default_factory=set)  # split keys sent to validation by the quota
 
     def refresh(self) -> int:
         """Load labels written since the last call; returns how many items were added (both splits)."""
@@ -137,8 +144,7 @@ class LabeledDataset:
             item["sample_id"] = sample_id
             self._seen.add(sample_id)
             added += 1
-            if self.validation_fraction > 0 and is_validation(split_key(sample_id, label, self.split_by),
-                                                                self.validation_fraction):
+            if self._held_out(split_key(sample_id, label, self.split_by), bool(label.is_negative)):
                 self.validation.append(item)
                 continue
             self.items.append(item)
@@ -147,6 +153,18 @@ class LabeledDataset:
         if len(self.items) > first_new:
             self._new_start = first_new
         return added
+
+    def _held_out(self, key: str, is_negative: bool) -> bool:
+        """Validation by the hash of ``key``, or by the quota (deterministic: labels are read in id order)."""
+        if self.validation_fraction <= 0:
+            return False
+        if key in self._reserved_keys or is_validation(key, self.validation_fraction):
+            return True
+        positives = sum(not it["is_negative"] for it in self.validation)
+        if not is_negative and positives < self.min_validation_positives and len(self.items) >= self.reserve_after:
+            self._reserved_keys.add(key)
+            return True
+        return False
 
     def __len__(self) -> int:
         return len(self.items)
@@ -278,7 +296,8 @@ class OnlineInstanceTrainer(OnlineTrainer):
         self.store = SampleStore(config.dataset_dir)
         self.dataset = LabeledDataset(self.store, config.labeler, (config.input_width, config.input_height),
                                       config.include_negatives, config.promotion.validation_fraction,
-                                      config.promotion.split_by)
+                                      config.promotion.split_by, config.promotion.min_validation_positives,
+                                      reserve_after=config.min_samples)
         self.gate = PromotionGate(config.promotion)
         self._served_scores: dict[tuple[int, int], ValidationScores] = {}  # (version, validation size) -> scores
         self._init_round_state()
