@@ -129,8 +129,10 @@ def s(iou, ap, pos=5):
     (s(0.9, 0.9, pos=1), None, False, "1 positive validation labels, 2 needed"),
     (s(0.60, 0.50), s(0.50, 0.50), True, "promoted: score 0.550 > served 0.500"),
     (s(0.505, 0.50), s(0.50, 0.50), False, "does not beat the served 0.500 by 0.01"),
-    (s(0.40, 0.50), s(0.50, 0.50), False, "mask_iou 0.400 fell below the served 0.500"),
-    (s(0.90, 0.20), s(0.50, 0.50), False, "ap50 0.200 fell below the served 0.500"),
+    (s(0.40, 0.50, pos=20), s(0.50, 0.50), False, "mask_iou 0.400 fell below the served 0.500 by more than 0.050"),
+    (s(0.90, 0.20), s(0.50, 0.50), False, "ap50 0.200 fell below the served 0.500 by more than 0.200"),
+    # on 5 labels a mask_iou 0.1 lower is within one label's worth: the better score wins
+    (s(0.60, 0.90), s(0.70, 0.50), True, "promoted: score 0.750 > served 0.600"),
     (ValidationScores(0.7, 0.8, 1.0, 5, 2), ValidationScores(0.6, 0.8, 0.0, 5, 2), False,
      "sees an object at 1.00 of the pushes that moved nothing (served: 0.00)"),
 ])

@@ -23,8 +23,9 @@ simulator ground truth, so it works unchanged on a robot:
 * **Gate** (:class:`PromotionGate`): with nothing served yet, a candidate is promoted when its
   score reaches ``min_score``; otherwise when its score beats the served version's score on
   the *same* validation labels (re-measured now: the set grows) by ``margin``, neither
-  ``mask_iou`` nor ``ap50`` falls by more than ``max_metric_drop``, and ``negative_hit`` does
-  not rise by more than ``max_metric_drop`` (the validation AP cannot see false objects on
+  ``mask_iou`` nor ``ap50`` falls by more than ``max(max_metric_drop, 1 / positives)``, and
+  ``negative_hit`` does not rise by more than ``max(max_metric_drop, 1 / negatives)`` (one
+  label's worth: on a handful of labels a finer veto would veto noise) (the validation AP cannot see false objects on
   the background; a negative label is background the robot has tested). With fewer than
   ``min_validation_positives`` positive validation labels nothing is promoted (no evidence).
 """
@@ -185,12 +186,15 @@ class PromotionGate:
                                                f"{c.min_score:.3f}", candidate)
             return PromotionDecision(False, f"kept as candidate: score {candidate.score:.3f} < min_score "
                                             f"{c.min_score:.3f}", candidate)
+        # a veto finer than one label's worth (~1/n of a mean over n labels) would veto noise
+        tol = max(c.max_metric_drop, 1.0 / candidate.num_positive)
         for name in ("mask_iou", "ap50"):
             new, old = getattr(candidate, name), getattr(served, name)
-            if new < old - c.max_metric_drop:
+            if new < old - tol:
                 return PromotionDecision(False, f"kept as candidate: {name} {new:.3f} fell below the served "
-                                                f"{old:.3f} by more than {c.max_metric_drop}", candidate, served)
-        if candidate.num_negative and candidate.negative_hit > served.negative_hit + c.max_metric_drop:
+                                                f"{old:.3f} by more than {tol:.3f}", candidate, served)
+        neg_tol = max(c.max_metric_drop, 1.0 / candidate.num_negative) if candidate.num_negative else 0.0
+        if candidate.num_negative and candidate.negative_hit > served.negative_hit + neg_tol:
             return PromotionDecision(False, f"kept as candidate: it sees an object at {candidate.negative_hit:.2f} of "
                                             f"the pushes that moved nothing (served: {served.negative_hit:.2f})",
                                      candidate, served)
