@@ -55,8 +55,10 @@ def test_trainer_publishes_versions_and_resumes_after_a_kill(spinner, tmp_path):
     trainer = spinner.add(TrainerNode(parameter_overrides=trainer_params(tmp_path, rounds=2)))
     assert wait_for(lambda: len(versions) >= 2, 120), "no model versions published"
     assert [v.version for v in versions[:2]] == [1, 2] and versions[1].step == 4
-    assert wait_for(lambda: statuses and statuses[-1].dataset_size == 4, 10)
-    assert statuses[-1].num_negative == 1 and statuses[-1].num_positive == 3
+    # the promotion gate holds one positive out (quota: min_samples training labels first, then validation)
+    assert wait_for(lambda: statuses and statuses[-1].dataset_size == 3, 10)
+    assert statuses[-1].num_negative == 1 and statuses[-1].num_positive == 2
+    assert dict(zip(versions[1].metric_names, versions[1].metric_values))["validation_labels"] == 1
     # a killed writer leaves a temp directory behind; a restart must ignore it and lose nothing
     (tmp_path / "ck" / "instance_segmentation" / ".tmp-v3-999999-dead").mkdir()
     spinner.nodes.remove(trainer)
