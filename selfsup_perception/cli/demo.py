@@ -29,11 +29,14 @@ from typing import Optional, Sequence
 import rclpy
 from rclpy.action import ActionClient
 from rclpy.executors import SingleThreadedExecutor
+from rclpy.parameter import Parameter
+from rcl_interfaces.srv import SetParameters
 
 from selfsup_perception.action import ExecuteInteraction
+from selfsup_perception.cli.demo_report import build_report, promotion_table
 from selfsup_perception.core.dataset.sample_store import SampleStore
 from selfsup_perception.graph import data_overrides, learning_graph, merge_overrides
-from selfsup_perception.launcher import GraphProcess, exit_on_sigterm
+from selfsup_perception.launcher import GraphProcess, exit_on_sigterm, parse_overrides
 from selfsup_perception.ros.service_calls import call_service
 from selfsup_perception.srv import SimGroundTruth, SimResetScene
 
@@ -61,6 +64,14 @@ class DemoClient:
         self.action = ActionClient(self.node, ExecuteInteraction, "execute_interaction")
         self.reset = self.node.create_client(SimResetScene, "/sim/reset_scene")
         self.ground_truth = self.node.create_client(SimGroundTruth, "/sim/ground_truth")
+        self.interaction_params = self.node.create_client(SetParameters, "/interaction/set_parameters")
+
+    def set_scene_id(self, scene_id: str) -> None:
+        """Tell the interaction node which scene its next samples belong to (label provenance, validation split)."""
+        req = SetParameters.Request(parameters=[Parameter("scene_id", value=scene_id).to_parameter_msg()])
+        res = call_service(self.interaction_params, req, 10.0)
+        if not res.results[0].successful:
+            raise RuntimeError(f"interaction node refused scene_id: {res.results[0].reason}")
 
     def wait_ready(self, timeout_s: float = 90.0) -> None:
         if not self.action.wait_for_server(timeout_sec=timeout_s):
@@ -136,6 +147,7 @@ def run_interactions(client: DemoClient, num_pushes: int, scene_every: int, clut
     for i in range(num_pushes):
         if i % scene_every == 0:
             res = call_service(client.reset, SimResetScene.Request(seed=seed + i, split="train", clutter=clutter), 30.0)
+            client.set_scene_id(f"train-{seed + i}")
             log(f"  scene {seed + i}: {res.message}")
         t0 = time.monotonic()
         before = client.sim_ground_truth()
@@ -209,34 +221,44 @@ def label_report(store: SampleStore, run_dir: Path) -> str:
 
 
 def evaluation(checkpoint_dir: Path, num_scenes: int, seed: int,
-               max_versions: int = 5, world: str = "simple") -> tuple[list[tuple], list[dict]]:
-    """AP on held-out test scenes: table rows (name, metrics) and the AP curve over model versions.
+               max_versions: int = 5, world: str = "simple") -> tuple[list[tuple], list[dict], dict[int, dict], dict]:
+    """AP on held-out test scenes: table rows (name, metrics), the AP curve over versions, {version: metrics}
+    of every evaluated version, and the bottom-up baseline's metrics.
 
-    Rows: untrained weights, up to ``max_versions`` evenly spaced versions (first and newest
-    included), the bottom-up baseline. Curve: one point per evaluated version with the number
-    of labels it was trained on. Each model runs at the input size its checkpoint records.
+    Rows: untrained weights, every promoted version and the served one, up to ``max_versions``
+    evenly spaced others (first and newest included), the bottom-up baseline. Curve: one point per
+    evaluated version with the number of labels it was trained on. Each model runs at the input
+    size its checkpoint records.
     """
     import torch
 
-    from selfsup_perception.core.evaluation.bottom_up import bottom_up_instances
+    from selfsup_perception.cli.demo_report import versions_to_evaluate
+    from selfsup_perception.core.evaluation.bottom_up import bottom_up_instances, depth_bottom_up
     from selfsup_perception.sim.evaluation_scenes import evaluate_segmenter, render_test_scenes
     from selfsup_perception.core.learning.serving import checkpoints as ckpt
     from selfsup_perception.core.learning.serving.inference import segment_instances
     from selfsup_perception.core.learning.serving.mask_refinement import MaskRefinementConfig
+    from selfsup_perception.core.learning.serving.promotions import PromotionLedger, served_version
     from selfsup_perception.core.learning.models.instance_segmentation import build_instance_model
 
     scenes = render_test_scenes(num_scenes, seed=seed, world=world)
     versions = ckpt.list_versions(checkpoint_dir, TASK)
+    ledger = PromotionLedger.load(checkpoint_dir, TASK)
+    served = served_version(checkpoint_dir, TASK)
     rows = []
     if versions:
         torch.manual_seed(0)
         untrained = build_instance_model(versions[0].meta["model_config"]).eval()
         rows.append(("untrained (random weights)", untrained, versions[0].meta))
-        picks = sorted({round(i * (len(versions) - 1) / max(max_versions - 1, 1)) for i in range(max_versions)})
-        for info in [versions[i] for i in picks]:
+        picks = versions_to_evaluate([v.version for v in versions], ledger.promoted_versions(), served,
+                                     max_versions)
+        for info in [v for v in versions if v.version in picks]:
             model, meta = ckpt.load_model_for_inference(info.path)
-            rows.append((f"v{info.version} (step {meta['step']}, {meta.get('dataset_size')} labels)", model, meta))
-    table, curve = [], []
+            gate = "served" if info.version == served else (
+                "promoted" if ledger.is_promoted(info.version) else "candidate")
+            rows.append((f"v{info.version} (step {meta['step']}, {meta.get('dataset_size')} labels) {gate}",
+                         model, meta))
+    table, curve, evaluated = [], [], {}
     for i, (name, model, meta) in enumerate(rows):
         size = ckpt.serving_input_size(meta)
         metrics = evaluate_segmenter(lambda s, m=model, size=size: segment_instances(
@@ -244,9 +266,13 @@ def evaluation(checkpoint_dir: Path, num_scenes: int, seed: int,
         table.append((name, metrics))
         if i > 0:  # row 0: untrained weights
             curve.append({"labels": meta.get("dataset_size") or 0, "step": meta["step"], **metrics})
-    table.append(("bottom-up baseline (graph-based RGB-D)", evaluate_segmenter(
-        lambda s: bottom_up_instances(s.frame), scenes)))
-    return table, curve
+            evaluated[int(meta["version"])] = metrics
+    colour = evaluate_segmenter(lambda s: bottom_up_instances(s.frame), scenes)
+    table.append(("bottom-up baseline (graph-based RGB-D)", colour))
+    depth = evaluate_segmenter(lambda s: depth_bottom_up(s.frame).instances, scenes)
+    table.append(("bottom-up baseline (depth, above the table)", depth))
+    bottom_up = max((colour, depth), key=lambda m: m["AP50"])  # the best baseline is the bar
+    return table, curve, evaluated, bottom_up
 
 
 def format_ap_table(table: list[tuple]) -> str:
@@ -323,6 +349,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--eval-scenes", type=int, default=12, help="held-out scenes of novel objects")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="data/demo", help="runs are stored under OUT/run_<time>/")
+    parser.add_argument("-p", "--param", action="append", default=[],
+                        help="node.param:=value override on top of the demo's (e.g. trainer.validation_split_by:=sample)")
     args = parser.parse_args(argv)
     exit_on_sigterm()
 
@@ -338,7 +366,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "interaction": {"record_bag": True, "seed": args.seed, "use_model_hypotheses": True},
         "trainer": {"torch_threads": 1, "steps_per_round": 20, "update_interval_s": 1.0},
         "inference": {"torch_threads": 1},
-    })
+    }, parse_overrides(args.param))
     t0 = time.monotonic()
     sections: dict[str, str] = {}
     with rclpy.init():
@@ -406,12 +434,31 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(sections["hypotheses"])
     print(f"  {sections.get('serving', '')}")
     print(f"[4/4] evaluation: AP on {args.eval_scenes} held-out scenes of novel objects (640x480)")
-    table, curve = evaluation(checkpoint_dir, args.eval_scenes, seed=10_000 + args.seed, world=args.world)
+    table, curve, evaluated, bottom_up = evaluation(checkpoint_dir, args.eval_scenes, seed=10_000 + args.seed,
+                                                    world=args.world)
     sections["evaluation"] = format_ap_table(table)
     print(sections["evaluation"])
+    result = run_result(checkpoint_dir, evaluated, bottom_up, args.eval_scenes, 10_000 + args.seed)
+    sections["promotion gate"] = promotion_table(result)
+    print("  promotion gate (validation on held-out self-labels; AP on the held-out scenes):")
+    print(sections["promotion gate"])
     report = write_report(run_dir, checkpoint_dir, sections, curve)
-    print(f"\nreport: {report}\nwall time {time.monotonic() - t0:.0f} s")
+    from selfsup_perception.core.dataset.sample_store import atomic_write_json
+
+    atomic_write_json(run_dir / "report.json", result)
+    print(f"\nreport: {report} (and report.json)\nwall time {time.monotonic() - t0:.0f} s")
     return 0 if len(samples) >= min(20, args.pushes) else 1
+
+
+def run_result(checkpoint_dir: Path, evaluated: dict, bottom_up: dict, eval_scenes: int, seed: int) -> dict:
+    """The content of report.json (cli/demo_report.py)."""
+    from selfsup_perception.core.learning.serving import checkpoints as ckpt
+    from selfsup_perception.core.learning.serving.promotions import PromotionLedger, served_version
+
+    versions = [{"version": v.version, "meta": v.meta} for v in ckpt.list_versions(checkpoint_dir, TASK)]
+    ledger = PromotionLedger.load(checkpoint_dir, TASK)
+    return build_report(versions, evaluated, ledger.events, served_version(checkpoint_dir, TASK), bottom_up,
+                        eval_scenes=eval_scenes, seed=seed)
 
 
 if __name__ == "__main__":

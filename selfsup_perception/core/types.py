@@ -179,6 +179,8 @@ class InteractionSample:
     message: str = ""
     # Evaluation only (simulation): never shown to the learner.
     ground_truth: Optional[dict] = None
+    model_version: str = ""  # the model version whose hypothesis chose the action ("" = geometric candidate)
+    scene_id: str = ""  # the scene/episode the interaction belongs to ("" = unknown)
 
 
 @dataclass
@@ -195,3 +197,6 @@ class MaskLabel:
     reason: str = ""  # why it was kept/discarded
     labeler: str = ""
     stats: dict = field(default_factory=dict)
+    # where the label came from (core/dataset/provenance.py): labeler name/version/config hash,
+    # sample/scene id, the model version that chose the action, when it was made
+    provenance: dict = field(default_factory=dict)

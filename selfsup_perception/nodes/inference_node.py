@@ -4,8 +4,8 @@ The input size, class names and normalisation of each model come from its checkp
 metadata (``meta.json``: ``inference``), so no parameter repeats "the size it was trained at".
 
 A lifecycle node (rclpy LifecycleNode, driven over the standard ``lifecycle_msgs`` services
-``~/change_state`` and ``~/get_state``): configure resolves ``device`` and loads the newest
-model of each task from ``checkpoint_dir`` (missing models are fine: requests then get a
+``~/change_state`` and ``~/get_state``): configure resolves ``device`` and loads the served
+(promoted) model of each task from ``checkpoint_dir`` (missing models are fine: requests then get a
 clear error; a missing *folder*, or an unavailable device, fails the transition), activate
 starts serving, deactivate stops, cleanup frees the models (and the CUDA cache). With
 ``autostart`` the node configures and activates itself, waiting (checking every second)
@@ -13,8 +13,11 @@ for the checkpoint folder to appear when the trainer has not created it yet.
 
 Services: ``segment_image`` (SegmentImage), ``compute_descriptors`` (ComputeDescriptors),
 ``find_correspondences`` (FindCorrespondences), ``load_model`` (LoadModel).
-Topics in: ``trainer/model_versions`` (ModelVersion): a new version is loaded off the
-executor and swapped in atomically; in-flight requests finish on the model they started
+Only promoted model versions are served (the trainer's promotion gate, with its ledger in
+``checkpoint_dir``): configure loads the served version of each task, not the newest, and
+``load_model`` refuses candidates. Topics in: ``trainer/model_versions`` (ModelVersion): a
+version published with ``promoted`` (or a rollback) is loaded off the executor and swapped in
+atomically, candidates are ignored; in-flight requests finish on the model they started
 with, so no request is dropped. With ``stream`` set, the newest image of ``image_topic``
 (bounded queue of 1) is segmented and published on ``inference/segmentation`` and
 ``inference/overlay``. Bad requests get ``success: false`` and a message; the node keeps serving
@@ -88,7 +91,7 @@ class InferenceParams:
                                          "false: nearest-neighbour upsampling of the network's grid")
     max_concurrent_requests: int = field_with_help(2, "requests served at once; more wait up to request_wait_s")
     request_wait_s: float = field_with_help(10.0, "how long a request may wait for a free slot (s)")
-    follow_trainer: bool = field_with_help(True, "activate each new version published by the trainer")
+    follow_trainer: bool = field_with_help(True, "activate each version the trainer promotes (or rolls back to)")
     stream: bool = field_with_help(False, "segment the newest image of image_topic continuously")
     image_topic: str = field_with_help("camera/color/image_raw", "input of the stream")
     torch_threads: int = field_with_help(2, "CPU threads for inference")
@@ -206,12 +209,25 @@ class InferenceNode(GuardedNodeMixin, LifecycleNode):
             self.get_logger().error(f"configure failed: cannot use device {p.device!r}: {exc}")
             return TransitionCallbackReturn.FAILURE
         for task in TASKS:
-            loaded, skipped = self.registry.activate_newest_loadable(task)
+            loaded, skipped = None, []
+            try:
+                version = self.registry.served_version(task)  # the promotion ledger's choice
+            except ModelNotAvailableError:
+                version = None
+            if version is not None:
+                try:
+                    loaded = self.registry.activate(task, version)
+                except (CheckpointError, ModelNotAvailableError) as exc:
+                    skipped.append((version, str(exc)))
+            if loaded is None:  # fall back to the newest promoted version that loads
+                loaded, more = self.registry.activate_newest_loadable(
+                    task, eligible=lambda v, task=task: self.registry.is_promoted(task, v))
+                skipped += more
             for version, reason in skipped:
                 self.get_logger().error(f"skipping {task} v{version}: {reason}")
             if loaded is not None:
                 self.get_logger().info(f"serving {loaded.name} from {loaded.path}"
-                                       + (f" ({len(skipped)} newer versions skipped)" if skipped else ""))
+                                       + (f" ({len(skipped)} versions skipped)" if skipped else ""))
                 self._announce(loaded)
             elif skipped:
                 self.get_logger().error(f"no usable {task} version in {p.checkpoint_dir}; waiting for the trainer")
@@ -261,7 +277,7 @@ class InferenceNode(GuardedNodeMixin, LifecycleNode):
 
     # ----------------------------------------------------------- model swap
     def _on_model_version(self, msg: ModelVersion) -> None:
-        if self.params.follow_trainer:
+        if self.params.follow_trainer and msg.promoted:  # candidates stay on disk, never served
             self._swap_queue.put(msg)
 
     def _load_version(self, msg: ModelVersion) -> None:
@@ -272,13 +288,16 @@ class InferenceNode(GuardedNodeMixin, LifecycleNode):
             return
         path = self._checkpoint_path(msg.checkpoint_path) if msg.checkpoint_path else None
         loaded = self.registry.activate(msg.task, int(msg.version), path)
-        self.get_logger().info(f"now serving {loaded.name}")
-        self._announce(loaded)
+        what = f"rolled back to {loaded.name} (from v{msg.previous_version})" if msg.rolled_back else \
+            f"now serving {loaded.name}"
+        self.get_logger().info(what + (f": {msg.promotion_reason}" if msg.promotion_reason else ""))
+        self._announce(loaded, msg)
 
     def _on_swap_error(self, msg, exc) -> None:
         self.get_logger().error(f"could not load {msg.task} v{msg.version}: {exc}; keeping the current model")
 
-    def _announce(self, loaded) -> None:
+    def _announce(self, loaded, source: ModelVersion | None = None) -> ModelVersion:
+        """Publish the now-active version on inference/active_models (promotion fields from ``source`` or meta)."""
         previous = self._pinned.get(loaded.task)
         try:  # checkpoint retention (trainer keep_versions) never removes the version being served
             pin_version(loaded.path, "served")
@@ -288,9 +307,18 @@ class InferenceNode(GuardedNodeMixin, LifecycleNode):
         except OSError as exc:
             self.get_logger().warning(f"cannot pin {loaded.path}: {exc}", once=True)
         msg = ModelVersion(task=loaded.task, version=loaded.version, step=int(loaded.meta.get("step", 0)),
-                           checkpoint_path=str(loaded.path))
+                           checkpoint_path=str(loaded.path), promoted=True)
+        if source is not None:
+            msg.rolled_back, msg.previous_version = source.rolled_back, source.previous_version
+            msg.promotion_reason = source.promotion_reason
+            msg.validation_names, msg.validation_values = list(source.validation_names), list(source.validation_values)
+        else:
+            msg.promotion_reason = str(loaded.meta.get("promotion_reason", ""))
+            validation = loaded.meta.get("validation") or {}
+            msg.validation_names, msg.validation_values = list(validation), [float(v) for v in validation.values()]
         msg.stamp = self.get_clock().now().to_msg()
         self.active_pub.publish(msg)
+        return msg
 
     # -------------------------------------------------------------- serving
     def _serve(self, response, work, slots=None) -> object:
@@ -502,12 +530,18 @@ class InferenceNode(GuardedNodeMixin, LifecycleNode):
         if self.registry is None:
             response.success, response.message = False, "inference node is not configured"
             return response
-        path = self._checkpoint_path(request.checkpoint_path) if request.checkpoint_path else None
-        loaded = self.registry.activate(request.task, int(request.version), path)  # errors: answered by the guard
-        self._announce(loaded)
+        if request.checkpoint_path:
+            path = self._checkpoint_path(request.checkpoint_path)
+            loaded = self.registry.activate(request.task, int(request.version), path)  # errors: answered by the guard
+        else:
+            version = self.registry.served_version(request.task) if request.version < 0 else int(request.version)
+            self.registry.load(request.task, version)  # a clear error if it does not exist
+            if not self.registry.is_promoted(request.task, version):
+                raise ModelNotAvailableError(f"{request.task} v{version} is a candidate that was not promoted; "
+                                             "only promoted versions are served")
+            loaded = self.registry.activate(request.task, version)
+        response.active = self._announce(loaded)
         response.success, response.message = True, f"serving {loaded.name}"
-        response.active = ModelVersion(task=loaded.task, version=loaded.version,
-                                       step=int(loaded.meta.get("step", 0)), checkpoint_path=str(loaded.path))
         return response
 
     # --------------------------------------------------------------- stream

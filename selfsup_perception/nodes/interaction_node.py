@@ -62,6 +62,8 @@ class InteractionParams:
     seed: int = field_with_help(0, "seed of action sampling")
     use_model_hypotheses: bool = field_with_help(False, "choose objects from the segmentation service's masks")
     segment_service: str = field_with_help("segment_image", "SegmentImage service used for hypotheses")
+    scene_id: str = field_with_help("", "scene/episode id recorded with each sample (set it when the scene changes; "
+                                    "the promotion gate keeps a scene's pushes on one side of its split)")
     workspace_x: list = field_with_help([0.35, 0.75], "workspace x range (m, world frame)")
     workspace_y: list = field_with_help([-0.25, 0.25], "workspace y range (m, world frame)")
     # MoveIt configuration for MoveItPy(config_dict=...) (robot/moveit_config.py; docs/real_robot.md)
@@ -135,7 +137,7 @@ class InteractionNode(GuardedNodeMixin, Node):
     def __init__(self, **kwargs):
         super().__init__("interaction", **kwargs)
         self.params = declare_config(self, InteractionParams, on_change=self._apply_params,
-                                     dynamic=("capture_timeout_s", "use_model_hypotheses"))
+                                     dynamic=("capture_timeout_s", "use_model_hypotheses", "scene_id"))
         p = self.params
         self._clients_group = ReentrantCallbackGroup()
         self._bag = None  # destroy_node may run on a node whose start-up failed below
@@ -154,6 +156,7 @@ class InteractionNode(GuardedNodeMixin, Node):
             bag_path.parent.mkdir(parents=True, exist_ok=True)
             self._bag = BagRecorder(bag_path, storage="mcap")
             self.get_logger().info(f"recording samples into {bag_path}")
+        self._last_model_version = ""  # the model whose hypotheses the current episode saw
         self._action_server = ActionServer(
             self, ExecuteInteraction, "execute_interaction",
             execute_callback=self.guard.action_execute(self._execute, ExecuteInteraction.Result),
@@ -185,6 +188,7 @@ class InteractionNode(GuardedNodeMixin, Node):
             return [], []
         if not res.success:
             return [], []
+        self._last_model_version = res.segmentation.model_version
         return instance_masks_from_msg(res.segmentation, frame.shape)
 
     # -------------------------------------------------------------- action
@@ -202,6 +206,7 @@ class InteractionNode(GuardedNodeMixin, Node):
 
     def _run(self, goal_handle, goal, result):
         p = self.params
+        self._last_model_version = ""
         kind = InteractionKind(goal.kind)
 
         def feedback(stage: str, progress: float) -> None:
@@ -220,6 +225,9 @@ class InteractionNode(GuardedNodeMixin, Node):
             goal_handle.abort()
             return result
         sample = episode.sample
+        sample.scene_id = self.params.scene_id  # changes with the scene (a dynamic parameter)
+        if episode.timings.get("candidate_source") == "model":
+            sample.model_version = self._last_model_version  # the model whose hypothesis chose this action
         feedback("recording", 0.9)
         msg = sample_to_msg(sample, depth_encoding=p.depth_encoding, world_frame=p.world_frame)
         if goal.record:

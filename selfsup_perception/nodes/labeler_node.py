@@ -5,7 +5,8 @@ oldest dropped) labels each sample with the flow labeler (or frame differencing)
 the label atomically next to the sample in ``dataset_dir``, and publishes
 ``labeler/labeled_samples`` (LabeledSample) and ``labeler/overlay`` (rgb8: the before
 image with the mask and the action pixel, for RViz/Foxglove). On start it labels every
-stored sample that has no label yet, so a crash or restart loses nothing.
+stored sample that has no label yet, so a crash or restart loses nothing. Every label records
+its provenance (labeler, version, config hash, scene, the model version that chose the action).
 A malformed sample is logged and skipped.
 
 Integrity: the subscription callback *stores* each sample before anything else (the queue then
@@ -28,6 +29,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
+from selfsup_perception.core.dataset.provenance import label_provenance
 from selfsup_perception.core.dataset.sample_store import DuplicateSampleError, SampleStore
 from selfsup_perception.core.dataset.visualization import overlay_mask
 from selfsup_perception.core.labeling import (
@@ -142,6 +144,7 @@ class LabelerNode(GuardedNodeMixin, Node):
                               reason=f"labeling failed: {type(exc).__name__}: {exc}", labeler=self.labeler_name)
             self.counts["failed"] += 1
             self.get_logger().error(f"{sample_id}: {label.reason}")
+        label.provenance = label_provenance(self.labeler, sample)
         self.store.write_label(sample.sample_id, label)
         key = "discarded" if not label.kept else ("negative" if label.is_negative else "kept")
         self.counts[key] += 1

@@ -18,6 +18,12 @@ checkpoint (an unusable checkpoint or device fails the transition, the node stay
 activate starts the training thread, deactivate stops it after the current step batch,
 cleanup drops the model and optimizer. ``autostart`` configures and activates at start.
 On CUDA the steps run under ``torch.autocast`` (float16) with loss scaling.
+
+Promotion gate (instance segmentation): every version is published with ``promoted`` and
+its validation scores on held-out self-labels; only promoted versions are served by the
+inference node, the others stay candidates on disk. ``trainer/rollback`` (RollbackModel)
+serves an earlier promoted version again and announces it with ``rolled_back``. On start
+the served version (not the newest) is announced.
 """
 
 from __future__ import annotations
@@ -36,10 +42,13 @@ from std_srvs.srv import SetBool
 
 from selfsup_perception.core.learning.device import DEVICE_HELP, release_device_memory, resolve_device
 from selfsup_perception.core.learning.serving.checkpoints import CheckpointError, prune_versions
+from selfsup_perception.core.learning.serving import checkpoints as ckpt
+from selfsup_perception.core.learning.serving.promotions import PromotionError, served_version
 from selfsup_perception.core.learning.training.factory import OnlineTrainerSettings, make_online_trainer
 from selfsup_perception.core.learning.training.online import RoundInterrupted
 from selfsup_perception.core.learning.training.trainer import NonFiniteLossError
 from selfsup_perception.msg import ModelVersion, TrainerStatus
+from selfsup_perception.srv import RollbackModel
 from selfsup_perception.ros.conversions import time_to_msg
 from selfsup_perception.ros.callback_guard import GuardedNodeMixin
 from selfsup_perception.ros.node_runner import run_node
@@ -78,6 +87,16 @@ class TrainerParams:
                                          "(served/promoted) one; 0 = keep all")
     device: str = field_with_help("cpu", f"{DEVICE_HELP}; CUDA trains under torch.autocast (float16)")
     autostart: bool = field_with_help(True, "configure and activate at start")
+    ema_decay: float = field_with_help(0.99, "checkpoint and serve an EMA of the weights with this decay (0 = raw)")
+    lr_schedule: str = field_with_help("constant", "after the warm-up: constant | cyclic_cosine (warm-up_steps + "
+                                       "cosine decay again in every round)")
+    validation_fraction: float = field_with_help(0.2, "instance: share of labels held out to validate versions "
+                                                 "(split by a hash of the scene/sample id)")
+    promotion_margin: float = field_with_help(0.01, "instance: a version is served only if its validation score "
+                                              "beats the served one by this much")
+    min_validation_labels: int = field_with_help(2, "instance: positive validation labels needed to promote")
+    validation_split_by: str = field_with_help("scene", "instance: hash the scene id (pushes of a scene on one side) "
+                                               "or the sample id (validation fills steadily): scene | sample")
 
     def __post_init__(self) -> None:
         if self.task not in ("instance_segmentation", "semantic_segmentation", "descriptors"):
@@ -91,6 +110,7 @@ class TrainerParams:
             raise ValueError(f"mask_loss must be bce, robust_set or soft_iou, got {self.mask_loss!r}")
         if self.objectness_loss not in ("bce", "bootstrap"):
             raise ValueError(f"objectness_loss must be bce or bootstrap, got {self.objectness_loss!r}")
+        settings_from_params(self)  # raises on bad promotion/EMA settings
 
 
 def settings_from_params(p: TrainerParams) -> OnlineTrainerSettings:
@@ -99,7 +119,10 @@ def settings_from_params(p: TrainerParams) -> OnlineTrainerSettings:
         input_width=p.input_width, input_height=p.input_height, batch_size=p.batch_size,
         steps_per_round=p.steps_per_round, min_samples=p.min_samples, learning_rate=p.learning_rate,
         warmup_steps=p.warmup_steps, mask_loss=p.mask_loss, objectness_loss=p.objectness_loss,
-        co_teaching=p.co_teaching, seed=p.seed, device=p.device)
+        co_teaching=p.co_teaching, seed=p.seed, device=p.device, ema_decay=p.ema_decay, lr_schedule=p.lr_schedule,
+        validation_fraction=p.validation_fraction,
+        promotion_margin=p.promotion_margin, min_validation_labels=p.min_validation_labels,
+        validation_split_by=p.validation_split_by)
 
 
 class TrainerNode(GuardedNodeMixin, LifecycleNode):
@@ -118,6 +141,7 @@ class TrainerNode(GuardedNodeMixin, LifecycleNode):
         self._worker: threading.Thread | None = None
         group = MutuallyExclusiveCallbackGroup()
         self.create_service(SetBool, "trainer/pause", self._on_pause, callback_group=group)
+        self.create_service(RollbackModel, "trainer/rollback", self._on_rollback, callback_group=group)
         self.create_timer(1.0, self._publish_status, callback_group=group)
         if self.params.autostart and self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
             self.trigger_activate()
@@ -137,7 +161,7 @@ class TrainerNode(GuardedNodeMixin, LifecycleNode):
         self.state, self.message = "inactive", f"model on {online.trainer.device}"
         if resumed is not None:
             self.get_logger().info(f"resumed {p.task} at version {resumed}, step {online.trainer.step}")
-            self._publish_version()
+            self._announce_served()
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state) -> TransitionCallbackReturn:
@@ -217,12 +241,17 @@ class TrainerNode(GuardedNodeMixin, LifecycleNode):
                 self.rounds += 1
                 self.state, self.message = "training", f"version {self.online.version} written to {path}"
                 try:
-                    self._publish_version()
+                    with self.online.promotion_lock:  # a rollback in between must not be overtaken by this message
+                        self._publish_version()
                 except Exception as exc:  # noqa: BLE001 - e.g. the context is gone when shutting down
                     if self._stop.is_set():
                         return
                     self.get_logger().error(f"could not publish version {self.online.version}: {exc}")
-                removed = prune_versions(p.checkpoint_dir, p.task, keep_last=p.keep_versions)
+                try:
+                    promoted = self.online.ledger().promoted_versions() if hasattr(self.online, "ledger") else []
+                except PromotionError:
+                    promoted = []
+                removed = prune_versions(p.checkpoint_dir, p.task, keep_last=p.keep_versions, keep=promoted)
                 if removed:
                     self.get_logger().info(f"retention: removed versions {removed} (keep_versions {p.keep_versions})")
                 self.get_logger().info(
@@ -242,7 +271,62 @@ class TrainerNode(GuardedNodeMixin, LifecycleNode):
         msg.stamp = time_to_msg(time.time())
         metrics = {k: v for k, v in o.last_round.items() if isinstance(v, float)}
         msg.metric_names, msg.metric_values = list(metrics), [float(v) for v in metrics.values()]
+        decision = o.last_decision
+        if decision is not None:
+            ledger = o.ledger()
+            # promoted and still served (a rollback right after the round wins)
+            msg.promoted = bool(decision.promoted) and ledger.served == msg.version
+            msg.promotion_reason = decision.reason
+            validation = decision.candidate.as_dict() if decision.candidate is not None else {}
+            msg.validation_names, msg.validation_values = list(validation), [float(v) for v in validation.values()]
+            event = ledger.last_event(msg.version) if msg.promoted else None
+            msg.previous_version = int((event or {}).get("previous") or 0)
         self.version_pub.publish(msg)
+
+    def _served_message(self, rolled_back: bool = False) -> ModelVersion | None:
+        """ModelVersion of the served version (from the ledger and its metadata), None if nothing is served."""
+        p = self.params
+        version = served_version(p.checkpoint_dir, p.task)
+        if version is None:
+            return None
+        path = ckpt.version_dir(p.checkpoint_dir, p.task, version)
+        meta = ckpt.read_meta(path)
+        event = self.online.ledger().last_event(version) or {}
+        msg = ModelVersion(task=p.task, version=version, step=int(meta["step"]), checkpoint_path=str(path),
+                           promoted=True, rolled_back=rolled_back, previous_version=int(event.get("previous") or 0),
+                           promotion_reason=str(event.get("reason") or meta.get("promotion_reason", "")))
+        msg.stamp = time_to_msg(time.time())
+        validation = meta.get("validation") or {}
+        msg.validation_names, msg.validation_values = list(validation), [float(v) for v in validation.values()]
+        metrics = {k: float(v) for k, v in (meta.get("metrics") or {}).items() if isinstance(v, (int, float))}
+        msg.metric_names, msg.metric_values = list(metrics), list(metrics.values())
+        return msg
+
+    def _announce_served(self) -> None:
+        msg = self._served_message()
+        if msg is not None:
+            self.version_pub.publish(msg)
+
+    def _on_rollback(self, request, response):
+        if self.online is None:
+            response.success, response.message = False, "the trainer is not configured (lifecycle state)"
+            return response
+        task = request.task or "instance_segmentation"
+        if task != self.params.task:
+            response.success, response.message = False, f"this trainer trains {self.params.task}, not {task!r}"
+            return response
+        try:
+            with self.online.promotion_lock:
+                previous, target = self.online.ledger().rollback(int(request.version), request.reason)
+                msg = self._served_message(rolled_back=True)
+        except (PromotionError, OSError, ValueError, RuntimeError) as exc:  # RuntimeError: CheckpointError
+            response.success, response.message = False, str(exc)
+            return response
+        self.version_pub.publish(msg)
+        response.success, response.active = True, msg
+        response.message = f"rolled back {task} from v{previous} to v{target}"
+        self.get_logger().warning(response.message + (f" ({request.reason})" if request.reason else ""))
+        return response
 
     def _publish_status(self) -> None:
         o = self.online

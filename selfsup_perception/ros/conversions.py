@@ -159,6 +159,7 @@ def sample_to_msg(sample: InteractionSample, *, depth_encoding: str = "32FC1",
     msg.end_point = point_to_msg(sample.end_point)
     msg.outcome = int(sample.outcome)
     msg.outcome_message = sample.message
+    msg.model_version, msg.scene_id = sample.model_version, sample.scene_id
     return msg
 
 
@@ -171,6 +172,7 @@ def sample_from_msg(msg: InteractionSampleMsg) -> InteractionSample:
         action_pixel=(float(msg.action_pixel[0]), float(msg.action_pixel[1])),
         start_point=point_from_msg(msg.start_point), end_point=point_from_msg(msg.end_point),
         outcome=InteractionOutcome(msg.outcome), message=msg.outcome_message,
+        model_version=msg.model_version, scene_id=msg.scene_id,
     )
 
 

@@ -110,6 +110,7 @@ def test_push_records_a_sample_that_moved_the_object(world, tmp_path):
     _, _, inter, client = world
     received = []
     client.create_subscription(InteractionSample, "interaction/samples", received.append, 10)
+    inter.set_parameters([Parameter("scene_id", value="train-7")])  # as the demo does when it resets the scene
     gt_client = client.create_client(SimGroundTruth, "/sim/ground_truth")
     before = wait_future(gt_client.call_async(SimGroundTruth.Request()), 10)  # evaluation harness, not the node
     result = _run_goal(client, ExecuteInteraction.Goal(kind=0, auto_select=True, record=True))
@@ -123,6 +124,8 @@ def test_push_records_a_sample_that_moved_the_object(world, tmp_path):
     u, v = sample.action_pixel  # the contact pixel lies on the object that moved
     assert gt["instance_mask_before"][int(round(v)), int(round(u))] == moved
     assert wait_for(lambda: received, 10) and received[0].sample_id == sample.sample_id
+    # provenance: the scene, and no model chose this push (geometric candidate: no model is served)
+    assert sample.scene_id == received[0].scene_id == "train-7" and sample.model_version == ""
 
 
 def test_bad_goals_fail_cleanly_and_the_node_keeps_serving(world):

@@ -51,7 +51,9 @@ def test_labels_published_samples_and_stores_them(spinner, tmp_path, pushes):
     pub = node.create_publisher(InteractionSampleMsg, "interaction/samples", RELIABLE)
     assert wait_for(lambda: pub.get_subscription_count() > 0, 10)
     sample, gt = pushes[0]
-    pub.publish(sample_to_msg(sample))
+    msg = sample_to_msg(sample)
+    msg.model_version, msg.scene_id = "instance_segmentation/v3", "train-1"  # the model chose this push
+    pub.publish(msg)
     assert wait_for(lambda: labels, 30), "no labeled sample published"
     store = SampleStore(tmp_path)
     label = store.read_label("push1", "flow")
@@ -60,6 +62,9 @@ def test_labels_published_samples_and_stores_them(spinner, tmp_path, pushes):
     iou = (label.mask & gt).sum() / (label.mask | gt).sum()
     assert iou > 0.6, f"flow label IoU with the pushed object only {iou:.2f}"
     assert store.read_sample("push1").action_pixel == pytest.approx(sample.action_pixel)
+    prov = label.provenance  # where the label came from, stored with it
+    assert (prov["labeler"], prov["sample_id"], prov["scene_id"]) == ("flow", "push1", "train-1")
+    assert prov["model_version"] == "instance_segmentation/v3" and len(prov["config_hash"]) == 16
     assert wait_for(lambda: overlays, 10) and overlays[0].encoding == "rgb8"
 
 

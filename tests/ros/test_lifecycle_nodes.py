@@ -57,21 +57,19 @@ def labeled_store(root, n=4):
 
 
 def trained_checkpoints(tmp_path):
-    from selfsup_perception.core.learning.training.online import OnlineInstanceTrainer, OnlineTrainingConfig
+    """One instance-segmentation version (no promotion ledger: the newest valid version is served)."""
+    from selfsup_perception.core.learning.tasks.instance import InstanceSegmentationTask
+    from selfsup_perception.core.learning.training.trainer import Trainer, TrainerConfig
 
-    labeled_store(tmp_path / "ds")
-    online = OnlineInstanceTrainer(OnlineTrainingConfig(dataset_dir=str(tmp_path / "ds"), checkpoint_dir=str(tmp_path / "ck"),
-                                                        input_width=W, input_height=H, steps_per_round=1, batch_size=2,
-                                                        min_samples=2))
-    assert online.train_round() is not None
+    trainer = Trainer(InstanceSegmentationTask(), TrainerConfig(input_size=(W, H), log_every=0))
+    assert trainer.save_checkpoint(tmp_path / "ck").name == "v00001"
     return tmp_path / "ck"
 
 
 def test_inference_lifecycle_over_the_standard_services(spinner, tmp_path):
     ck = tmp_path / "ck"
     node = spinner.add(InferenceNode(parameter_overrides=[
-        Parameter("checkpoint_dir", value=str(ck)), Parameter("autostart", value=False),
-        Parameter("input_width", value=W), Parameter("input_height", value=H)]))
+        Parameter("checkpoint_dir", value=str(ck)), Parameter("autostart", value=False)]))
     client = spinner.add(rclpy.create_node("inference_lifecycle_client"))
     lc = Lifecycle(client, "inference")
     seg = client.create_client(SegmentImage, "segment_image")

@@ -14,6 +14,7 @@ from sensor_msgs.msg import Image
 
 from selfsup_perception.core.dataset.sample_store import SampleStore
 from selfsup_perception.core.learning.serving import checkpoints as ckpt
+from selfsup_perception.core.learning.serving.promotions import PromotionLedger
 from selfsup_perception.core.types import MaskLabel
 from selfsup_perception.msg import ModelVersion, TrainerStatus
 from selfsup_perception.nodes.inference_node import InferenceNode
@@ -54,8 +55,10 @@ def test_trainer_publishes_versions_and_resumes_after_a_kill(spinner, tmp_path):
     trainer = spinner.add(TrainerNode(parameter_overrides=trainer_params(tmp_path, rounds=2)))
     assert wait_for(lambda: len(versions) >= 2, 120), "no model versions published"
     assert [v.version for v in versions[:2]] == [1, 2] and versions[1].step == 4
-    assert wait_for(lambda: statuses and statuses[-1].dataset_size == 4, 10)
-    assert statuses[-1].num_negative == 1 and statuses[-1].num_positive == 3
+    # the promotion gate holds one positive out (quota: min_samples training labels first, then validation)
+    assert wait_for(lambda: statuses and statuses[-1].dataset_size == 3, 10)
+    assert statuses[-1].num_negative == 1 and statuses[-1].num_positive == 2
+    assert dict(zip(versions[1].metric_names, versions[1].metric_values))["validation_labels"] == 1
     # a killed writer leaves a temp directory behind; a restart must ignore it and lose nothing
     (tmp_path / "ck" / "instance_segmentation" / ".tmp-v3-999999-dead").mkdir()
     spinner.nodes.remove(trainer)
@@ -71,7 +74,8 @@ def test_trainer_publishes_versions_and_resumes_after_a_kill(spinner, tmp_path):
 
 @pytest.fixture
 def trained(tmp_path):
-    """Two checkpoint versions trained on tiny images."""
+    """Two checkpoint versions trained on tiny images, both promoted (4 labels hold out no validation set,
+    so the gate keeps them as candidates; the promotion is recorded here by hand)."""
     from selfsup_perception.core.learning.training.online import OnlineInstanceTrainer, OnlineTrainingConfig
 
     labeled_store(tmp_path / "ds")
@@ -81,6 +85,10 @@ def trained(tmp_path):
                                                         min_samples=2))
     online.train_round()
     online.train_round()
+    assert not online.last_decision.promoted and "positive validation labels" in online.last_decision.reason
+    ledger = PromotionLedger.load(tmp_path / "ck", "instance_segmentation")
+    ledger.record_promotion(1, "promoted by the test fixture")
+    ledger.record_promotion(2, "promoted by the test fixture")
     return tmp_path / "ck"
 
 
@@ -105,7 +113,7 @@ def test_hot_swap_under_concurrent_requests_drops_nothing(spinner, trained):
     with ThreadPoolExecutor(3) as pool:
         futures = [pool.submit(hammer) for _ in range(3)]
         for version in (1, 2, 1, 2):
-            pub.publish(ModelVersion(task="instance_segmentation", version=version))
+            pub.publish(ModelVersion(task="instance_segmentation", version=version, promoted=True))
             assert wait_for(lambda: node.registry.active_names().get("instance_segmentation")
                             == f"instance_segmentation/v{version}", 30)
             n = len(results)
@@ -137,7 +145,7 @@ def test_bad_requests_get_clear_errors_and_the_node_keeps_serving(spinner, train
         res = wait_future(seg.call_async(SegmentImage.Request(image=image, model_version=version)), 20)
         assert not res.success and expected in res.message, (name, res.message)
     res = wait_future(load.call_async(LoadModel.Request(task="descriptors", version=-1)), 20)
-    assert not res.success and "no descriptors model" in res.message
+    assert not res.success and "no promoted descriptors model" in res.message
     res = wait_future(load.call_async(LoadModel.Request(task="instance_segmentation", version=1)), 20)
     assert res.success and res.active.version == 1
     res = wait_future(seg.call_async(SegmentImage.Request(image=good)), 20)

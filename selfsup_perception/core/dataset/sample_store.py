@@ -115,6 +115,7 @@ class SampleStore:
             "sample_id": sample.sample_id, "kind": int(sample.kind), "outcome": int(sample.outcome),
             "message": sample.message, "action_pixel": list(map(float, sample.action_pixel)),
             "start_point": list(map(float, sample.start_point)), "end_point": list(map(float, sample.end_point)),
+            "model_version": sample.model_version, "scene_id": sample.scene_id,
             "format": 1, "content_sha256": sample_digest(sample),
         }
         arrays["meta_json"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
@@ -164,6 +165,7 @@ class SampleStore:
                     action_pixel=tuple(meta["action_pixel"]), start_point=tuple(meta["start_point"]),
                     end_point=tuple(meta["end_point"]), outcome=InteractionOutcome(meta["outcome"]),
                     message=meta["message"], ground_truth=gt,
+                    model_version=meta.get("model_version", ""), scene_id=meta.get("scene_id", ""),
                 )
         except (OSError, ValueError, KeyError, EOFError) as exc:
             raise CorruptSampleError(f"sample file {path} is corrupt: {exc}") from exc
@@ -190,8 +192,10 @@ class SampleStore:
         check_file_id(labeler, "labeler name")
         return self.labels_dir / labeler / f"{sample_id}.npz"
 
-    def write_label(self, sample_id: str, label: MaskLabel, *, overwrite: bool = False) -> Path:
-        """Store the label of ``sample_id`` by ``label.labeler``; written once (see the module docstring)."""
+    def write_label(self, sample_id: str, label: MaskLabel, labels_name: Optional[str] = None, *,
+                    overwrite: bool = False) -> Path:
+        """Store the label of ``sample_id`` under ``labels/<labels_name or label.labeler>/``; written once (see the
+        module docstring) unless ``overwrite``."""
         mask = np.asarray(label.mask, dtype=bool)
         if mask.ndim != 2:
             raise ValueError(f"a mask label must be 2-D, got shape {mask.shape}")
@@ -199,8 +203,10 @@ class SampleStore:
             "is_negative": bool(label.is_negative), "kept": bool(label.kept), "reason": label.reason,
             "labeler": label.labeler,
             "stats": {k: float(v) for k, v in label.stats.items() if isinstance(v, (int, float, np.number))},
+            "provenance": label.provenance,
         }
-        path = self.label_path(sample_id, label.labeler or "unknown")
+        name = labels_name or label.labeler or "unknown"
+        path = self.label_path(sample_id, name)
 
         def write(f):
             np.savez_compressed(f, mask=np.packbits(mask, axis=None), shape=np.array(mask.shape),
@@ -215,7 +221,7 @@ class SampleStore:
         except FileExistsError:
             pass
         try:
-            stored = self.read_label(sample_id, label.labeler or "unknown")
+            stored = self.read_label(sample_id, name)
             same = (stored.mask.shape == mask.shape and np.array_equal(stored.mask, mask)
                     and stored.is_negative == bool(label.is_negative) and stored.kept == bool(label.kept))
         except CorruptSampleError:
@@ -241,7 +247,7 @@ class SampleStore:
         except (OSError, ValueError, KeyError, EOFError) as exc:
             raise CorruptSampleError(f"label file {path} is corrupt: {exc}") from exc
         return MaskLabel(mask=mask, is_negative=meta["is_negative"], kept=meta["kept"], reason=meta["reason"],
-                         labeler=meta["labeler"], stats=meta["stats"])
+                         labeler=meta["labeler"], stats=meta["stats"], provenance=meta.get("provenance", {}))
 
     def labeled_ids(self, labeler: str) -> list[str]:
         d = self.labels_dir / labeler

@@ -7,6 +7,7 @@ Layout::
                                                            dataset_size, metrics, format, inference}
                                      /optimizer.pt        {'optimizer', 'scheduler', 'trainer'} state dicts,
                                                           read with torch.load(weights_only=True)
+                        /../promotions.json   which versions passed the promotion gate (serving/promotions.py)
 
 A version is written into ``<directory>/<task>/.tmp-v<version>-<pid>-<nonce>/`` and renamed to
 ``v<version:05d>`` with one ``os.replace`` (atomic on POSIX), with ``meta.json`` written last,
@@ -77,9 +78,14 @@ def save_checkpoint(
     optimizer_state: dict | None = None,
     dataset_size: int | None = None,
     metrics: dict | None = None,
+    extra_meta: dict | None = None,
     inference: dict | None = None,
 ) -> Path:
-    """Write the next version for ``task`` under ``directory``; returns the version directory."""
+    """Write the next version for ``task`` under ``directory``; returns the version directory.
+
+    ``extra_meta`` adds entries to ``meta.json`` (e.g. the promotion gate's ``validation`` and
+    ``promoted``); it cannot replace the entries this function writes.
+    """
     if not task or "/" in task or task.startswith("."):
         raise ValueError(f"invalid task name {task!r}")
     task_dir = Path(directory) / task
@@ -104,6 +110,10 @@ def save_checkpoint(
             "dataset_size": dataset_size,
             "metrics": metrics or {},
         }
+        clash = set(extra_meta or {}) & set(meta)
+        if clash:
+            raise ValueError(f"extra_meta may not replace {sorted(clash)}")
+        meta.update(extra_meta or {})
         if inference is not None:
             meta["inference"] = inference
         atomic_write_json(tmp / META_FILE, meta)
@@ -458,8 +468,10 @@ def unpin_version(version_dir: str | os.PathLike, reason: str = "served") -> Non
         pass
 
 
-def prune_versions(directory: str | os.PathLike, task: str, *, keep_last: int) -> list[int]:
-    """Remove versions of ``task`` older than the newest ``keep_last``, except pinned ones; returns the removed.
+def prune_versions(directory: str | os.PathLike, task: str, *, keep_last: int,
+                   keep: Sequence[int] = ()) -> list[int]:
+    """Remove versions of ``task`` older than the newest ``keep_last``, except pinned ones and those in ``keep``
+    (e.g. every promoted version, so a rollback always finds them); returns the removed.
 
     ``keep_last`` <= 0 keeps everything. Invalid version directories count like valid ones (their
     number decides). Each removed directory is first renamed to a ``.tmp-`` name (atomic: a reader
@@ -475,7 +487,7 @@ def prune_versions(directory: str | os.PathLike, task: str, *, keep_last: int) -
     numbered = sorted((int(m.group(1)), p) for p in task_dir.iterdir() if (m := _VERSION_RE.match(p.name)))
     removed = []
     for version, p in numbered[:-keep_last]:
-        if (p / PIN_FILE).exists():
+        if (p / PIN_FILE).exists() or version in keep:
             continue
         doomed = task_dir / f".tmp-pruned-{version:05d}-{uuid.uuid4().hex[:8]}"
         try:

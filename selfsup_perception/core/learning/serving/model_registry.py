@@ -16,11 +16,12 @@ import collections
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
 from selfsup_perception.core.learning.serving import checkpoints as ckpt
+from selfsup_perception.core.learning.serving import promotions
 
 TASKS = ("instance_segmentation", "semantic_segmentation", "descriptors")
 
@@ -70,6 +71,22 @@ class ModelRegistry:
 
     def available_versions(self, task: str) -> list[int]:
         return [info.version for info in ckpt.list_versions(self.checkpoint_dir, task)]
+
+    def served_version(self, task: str) -> int:
+        """The promoted version to serve (:func:`promotions.served_version`); ModelNotAvailableError if none."""
+        try:
+            version = promotions.served_version(self.checkpoint_dir, task)
+        except promotions.PromotionError as exc:  # an unreadable ledger: serve nothing rather than a candidate
+            raise ModelNotAvailableError(str(exc)) from exc
+        if version is None:
+            raise ModelNotAvailableError(f"no promoted {task} model in {self.checkpoint_dir} yet")
+        return version
+
+    def is_promoted(self, task: str, version: int) -> bool:
+        try:
+            return promotions.is_promoted(self.checkpoint_dir, task, version)
+        except promotions.PromotionError:
+            return False
 
     def cache_stats(self) -> dict:
         with self._lock:
@@ -123,8 +140,9 @@ class ModelRegistry:
             self._evict_locked()
         return loaded
 
-    def activate_newest_loadable(self, task: str) -> tuple[Optional[LoadedModel], list[tuple[int, str]]]:
-        """Activate the newest version of ``task`` that builds and loads.
+    def activate_newest_loadable(self, task: str, eligible: Optional[Callable[[int], bool]] = None
+                                 ) -> tuple[Optional[LoadedModel], list[tuple[int, str]]]:
+        """Activate the newest version of ``task`` that builds and loads (among the ``eligible`` ones).
 
         Returns (the activated model or None, [(version, reason)] of every newer version skipped).
         """
@@ -137,6 +155,8 @@ class ModelRegistry:
                 if m and p.is_dir():
                     candidates.append((int(m.group(1)), p))
         for version, p in sorted(candidates, reverse=True):
+            if eligible is not None and not eligible(version):
+                continue
             try:
                 ckpt.validate_version(p, task)
                 return self.activate(task, path=p), skipped

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from selfsup_perception.core.learning.training.promotion import PromotionConfig
 from selfsup_perception.core.learning.training.trainer import TrainerConfig
 
 TASKS = ("instance_segmentation", "semantic_segmentation", "descriptors")
@@ -33,14 +34,32 @@ class OnlineTrainerSettings:
     co_teaching: bool = False
     seed: int = 0
     device: str = "cpu"  # cpu | cuda | cuda:N | auto (core/learning/device.py)
+    ema_decay: float = 0.99  # the checkpointed, validated and served weights are this EMA (0: raw weights)
+    lr_schedule: str = "constant"  # after the warm-up; 'cyclic_cosine': warm-up + cosine decay in every round
+    # promotion gate (instance segmentation; see training/promotion.py)
+    validation_fraction: float = 0.2
+    promotion_margin: float = 0.01
+    min_validation_labels: int = 2
+    validation_split_by: str = "scene"  # 'scene' | 'sample' (training/promotion.py)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        self.trainer_config()  # raises on bad values
+        self.promotion_config()
 
     def trainer_config(self) -> TrainerConfig:
+        if self.lr_schedule not in ("constant", "cyclic_cosine"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cyclic_cosine', got {self.lr_schedule!r}")
+        cyclic = self.lr_schedule == "cyclic_cosine"
         return TrainerConfig(lr=self.learning_rate, warmup_steps=self.warmup_steps, seed=self.seed,
-                             grad_clip_norm=self.grad_clip_norm, device=self.device)
+                             grad_clip_norm=self.grad_clip_norm, device=self.device, ema_decay=self.ema_decay, schedule=self.lr_schedule,
+                             total_steps=self.steps_per_round if cyclic else TrainerConfig.total_steps)
+
+    def promotion_config(self) -> PromotionConfig:
+        return PromotionConfig(validation_fraction=self.validation_fraction, margin=self.promotion_margin,
+                               min_validation_positives=self.min_validation_labels,
+                               split_by=self.validation_split_by)
 
 
 def make_online_trainer(s: OnlineTrainerSettings):
@@ -77,6 +96,7 @@ def make_online_trainer(s: OnlineTrainerSettings):
     return OnlineInstanceTrainer(
         OnlineTrainingConfig(dataset_dir=s.dataset_dir, labeler=s.labeler, checkpoint_dir=s.checkpoint_dir,
                              input_width=s.input_width, input_height=s.input_height, batch_size=s.batch_size,
-                             steps_per_round=s.steps_per_round, min_samples=s.min_samples, seed=s.seed),
+                             steps_per_round=s.steps_per_round, min_samples=s.min_samples, seed=s.seed,
+                             promotion=s.promotion_config()),
         InstanceTaskConfig(mask_loss=s.mask_loss, objectness_loss=s.objectness_loss, co_teaching=s.co_teaching),
         trainer_config)

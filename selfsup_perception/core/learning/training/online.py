@@ -1,11 +1,23 @@
 """Online training from a growing dataset of interaction labels (ROS-free).
 
 The trainer node calls :meth:`OnlineInstanceTrainer.train_round` in a loop: each round picks
-up labels written since the last one, takes ``steps_per_round`` optimizer steps on random
-batches of everything labelled so far, and writes a new checkpoint version atomically.
-After a restart :meth:`resume` continues from the newest valid checkpoint: no labelled data
-lives only in memory (it is re-read from the sample store), and no step is lost beyond the
-round that was running.
+up labels written since the last one, takes ``steps_per_round`` optimizer steps on batches
+of the training labels, measures the new weights on the held-out validation labels, and
+writes a new checkpoint version atomically with the promotion gate's decision in its
+metadata (``validation``, ``promoted``, ``promotion_reason``); a promoted version becomes the
+served one in the task's promotion ledger (:mod:`..serving.promotions`), a rejected one stays
+a candidate on disk. After a restart :meth:`resume` continues from the newest valid
+checkpoint: no labelled data lives only in memory (it is re-read from the sample store), and
+no step is lost beyond the round that was running.
+
+Labels are split deterministically into training and validation (:func:`.promotion.is_validation`
+on the label's scene id, else its sample id; plus a quota: once ``min_samples`` training labels
+exist, positive labels go to validation with their scene until it holds the gate's
+``min_validation_positives``, so a few unlucky hashes cannot starve the gate); only the
+robot's own labels are read, never the simulator's ground truth. Batches replay old labels beside new ones: each drawn item is a
+negative with probability ``negative_fraction`` (when there are negatives), and comes from the
+labels added by the newest refresh with probability ``new_fraction`` (when there are new ones),
+else from all labels of its kind.
 
 Every item is validated when it is loaded (:func:`check_item`: image, mask and action pixel
 agree in size and are finite); a bad one is quarantined (its label file moved to
@@ -29,7 +41,16 @@ import numpy as np
 
 from selfsup_perception.core.dataset.sample_store import CorruptSampleError, SampleStore
 from selfsup_perception.core.learning.serving import checkpoints as ckpt
+from selfsup_perception.core.learning.serving.promotions import PromotionLedger, served_version
 from selfsup_perception.core.learning.tasks.instance import InstanceSegmentationTask, InstanceTaskConfig, collate_samples
+from selfsup_perception.core.learning.training.promotion import (
+    PromotionConfig,
+    PromotionDecision,
+    PromotionGate,
+    ValidationScores,
+    is_validation,
+    validation_scores,
+)
 from selfsup_perception.core.learning.training.trainer import Trainer, TrainerConfig
 
 LOG = logging.getLogger(__name__)
@@ -47,12 +68,17 @@ class OnlineTrainingConfig:
     min_samples: int = 4  # kept labels needed before the first round
     include_negatives: bool = True
     seed: int = 0
+    new_fraction: float = 0.5  # replay: share of drawn items from the labels added by the newest refresh
+    negative_fraction: float = 0.25  # replay: share of drawn items that are negatives (when there are any)
+    promotion: PromotionConfig = field(default_factory=PromotionConfig)
 
     def __post_init__(self) -> None:
         if self.input_width < 32 or self.input_height < 32:
             raise ValueError("input size must be at least 32x32")
         if self.batch_size < 1 or self.steps_per_round < 1 or self.min_samples < 1:
             raise ValueError("batch_size, steps_per_round and min_samples must be >= 1")
+        if not (0.0 <= self.new_fraction <= 1.0 and 0.0 <= self.negative_fraction <= 1.0):
+            raise ValueError("new_fraction and negative_fraction must be in [0, 1]")
 
 
 class RoundInterrupted(Exception):
@@ -90,24 +116,47 @@ def resize_item(rgb: np.ndarray, mask: np.ndarray, action_pixel, size: tuple[int
     return {"rgb": rgb_s, "mask": mask_s, "action_pixel": ((u + 0.5) * sx - 0.5, (v + 0.5) * sy - 0.5)}
 
 
+def split_key(sample_id: str, label, split_by: str = "scene") -> str:
+    """What the train/validation split hashes: the label's scene (or episode) id when recorded (and
+    ``split_by`` is 'scene'), else the sample id."""
+    if split_by == "sample":
+        return sample_id
+    prov = getattr(label, "provenance", None) or {}
+    scene = prov.get("scene_id") or prov.get("episode_id")
+    return f"scene:{scene}" if scene else sample_id
+
+
 @dataclass
 class LabeledDataset:
-    """Kept labels of one labeler, loaded incrementally from a :class:`SampleStore`."""
+    """Kept labels of one labeler, loaded incrementally from a :class:`SampleStore`.
+
+    ``items`` are the training labels, ``validation`` the held-out ones (``validation_fraction``
+    of the split keys; 0 holds nothing out). ``len()`` counts training labels.
+    """
 
     store: SampleStore
     labeler: str
     size: tuple[int, int]  # (width, height)
     include_negatives: bool = True
+    validation_fraction: float = 0.0
+    split_by: str = "scene"  # see split_key
+    # quota: once ``reserve_after`` training labels exist, positive labels go to validation (with their
+    # scene) until it holds ``min_validation_positives`` of them, so the gate is not starved by the hash
+    min_validation_positives: int = 0
+    reserve_after: int = 0
     items: list = field(default_factory=list)
+    validation: list = field(default_factory=list)
     _seen: set = field(default_factory=set)
     num_positive: int = 0
     num_negative: int = 0
     num_discarded: int = 0
     num_quarantined: int = 0
+    _new_start: int = 0  # items[_new_start:] were added by the newest refresh that added any
+    _reserved_keys: set = field(default_factory=set)  # split keys sent to validation by the quota
 
     def refresh(self) -> int:
-        """Load labels written since the last call; returns how many items were added."""
-        added = 0
+        """Load labels written since the last call; returns how many items were added (both splits)."""
+        added, first_new = 0, len(self.items)
         for sample_id in self.store.labeled_ids(self.labeler):
             if sample_id in self._seen:
                 continue
@@ -117,7 +166,7 @@ class LabeledDataset:
                     self._seen.add(sample_id)
                     self.num_discarded += int(not label.kept)
                     continue
-                sample = self.store.read_sample(sample_id)
+                sample = self.store.read_sample(sample_id)  # without ground truth: the learner never sees it
                 check_item(sample.before.rgb, label.mask, sample.action_pixel)
                 item = resize_item(sample.before.rgb, label.mask, sample.action_pixel, self.size)
             except FileNotFoundError as exc:
@@ -129,11 +178,16 @@ class LabeledDataset:
                 continue
             item["is_negative"] = bool(label.is_negative)
             item["sample_id"] = sample_id
-            self.items.append(item)
             self._seen.add(sample_id)
+            added += 1
+            if self._held_out(split_key(sample_id, label, self.split_by), bool(label.is_negative)):
+                self.validation.append(item)
+                continue
+            self.items.append(item)
             self.num_negative += int(label.is_negative)
             self.num_positive += int(not label.is_negative)
-            added += 1
+        if len(self.items) > first_new:
+            self._new_start = first_new
         return added
 
     def _quarantine(self, sample_id: str, exc: BaseException) -> None:
@@ -143,14 +197,47 @@ class LabeledDataset:
         dest = self.store.quarantine_label(sample_id, self.labeler)
         LOG.warning("quarantined %s (%s label -> %s): %s", sample_id, self.labeler, dest, exc)
 
+    def _held_out(self, key: str, is_negative: bool) -> bool:
+        """Validation by the hash of ``key``, or by the quota (deterministic: labels are read in id order)."""
+        if self.validation_fraction <= 0:
+            return False
+        if key in self._reserved_keys or is_validation(key, self.validation_fraction):
+            return True
+        positives = sum(not it["is_negative"] for it in self.validation)
+        if not is_negative and positives < self.min_validation_positives and len(self.items) >= self.reserve_after:
+            self._reserved_keys.add(key)
+            return True
+        return False
+
     def __len__(self) -> int:
         return len(self.items)
 
-    def batches(self, batch_size: int, rng: np.random.Generator) -> Iterator[dict]:
-        """Endless random batches (with flips) of the current items."""
+    def _draw(self, rng: np.random.Generator, new_fraction: float, negative_fraction: float) -> int:
+        """Index of one item: negative with p = negative_fraction, new with p = new_fraction (see module docstring)."""
+        neg = [i for i, it in enumerate(self.items) if it["is_negative"]]
+        pos = [i for i, it in enumerate(self.items) if not it["is_negative"]]
+        pool = neg if neg and (not pos or rng.random() < negative_fraction) else pos
+        new = [i for i in pool if i >= self._new_start]
+        if new and len(new) < len(pool) and rng.random() < new_fraction:
+            pool = new
+        return int(pool[int(rng.integers(len(pool)))])
+
+    def batches(self, batch_size: int, rng: np.random.Generator, new_fraction: float = 0.5,
+                negative_fraction: float = 0.25) -> Iterator[dict]:
+        """Endless batches (with flips) of distinct training items, balanced as the module docstring says."""
         while True:
-            idx = rng.choice(len(self.items), size=min(batch_size, len(self.items)), replace=False)
-            yield collate_samples([self.items[i] for i in idx], rng=rng)
+            size = min(batch_size, len(self.items))
+            chosen: list[int] = []
+            for _ in range(20 * size):
+                if len(chosen) == size:
+                    break
+                i = self._draw(rng, new_fraction, negative_fraction)
+                if i not in chosen:
+                    chosen.append(i)
+            if len(chosen) < size:  # a tiny stratum: fill uniformly
+                rest = [i for i in range(len(self.items)) if i not in chosen]
+                chosen += [int(i) for i in rng.choice(rest, size=size - len(chosen), replace=False)]
+            yield collate_samples([self.items[i] for i in chosen], rng=rng)
 
 
 class OnlineTrainer:
@@ -169,6 +256,20 @@ class OnlineTrainer:
         self.version: Optional[int] = None
         self.version_path: Optional[Path] = None  # the newest version directory written or resumed
         self.last_round: dict = {}
+        self.last_decision: Optional[PromotionDecision] = None
+        # held while the gate decides and the ledger changes (rounds run on a worker; rollback on another thread)
+        self.promotion_lock = threading.Lock()
+
+    @property
+    def task_name(self) -> str:
+        return self.trainer.task.name
+
+    def ledger(self) -> PromotionLedger:
+        return PromotionLedger.load(self.config.checkpoint_dir, self.task_name)
+
+    def _validate(self) -> Optional[PromotionDecision]:
+        """The gate's decision on the current weights; None: this task has no validation (always promoted)."""
+        return None
 
     def _serving_config(self, trainer_config: TrainerConfig) -> TrainerConfig:
         """``trainer_config`` with the input size this trainer resizes to, so checkpoints record it."""
@@ -209,9 +310,21 @@ class OnlineTrainer:
             raise RoundInterrupted("training round interrupted before its checkpoint")
         elapsed = time.perf_counter() - t0
         self.trainer.config = dataclasses.replace(self.trainer.config, dataset_size=len(self.dataset))
-        path = self.trainer.save_checkpoint(self.config.checkpoint_dir)
-        self.version = ckpt.version_of(path)
-        self.version_path = path
+        with self.promotion_lock:
+            decision = self._validate()
+            if decision is None:
+                decision = PromotionDecision(True, "promoted: this task has no validation set", None)
+            validation = decision.candidate.as_dict() if decision.candidate is not None else {}
+            ledger = self.ledger()  # read before this version exists: its promotion is recorded once, below
+            path = self.trainer.save_checkpoint(self.config.checkpoint_dir, extra_meta={
+                "promoted": decision.promoted, "promotion_reason": decision.reason, "validation": validation,
+                "served_validation": decision.served.as_dict() if decision.served is not None else {}})
+            self.version = ckpt.version_of(path)
+            self.version_path = path
+            if decision.promoted:
+                ledger.record_promotion(self.version, decision.reason, validation)
+            self.last_decision = decision
+        LOG.info("%s v%d: %s", self.task_name, self.version, decision.reason)
         losses = {k: float(np.mean([r[k] for r in records if k in r])) for k in records[0]
                   if k not in ("step", "time_s", "lr")} if records else {}
         self.last_round = {"steps": len(records), "seconds": elapsed,
@@ -221,20 +334,54 @@ class OnlineTrainer:
 
 
 class OnlineInstanceTrainer(OnlineTrainer):
+    """Instance segmentation from interaction labels, behind the promotion gate (:mod:`.promotion`)."""
+
     def __init__(self, config: OnlineTrainingConfig = OnlineTrainingConfig(),
                  task_config: InstanceTaskConfig = InstanceTaskConfig(),
                  trainer_config: Optional[TrainerConfig] = None):
         self.config = config
         self.task = InstanceSegmentationTask(task_config)
-        tc = trainer_config or TrainerConfig(lr=1e-3, warmup_steps=20, seed=config.seed)
+        tc = trainer_config or TrainerConfig(lr=1e-3, warmup_steps=20, seed=config.seed, ema_decay=0.99)
         self.trainer = Trainer(self.task, self._serving_config(tc))
         self.store = SampleStore(config.dataset_dir)
         self.dataset = LabeledDataset(self.store, config.labeler, (config.input_width, config.input_height),
-                                      config.include_negatives)
+                                      config.include_negatives, config.promotion.validation_fraction,
+                                      config.promotion.split_by, config.promotion.min_validation_positives,
+                                      reserve_after=config.min_samples)
+        self.gate = PromotionGate(config.promotion)
+        self._served_scores: dict[tuple[int, int], ValidationScores] = {}  # (version, validation size) -> scores
         self._init_round_state()
 
     def ready(self) -> bool:
         return len(self.dataset) >= self.config.min_samples
 
     def _batches(self) -> Iterator[dict]:
-        return self.dataset.batches(self.config.batch_size, self._rng)
+        c = self.config
+        return self.dataset.batches(c.batch_size, self._rng, c.new_fraction, c.negative_fraction)
+
+    def served_scores(self, version: int) -> ValidationScores:
+        """Validation scores of stored ``version`` on the current validation labels (cached per set size)."""
+        key = (int(version), len(self.dataset.validation))
+        if key not in self._served_scores:
+            info = [v for v in ckpt.list_versions(self.config.checkpoint_dir, self.task_name) if v.version == version]
+            if not info:
+                raise ckpt.CheckpointError(f"served {self.task_name} v{version} is missing or unreadable")
+            model, _ = ckpt.load_model_for_inference(info[0].path)
+            self._served_scores[key] = validation_scores(model, self.dataset.validation,
+                                                         overlap_to_count=self.config.promotion.overlap_to_count)
+        return self._served_scores[key]
+
+    def _validate(self) -> PromotionDecision:
+        candidate = validation_scores(self.trainer.serving_model, self.dataset.validation,
+                                      overlap_to_count=self.config.promotion.overlap_to_count)
+        version = served_version(self.config.checkpoint_dir, self.task_name)
+        served = None
+        if version is not None:
+            try:
+                served = self.served_scores(version)
+            except ckpt.CheckpointError as exc:
+                LOG.error("%s; judging the candidate as if nothing were served", exc)
+        return self.gate.decide(candidate, served)
+
+    def _round_info(self) -> dict:
+        return {"validation_labels": float(len(self.dataset.validation))}

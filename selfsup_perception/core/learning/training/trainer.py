@@ -4,7 +4,13 @@
 backward + clip, step, log, checkpoint), after nanoGPT ``train.py`` and dinov2 ``train/train.py``:
 
 * schedule: linear warm-up over ``warmup_steps`` then constant or cosine decay to
-  ``min_lr_ratio * lr`` at ``total_steps``;
+  ``min_lr_ratio * lr`` at ``total_steps``; ``cyclic_cosine`` repeats warm-up + cosine decay
+  every ``total_steps`` steps (one cycle per online training round);
+* EMA: with ``ema_decay`` > 0 an exponential moving average of the weights is kept after
+  every step (decay ``min(ema_decay, (1 + t) / (10 + t))`` at step t, as TensorFlow's
+  ``ExponentialMovingAverage`` with ``num_updates``); it is :attr:`Trainer.serving_model`,
+  what checkpoints hold in ``model.safetensors`` (evaluated and served), while the raw
+  weights travel in ``optimizer.pt`` for resuming;
 * non-finite guard: a step whose loss or gradient norm is NaN/inf is skipped (no parameter
   update) and counted; after ``max_nonfinite_steps`` skipped steps :class:`NonFiniteLossError`
   is raised (dinov2 stops at the first NaN; we tolerate a few noisy batches);
@@ -13,6 +19,7 @@ backward + clip, step, log, checkpoint), after nanoGPT ``train.py`` and dinov2 `
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -40,8 +47,8 @@ class TrainerConfig:
     weight_decay: float = 1e-4
     momentum: float = 0.9  # sgd only
     warmup_steps: int = 20
-    schedule: str = "constant"  # 'constant' | 'cosine'
-    total_steps: int = 1000  # cosine horizon
+    schedule: str = "constant"  # 'constant' | 'cosine' | 'cyclic_cosine'
+    total_steps: int = 1000  # cosine horizon (cyclic_cosine: the cycle length)
     min_lr_ratio: float = 0.1
     grad_clip_norm: float = 5.0  # <= 0 disables clipping (the norm is still measured)
     max_nonfinite_steps: int = 5
@@ -52,6 +59,7 @@ class TrainerConfig:
     device: str = "cpu"  # cpu | cuda | cuda:N | auto (core/learning/device.py)
     mixed_precision: bool = True  # torch.autocast float16 + loss scaling on CUDA; no effect on CPU
     seed: int | None = 0  # torch.manual_seed before building the model; None leaves the RNG alone
+    ema_decay: float = 0.0  # > 0: keep an EMA of the weights and checkpoint/serve it (see module docstring)
     # what serving needs, written into every checkpoint's metadata (serving.checkpoints.inference_info):
     # the (width, height) images are resized to for this model, and class names of semantic models
     input_size: tuple[int, int] | None = None
@@ -60,8 +68,10 @@ class TrainerConfig:
     def __post_init__(self) -> None:
         if self.optimizer not in ("adamw", "sgd"):
             raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
-        if self.schedule not in ("constant", "cosine"):
-            raise ValueError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
+        if self.schedule not in ("constant", "cosine", "cyclic_cosine"):
+            raise ValueError(f"schedule must be 'constant', 'cosine' or 'cyclic_cosine', got {self.schedule!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.max_nonfinite_steps < 1:
@@ -98,13 +108,35 @@ class Trainer:
                 params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
             )
         self.scaler = grad_scaler(self.device if config.mixed_precision else "cpu")  # a pass-through on CPU
+        self.ema: torch.nn.Module | None = None
+        if config.ema_decay > 0:
+            self.ema = copy.deepcopy(self.model).eval()
+            for p in self.ema.parameters():
+                p.requires_grad_(False)
         self.step = 0
         self.skipped_steps = 0
         self.history: list[dict] = []
 
+    @property
+    def serving_model(self) -> torch.nn.Module:
+        """What is evaluated, checkpointed and served: the EMA of the weights if kept, else the model."""
+        return self.ema if self.ema is not None else self.model
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        decay = min(self.config.ema_decay, (1 + self.step) / (10 + self.step))
+        ema_state, state = self.ema.state_dict(), self.model.state_dict()
+        for k, e in ema_state.items():
+            if e.dtype.is_floating_point:
+                e.mul_(decay).add_(state[k].detach(), alpha=1.0 - decay)
+            else:
+                e.copy_(state[k])
+
     # ------------------------------------------------------------------ schedule
     def lr_at(self, step: int) -> float:
         c = self.config
+        if c.schedule == "cyclic_cosine":
+            step = step % c.total_steps
         if c.warmup_steps > 0 and step < c.warmup_steps:
             return c.lr * (step + 1) / c.warmup_steps
         if c.schedule == "constant":
@@ -163,6 +195,9 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.step += 1
+            # -- ema
+            if self.ema is not None:
+                self._update_ema()
             # -- log
             record = {
                 "step": self.step,
@@ -199,25 +234,29 @@ class Trainer:
         keys = {k for r in recent for k in r if k not in ("step", "time_s")}
         return {k: float(sum(r[k] for r in recent if k in r) / sum(1 for r in recent if k in r)) for k in sorted(keys)}
 
-    def save_checkpoint(self, directory: str | Path | None = None) -> Path:
-        """Write the next checkpoint version atomically; returns its directory."""
+    def save_checkpoint(self, directory: str | Path | None = None, extra_meta: dict | None = None) -> Path:
+        """Write the next checkpoint version atomically (the serving model's weights); returns its directory."""
         directory = directory if directory is not None else self.config.checkpoint_dir
         if directory is None:
             raise ValueError("no checkpoint directory given (argument or TrainerConfig.checkpoint_dir)")
         return ckpt.save_checkpoint(
             directory,
             task=self.task.name,
-            model=self.model,
+            model=self.serving_model,
             model_config=self.task.model_config(),
             step=self.step,
             optimizer_state={
                 "optimizer": self.optimizer.state_dict(),
                 "trainer": {"step": self.step, "skipped_steps": self.skipped_steps},
+                **({"model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()}}
+                   if self.ema is not None else {}),
             },
             dataset_size=self.config.dataset_size,
             metrics=self.recent_metrics(),
             inference=(ckpt.inference_info(self.config.input_size, self.config.class_names)
                        if self.config.input_size is not None else None),
+            extra_meta={**({"ema_decay": self.config.ema_decay} if self.ema is not None else {}),
+                        **(extra_meta or {})},
         )
 
     def resume(self, directory: str | Path | None = None) -> ckpt.CheckpointInfo | None:
@@ -239,7 +278,12 @@ class Trainer:
             except ckpt.CheckpointError as e:
                 LOG.warning("ignoring invalid checkpoint: %s", e)
                 continue
-            self.model.load_state_dict(state, strict=True)
+            if self.ema is not None:
+                self.ema.load_state_dict(state, strict=True)
+                raw = (opt_state or {}).get("model")
+                self.model.load_state_dict(raw if raw is not None else state, strict=True)
+            else:
+                self.model.load_state_dict(state, strict=True)
             self.step = int(info.meta["step"])
             if opt_state is not None:
                 self.optimizer.load_state_dict(opt_state["optimizer"])

@@ -1,0 +1,77 @@
+"""The demo's machine-readable result, ``report.json`` beside ``report.md`` (ROS-free; other tools read it).
+
+Keys::
+
+    versions        [{version, step, labels, validation, promoted, ap30, ap50, ap75}, ...]  every version,
+                    oldest first; labels = training labels it saw; validation = the gate's scores on
+                    held-out self-labels; promoted = it passed the gate (was served at some point);
+                    ap* = AP on the held-out novel-object scenes (null where that version was not evaluated)
+    served_version  the version served at the end (null: nothing passed the gate)
+    served_ap50     its AP@0.5 on the held-out scenes (null if not evaluated or nothing served)
+    bottom_up_ap50  the bottom-up baseline's AP@0.5 on the same scenes
+    served_sequence [{version, ap50, event}] the served version after each promotion/rollback, in order
+    max_served_ap50_drop  the largest fall of served AP@0.5 from one promotion to the next (0 if none)
+    eval_scenes, seed
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+
+def build_report(versions: list[dict], evaluated: dict[int, dict], ledger_events: list[dict],
+                 served_version: Optional[int], bottom_up: dict, *, eval_scenes: int, seed: int) -> dict:
+    """``versions``: [{'version', 'meta'}], ``evaluated``: {version: {'AP30', 'AP50', 'AP75', ...}}."""
+    promoted = {int(e["version"]) for e in ledger_events if e.get("event") == "promoted"}
+    rows = []
+    for v in versions:
+        meta, version = v["meta"], int(v["version"])
+        m = evaluated.get(version)
+        rows.append({
+            "version": version, "step": int(meta.get("step", 0)), "labels": int(meta.get("dataset_size") or 0),
+            "validation": dict(meta.get("validation") or {}),
+            "promoted": version in promoted or (not ledger_events and meta.get("promoted", True) is not False),
+            "ap30": None if m is None else float(m["AP30"]), "ap50": None if m is None else float(m["AP50"]),
+            "ap75": None if m is None else float(m["AP75"]),
+        })
+    sequence = [{"version": int(e["version"]), "event": e.get("event", "promoted"),
+                 "ap50": None if int(e["version"]) not in evaluated else float(evaluated[int(e["version"])]["AP50"])}
+                for e in ledger_events]
+    drops = [a["ap50"] - b["ap50"] for a, b in zip(sequence, sequence[1:])
+             if a["ap50"] is not None and b["ap50"] is not None and b["event"] == "promoted"]
+    served_ap50 = None
+    if served_version is not None and served_version in evaluated:
+        served_ap50 = float(evaluated[served_version]["AP50"])
+    return {
+        "versions": rows, "served_version": served_version, "served_ap50": served_ap50,
+        "bottom_up_ap50": float(bottom_up["AP50"]), "served_sequence": sequence,
+        "max_served_ap50_drop": max([0.0] + drops), "eval_scenes": int(eval_scenes), "seed": int(seed),
+    }
+
+
+def versions_to_evaluate(all_versions: list[int], promoted: list[int], served: Optional[int],
+                         max_spread: int = 5) -> list[int]:
+    """Every promoted version and the served one, plus up to ``max_spread`` evenly spaced others (first, newest)."""
+    if not all_versions:
+        return []
+    n = len(all_versions)
+    spread = {all_versions[round(i * (n - 1) / max(max_spread - 1, 1))] for i in range(max_spread)}
+    chosen = spread | set(promoted) | ({served} if served is not None else set())
+    return sorted(v for v in chosen if v in set(all_versions))
+
+
+def promotion_table(report: dict) -> str:
+    """Text table of versions: validation score, gate decision, AP on the held-out scenes."""
+    lines = [f"  {'version':>7s} {'step':>5s} {'labels':>6s} {'val score':>9s} {'gate':>9s} {'AP@0.5':>7s}"]
+    for r in report["versions"]:
+        score = r["validation"].get("score")
+        ap = "-" if r["ap50"] is None else f"{r['ap50']:.3f}"
+        lines.append(f"  {'v' + str(r['version']):>7s} {r['step']:5d} {r['labels']:6d} "
+                     f"{'-' if score is None else format(score, '.3f'):>9s} "
+                     f"{'promoted' if r['promoted'] else 'candidate':>9s} {ap:>7s}")
+    served = report["served_version"]
+    lines.append(f"  served at the end: {'nothing' if served is None else 'v' + str(served)}"
+                 + ("" if report["served_ap50"] is None else f" (AP@0.5 {report['served_ap50']:.3f})")
+                 + f"; bottom-up baseline AP@0.5 {report['bottom_up_ap50']:.3f}; largest served AP@0.5 drop "
+                 f"between promotions {report['max_served_ap50_drop']:.3f}")
+    return "\n".join(lines)

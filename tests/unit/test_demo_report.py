@@ -1,0 +1,51 @@
+"""report.json of the demo: the keys other tools read, computed from checkpoints and the promotion ledger."""
+
+import json
+
+import pytest
+import torch
+
+from selfsup_perception.cli.demo_report import build_report, promotion_table, versions_to_evaluate
+from selfsup_perception.core.learning.serving import checkpoints as ckpt
+from selfsup_perception.core.learning.serving.promotions import PromotionLedger
+
+TASK = "instance_segmentation"
+
+
+def ap(v):
+    return {"AP30": v + 0.1, "AP50": v, "AP75": v / 2, "AP": v / 3}
+
+
+def test_report_lists_every_version_with_gate_and_ap(tmp_path):
+    model = torch.nn.Linear(2, 1)
+    for i, (promoted, score) in enumerate([(True, 0.3), (False, 0.2), (True, 0.5), (False, 0.1)], start=1):
+        ckpt.save_checkpoint(tmp_path, task=TASK, model=model, model_config={}, step=20 * i, dataset_size=4 + i,
+                             extra_meta={"promoted": promoted, "validation": {"score": score}})
+        if promoted:
+            PromotionLedger.load(tmp_path, TASK).record_promotion(i, "test")
+    ledger = PromotionLedger.load(tmp_path, TASK)
+    ledger.rollback(1, "test")
+    versions = [{"version": v.version, "meta": v.meta} for v in ckpt.list_versions(tmp_path, TASK)]
+    evaluated = {1: ap(0.20), 3: ap(0.17), 4: ap(0.30)}
+    report = build_report(versions, evaluated, PromotionLedger.load(tmp_path, TASK).events, 1, ap(0.14),
+                          eval_scenes=12, seed=10_000)
+    report = json.loads(json.dumps(report))  # what other tools read back
+    assert set(report) >= {"versions", "served_version", "served_ap50", "bottom_up_ap50"}
+    rows = report["versions"]
+    assert [r["version"] for r in rows] == [1, 2, 3, 4]
+    assert set(rows[0]) == {"version", "step", "labels", "validation", "promoted", "ap30", "ap50", "ap75"}
+    assert [r["promoted"] for r in rows] == [True, False, True, False]
+    assert rows[1]["ap50"] is None and rows[2]["ap50"] == pytest.approx(0.17)
+    assert rows[2]["labels"] == 7 and rows[2]["step"] == 60 and rows[2]["validation"] == {"score": 0.5}
+    assert report["served_version"] == 1 and report["served_ap50"] == pytest.approx(0.20)
+    assert report["bottom_up_ap50"] == pytest.approx(0.14)
+    # served AP: v1 0.20 -> v3 0.17 (promotion, a drop of 0.03) -> v1 (rollback, not a promotion)
+    assert [s["version"] for s in report["served_sequence"]] == [1, 3, 1]
+    assert report["max_served_ap50_drop"] == pytest.approx(0.03)
+    table = promotion_table(report)
+    assert "served at the end: v1" in table and "candidate" in table
+
+
+def test_versions_to_evaluate_include_every_promoted_and_the_served_one():
+    assert versions_to_evaluate(list(range(1, 21)), [3, 7, 8], 7, max_spread=3) == [1, 3, 7, 8, 11, 20]
+    assert versions_to_evaluate([], [], None) == []
