@@ -166,3 +166,31 @@ def test_a_value_that_differs_between_processes_stops_every_rank(tmp_path):
     assert [(tmp_path / f"rank{r}").read_text() for r in range(2)] == [
         "the answer differs between processes (7 .. 9; this rank: 7)",
         "the answer differs between processes (7 .. 9; this rank: 9)"]
+
+
+def test_the_distributed_trainer_keeps_the_ema_it_checkpoints(tmp_path):
+    """With ema_decay > 0 the checkpoint holds the averaged weights: the DDP loop must update them too."""
+    from selfsup_perception.core.learning.serving import checkpoints as ckpt
+    from selfsup_perception.core.learning.tasks.instance import (
+        InstanceSegmentationTask,
+        InstanceTaskConfig,
+        collate_samples,
+        synthetic_items,
+    )
+    from selfsup_perception.core.learning.models.instance_segmentation import InstanceSegConfig
+    from selfsup_perception.core.learning.training.distributed import DDPTrainer, DistributedContext
+    from selfsup_perception.core.learning.training.trainer import TrainerConfig
+
+    task = InstanceSegmentationTask(InstanceTaskConfig(model=InstanceSegConfig(widths=(8, 8, 8, 8), decoder_channels=8,
+                                                                               embedding_dim=4)))
+    trainer = DDPTrainer(task, TrainerConfig(lr=1e-2, warmup_steps=0, ema_decay=0.5, log_every=0), DistributedContext())
+    before = {k: v.clone() for k, v in trainer.ema.state_dict().items()}
+    items = synthetic_items(4, height=32, width=48, seed=0)
+    rng = np.random.default_rng(0)
+    records = trainer.train_steps(([(i, collate_samples(items, rng=rng))] for i in range(3)), 3)
+    assert len(records) == 3
+    changed = [k for k, v in trainer.ema.state_dict().items() if v.is_floating_point() and not torch.equal(v, before[k])]
+    assert changed, "the EMA weights never moved"
+    saved = ckpt.load_state_dict(trainer.save_checkpoint(tmp_path))
+    for k, v in trainer.ema.state_dict().items():
+        assert torch.equal(saved[k], v)

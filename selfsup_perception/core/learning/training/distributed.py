@@ -280,6 +280,9 @@ class DDPTrainer(Trainer):
             # -- step
             self.optimizer.step()
             self.step += 1
+            # -- ema: with ema_decay > 0 the averaged weights are what gets checkpointed (Trainer.save_checkpoint)
+            if self.ema is not None:
+                self._update_ema()
             # -- log: the loss is the mean over ranks; task metrics are this rank's (their keys can differ
             # between ranks, e.g. with or without negative samples, so they are not reduced)
             record = {"step": self.step, "lr": lr, "grad_norm": grad_norm, "time_s": time.perf_counter() - t0,
