@@ -26,17 +26,23 @@ from selfsup_perception.core.learning.device import autocast
 from selfsup_perception.core.learning.models.backbone import normalize_image
 
 
+def validated_rgb(rgb: np.ndarray) -> np.ndarray:
+    """``rgb`` as an array, or ValueError unless it is a non-empty (H, W, 3) uint8 image."""
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
+        raise ValueError(f"rgb must be a non-empty (H, W, 3) image, got shape {rgb.shape}")
+    if rgb.dtype != np.uint8:
+        raise ValueError(f"rgb must be uint8, got {rgb.dtype}")
+    return rgb
+
+
 def compute_descriptor_image(model: torch.nn.Module, rgb: np.ndarray, device: str | torch.device = "cpu") -> np.ndarray:
     """(H, W, 3) uint8 RGB -> (H, W, D) float32 descriptor image, upsampled to the input size, unit L2 norm.
 
     ``model`` is a :class:`~selfsup_perception.core.learning.models.descriptor_net.DescriptorNet`
     (anything with ``dense(x)`` or returning (B, D, h, w) from ``forward``). Runs in eval mode without gradients.
     """
-    rgb = np.asarray(rgb)
-    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
-        raise ValueError(f"rgb must be a non-empty (H, W, 3) image, got shape {rgb.shape}")
-    if rgb.dtype != np.uint8:
-        raise ValueError(f"rgb must be uint8, got {rgb.dtype}")
+    rgb = validated_rgb(rgb)
     was_training = model.training
     model.eval()
     try:

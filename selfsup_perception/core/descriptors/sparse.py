@@ -27,17 +27,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from selfsup_perception.core.descriptors.matching import validated_rgb
 from selfsup_perception.core.descriptors.spatial_expectation import DEFAULT_TEMPERATURE
 from selfsup_perception.core.learning.models.backbone import normalize_image
 
 
 def compute_descriptor_map(model: torch.nn.Module, rgb: np.ndarray, device: str | torch.device = "cpu") -> torch.Tensor:
     """(H, W, 3) uint8 RGB -> low-resolution unit-norm descriptor map (D, h, w) float32 on the CPU."""
-    rgb = np.asarray(rgb)
-    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
-        raise ValueError(f"rgb must be a non-empty (H, W, 3) image, got shape {rgb.shape}")
-    if rgb.dtype != np.uint8:
-        raise ValueError(f"rgb must be uint8, got {rgb.dtype}")
+    rgb = validated_rgb(rgb)
     was_training = model.training
     model.eval()
     try:
