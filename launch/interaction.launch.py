@@ -16,8 +16,6 @@ The same graph without ros2 launch: python -m selfsup_perception.launcher [--no-
 --moveit-config-package ...].
 """
 
-from pathlib import PurePosixPath
-
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
 from launch.conditions import IfCondition
@@ -33,7 +31,7 @@ from selfsup_perception.graph import (
     SIM_WORLD,
     TRAINER,
     config_dir,
-    data_overrides,
+    data_folders,
 )
 
 
@@ -45,10 +43,8 @@ def _node(spec, extra=None, **kwargs):
 
 
 def _data_parameters(spec, data_dir) -> dict:
-    """The node's data folders under the ``data_dir`` launch argument (graph.data_overrides: one layout)."""
-    layout = data_overrides("DATA")
-    return {k: PathJoinSubstitution([data_dir, PurePosixPath(v).name]) for k, v in layout.get(spec.name, {}).items()}
-
+    """The node's data folders under the ``data_dir`` launch argument (graph.DATA_LAYOUT: one layout)."""
+    return {k: PathJoinSubstitution([data_dir, sub]) for k, sub in data_folders(spec.name).items()}
 
 
 def generate_launch_description() -> LaunchDescription:

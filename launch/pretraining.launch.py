@@ -7,8 +7,6 @@ around the static scene) when use_sim is true.
 The same graph without ros2 launch: python -m selfsup_perception.launcher --pretraining.
 """
 
-from pathlib import PurePosixPath
-
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
 from launch.conditions import IfCondition
@@ -22,7 +20,7 @@ from selfsup_perception.graph import (
     SIM_WORLD,
     TRAINER,
     config_dir,
-    data_overrides,
+    data_folders,
     pretraining_overrides,
 )
 
@@ -32,16 +30,12 @@ def _node(spec, overrides, **kwargs):
     return Node(package="selfsup_perception", executable=spec.executable, name=spec.name, output="screen",
                 respawn=True, respawn_delay=2.0,  # the graph outlives a node (see launcher.py)
                 parameters=[str(config_dir() / spec.params_file), {**spec.overrides, **overrides},
-                            _data_parameters(spec, LaunchConfiguration("data_dir"), pretraining=True)], **kwargs)
+                            _data_parameters(spec, LaunchConfiguration("data_dir"))], **kwargs)
 
 
-def _data_parameters(spec, data_dir, pretraining: bool = False) -> dict:
-    """The node's data folders under the ``data_dir`` launch argument (graph.data_overrides: one layout)."""
-    layout = data_overrides("DATA")
-    if pretraining:  # the pre-training trainer reads the registration store
-        layout["trainer"]["dataset_dir"] = layout["registration"]["dataset_dir"]
-    return {k: PathJoinSubstitution([data_dir, PurePosixPath(v).name]) for k, v in layout.get(spec.name, {}).items()}
-
+def _data_parameters(spec, data_dir) -> dict:
+    """The node's data folders under the ``data_dir`` launch argument (graph.DATA_LAYOUT: one layout)."""
+    return {k: PathJoinSubstitution([data_dir, sub]) for k, sub in data_folders(spec.name, pretraining=True).items()}
 
 
 def generate_launch_description() -> LaunchDescription:

@@ -55,31 +55,43 @@ def pretraining_graph(with_simulator: bool = True) -> list[NodeSpec]:
 
 def pretraining_overrides(with_simulator: bool = True, data_dir: str | Path = "data") -> dict[str, dict]:
     """Parameter overrides that turn the shared configs into the pre-training graph."""
-    out = {"trainer": {"task": "semantic_segmentation", "dataset_dir": data_overrides(data_dir)["registration"][
-        "dataset_dir"], "min_samples": 1, "batch_size": 4, "torch_threads": 1}}
+    out = {"trainer": {"task": "semantic_segmentation",
+                       "dataset_dir": data_overrides(data_dir, pretraining=True)["trainer"]["dataset_dir"],
+                       "min_samples": 1, "batch_size": 4, "torch_threads": 1}}
     if with_simulator:
         # one static scene: two arcs of views, then the trainer works on their pairs
         out["registration"] = {"drive_sim_camera": True, "collect_period_s": 5.0, "max_timer_collections": 2}
     return out
 
 
-def data_overrides(data_dir: str | Path) -> dict[str, dict]:
-    """Where the nodes hand data to each other, set from one root (the one place that knows the layout).
+# Where the nodes hand data to each other: {node: {parameter: folder under the data root}}.
+# interactions/ (interaction -> labeler -> trainer), registration/ (registration -> pre-training),
+# checkpoints/ (trainer -> inference), bags/ (recorded interactions).
+DATA_LAYOUT: dict[str, dict[str, str]] = {
+    "interaction": {"dataset_dir": "interactions", "bag_dir": "bags"},
+    "labeler": {"dataset_dir": "interactions"},
+    "registration": {"dataset_dir": "registration"},
+    "trainer": {"dataset_dir": "interactions", "checkpoint_dir": "checkpoints"},
+    "inference": {"checkpoint_dir": "checkpoints"},
+}
 
-    ``<data_dir>/interactions`` (interaction -> labeler -> trainer), ``<data_dir>/registration``
-    (registration -> pre-training), ``<data_dir>/checkpoints`` (trainer -> inference),
-    ``<data_dir>/bags`` (recorded interactions). A trainer with ``task: semantic_segmentation``
-    reads the registration store instead (:func:`pretraining_overrides` sets it).
+
+def data_folders(node: str, pretraining: bool = False) -> dict[str, str]:
+    """{parameter: folder under the data root} of ``node`` (the one place that knows the layout).
+
+    With ``pretraining`` the trainer reads the registration store (task semantic_segmentation).
     """
+    folders = dict(DATA_LAYOUT.get(node, {}))
+    if pretraining and node == "trainer":
+        folders["dataset_dir"] = DATA_LAYOUT["registration"]["dataset_dir"]
+    return folders
+
+
+def data_overrides(data_dir: str | Path, pretraining: bool = False) -> dict[str, dict]:
+    """Per-node overrides that put every hand-over folder under ``data_dir`` (:data:`DATA_LAYOUT`)."""
     root = Path(data_dir)
-    interactions, checkpoints = str(root / "interactions"), str(root / "checkpoints")
-    return {
-        "interaction": {"dataset_dir": interactions, "bag_dir": str(root / "bags")},
-        "labeler": {"dataset_dir": interactions},
-        "registration": {"dataset_dir": str(root / "registration")},
-        "trainer": {"dataset_dir": interactions, "checkpoint_dir": checkpoints},
-        "inference": {"checkpoint_dir": checkpoints},
-    }
+    return {node: {param: str(root / sub) for param, sub in data_folders(node, pretraining).items()}
+            for node in DATA_LAYOUT}
 
 
 def merge_overrides(*layers: dict[str, dict]) -> dict[str, dict]:
