@@ -383,7 +383,7 @@ class InferenceNode(GuardedNodeMixin, LifecycleNode):
         """(InstanceSegmentation message, list of core Instances) of one RGB image."""
         p = self.params
         loaded = self.registry.get("instance_segmentation", model_version)
-        instances = segment_instances(loaded.model, rgb, ckpt.serving_input_size(loaded.meta),
+        instances = segment_instances(loaded.model, rgb, loaded.input_size,
                                       score_threshold=score_threshold or p.score_threshold,
                                       max_instances=max_instances or p.max_instances,
                                       refinement=MaskRefinementConfig() if p.refine_masks else None)
@@ -402,7 +402,7 @@ class InferenceNode(GuardedNodeMixin, LifecycleNode):
             loaded = self.registry.active("semantic_segmentation")
         except ModelNotAvailableError:
             return
-        classes = segment_semantic(loaded.model, rgb, ckpt.serving_input_size(loaded.meta))
+        classes = segment_semantic(loaded.model, rgb, loaded.input_size)
         array_to_image(classes, "mono8", out.semantic_image)
         out.class_names = ckpt.serving_class_names(loaded.meta)
 

@@ -37,6 +37,7 @@ class LoadedModel:
     path: Path
     model: torch.nn.Module
     meta: dict
+    input_size: tuple[int, int] = ckpt.LEGACY_INPUT_SIZE  # (width, height) from the metadata, read once at load
 
     @property
     def name(self) -> str:
@@ -133,7 +134,7 @@ class ModelRegistry:
         model, meta = ckpt.load_model_for_inference(path, map_location=self.device)  # raises CheckpointError
         if meta.get("task") != task:
             raise ModelNotAvailableError(f"{path} holds a {meta.get('task')!r} model, not {task!r}")
-        loaded = LoadedModel(task, int(meta["version"]), Path(path), model, meta)
+        loaded = LoadedModel(task, int(meta["version"]), Path(path), model, meta, ckpt.serving_input_size(meta))
         with self._lock:
             self._cache[key] = loaded
             self._cache.move_to_end(key)
