@@ -14,14 +14,12 @@ import numpy as np
 import pytest
 import rclpy
 import torch
-from sample_factory import make_sample
+from sample_factory import labeled_store as _labeled_store
 from sensor_msgs.msg import Image
 
-from selfsup_perception.core.dataset.sample_store import SampleStore
 from selfsup_perception.core.learning.models.instance_segmentation import InstanceSegConfig
 from selfsup_perception.core.learning.serving import checkpoints as ckpt
 from selfsup_perception.core.learning.tasks.instance import InstanceSegmentationTask, InstanceTaskConfig
-from selfsup_perception.core.types import MaskLabel
 from selfsup_perception.graph import CAMERA_CAPTURE, INFERENCE, LABELER, TRAINER
 from selfsup_perception.launcher import node_command
 from selfsup_perception.ros.conversions import rgb_to_msg
@@ -79,13 +77,7 @@ def camera_stream(topic="camera/color/image_raw", hz=20.0):
 
 
 def labeled_store(root, n=4, h=96, w=128):
-    store = SampleStore(root)
-    for i in range(n):
-        s = make_sample(f"s{i}", h=h, w=w, seed=i)
-        store.write_sample(s)
-        m = np.zeros((h, w), bool)
-        m[2:20, 1:20] = True
-        store.write_label(s.sample_id, MaskLabel(m, False, True, "test", "flow"))
+    return _labeled_store(root, n, h, w, box=(2, 20, 1, 20))
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])

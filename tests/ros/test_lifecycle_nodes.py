@@ -5,7 +5,6 @@ training) checked over DDS, and failed configures (missing checkpoint folder, a 
 does not exist) that answer FAILURE and leave the node up and unconfigured.
 """
 
-import numpy as np
 import pytest
 import rclpy
 from lifecycle_msgs.msg import State, Transition
@@ -13,10 +12,9 @@ from lifecycle_msgs.srv import ChangeState, GetState
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from ros_helpers import wait_for, wait_future
+from sample_factory import labeled_store as _labeled_store
 from sample_factory import make_sample
 
-from selfsup_perception.core.dataset.sample_store import SampleStore
-from selfsup_perception.core.types import MaskLabel
 from selfsup_perception.msg import ModelVersion
 from selfsup_perception.nodes.inference_node import InferenceNode
 from selfsup_perception.nodes.trainer_node import TrainerNode
@@ -46,14 +44,7 @@ class Lifecycle:
 
 
 def labeled_store(root, n=4):
-    store = SampleStore(root)
-    for i in range(n):
-        s = make_sample(f"s{i}", h=H, w=W, seed=i)
-        store.write_sample(s)
-        m = np.zeros((H, W), bool)
-        m[2:9, 1:8] = True
-        store.write_label(s.sample_id, MaskLabel(m, False, True, "test", "flow"))
-    return store
+    return _labeled_store(root, n, H, W)
 
 
 def trained_checkpoints(tmp_path):

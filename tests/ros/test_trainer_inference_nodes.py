@@ -9,13 +9,12 @@ import rclpy
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from ros_helpers import wait_for, wait_future
+from sample_factory import labeled_store as _labeled_store
 from sample_factory import make_sample
 from sensor_msgs.msg import Image
 
-from selfsup_perception.core.dataset.sample_store import SampleStore
 from selfsup_perception.core.learning.serving import checkpoints as ckpt
 from selfsup_perception.core.learning.serving.promotions import PromotionLedger
-from selfsup_perception.core.types import MaskLabel
 from selfsup_perception.msg import ModelVersion, TrainerStatus
 from selfsup_perception.nodes.inference_node import InferenceNode
 from selfsup_perception.nodes.trainer_node import TrainerNode
@@ -29,14 +28,7 @@ H, W = 48, 64
 
 
 def labeled_store(root, n=4):
-    store = SampleStore(root)
-    for i in range(n):
-        s = make_sample(f"s{i}", h=H, w=W, seed=i)
-        store.write_sample(s)
-        m = np.zeros((H, W), bool)
-        m[2:9, 1:8] = True  # around the action pixel (3, 4)
-        store.write_label(s.sample_id, MaskLabel(m, i == n - 1, True, "test", "flow"))
-    return store
+    return _labeled_store(root, n, H, W, last_negative=True)
 
 
 def trainer_params(tmp_path, rounds):
