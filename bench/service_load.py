@@ -45,6 +45,7 @@ from selfsup_perception.core.types import CameraIntrinsics, InteractionKind, Int
 from selfsup_perception.graph import INFERENCE, TRAINER
 from selfsup_perception.launcher import GraphProcess
 from selfsup_perception.ros.conversions import rgb_to_msg
+from selfsup_perception.ros.dds_transport import apply_transport_profile
 from selfsup_perception.ros.service_calls import ServiceCallError, call_service
 from selfsup_perception.sim.tabletop import CameraConfig, SimConfig, TabletopSim
 from selfsup_perception.srv import ComputeDescriptors, FindCorrespondences, LoadModel, SegmentImage
@@ -68,12 +69,20 @@ def renders(n: int) -> list[np.ndarray]:
     return out
 
 
+TRAINED_SIZE = (160, 120)  # (width, height): the trainer's input size in config/trainer.yaml, every task
+
+
 def write_versions(root: Path, n_versions: int) -> None:
-    """Instance versions 1..n (one weight file hard-linked n times) and one descriptors version."""
+    """Instance versions 1..n (one weight file hard-linked n times) and one descriptors version.
+
+    Their metadata says they were trained at ``TRAINED_SIZE``, as the trainer node's checkpoints
+    do: serving runs both networks at that size.
+    """
     torch.manual_seed(0)
     task = InstanceSegmentationTask()
+    inference = ckpt.inference_info(TRAINED_SIZE)
     first = ckpt.save_checkpoint(root, task=task.name, model=task.build_model(), model_config=task.model_config(),
-                                 step=0)
+                                 step=0, inference=inference)
     meta = json.loads((first / ckpt.META_FILE).read_text())
     for v in range(2, n_versions + 1):
         d = root / task.name / f"v{v:05d}"
@@ -81,7 +90,8 @@ def write_versions(root: Path, n_versions: int) -> None:
         os.link(first / ckpt.MODEL_FILE, d / ckpt.MODEL_FILE)
         (d / ckpt.META_FILE).write_text(json.dumps({**meta, "version": v, "step": v}))
     dtask = DescriptorTask()
-    ckpt.save_checkpoint(root, task=dtask.name, model=dtask.build_model(), model_config=dtask.model_config(), step=0)
+    ckpt.save_checkpoint(root, task=dtask.name, model=dtask.build_model(), model_config=dtask.model_config(), step=0,
+                         inference=inference)
 
 
 def write_dataset(root: Path, images: list[np.ndarray], n: int = 12) -> None:
@@ -135,6 +145,7 @@ def main() -> None:
     parser.add_argument("--versions", type=int, default=300, help="explicit versions requested for the RSS figure")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
+    apply_transport_profile()  # this process sends the image requests: the same transport as the nodes
     images = renders(4)
     rng = np.random.default_rng(1)
     pixels = np.stack([rng.uniform(20, W - 20, 100), rng.uniform(20, H - 20, 100)], 1).astype(np.float32)

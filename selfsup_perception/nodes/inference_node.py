@@ -105,6 +105,10 @@ class InferenceParams:
     max_sparse_pixels: int = field_with_help(10_000, "most pixels in one MODE_PIXELS/keypoints/find_correspondences request")
     max_cached_models: int = field_with_help(4, "loaded model versions kept besides the active ones (LRU)")
     max_cache_mb: float = field_with_help(512.0, "memory of all loaded models (MB); non-active ones are evicted first")
+    descriptors_at_training_size: bool = field_with_help(
+        True, "run the descriptor network on the image resized to the size it was trained at (checkpoint "
+        "metadata), as segmentation does, and sample its map at full-resolution pixels; false: on the full image "
+        "(slower, and not the scale the network learned)")
     descriptor_cache_size: int = field_with_help(
         8, "descriptor maps of recent images kept (by image content), e.g. a reference image matched repeatedly")
     allow_external_checkpoints: bool = field_with_help(
@@ -137,7 +141,7 @@ class InferenceNode(GuardedNodeMixin, LifecycleNode):
         super().__init__("inference", **kwargs)
         self.params = declare_config(self, InferenceParams, on_change=self._apply_params, dynamic=(
             "score_threshold", "max_instances", "refine_masks", "request_wait_s", "follow_trainer",
-            "correspondence_coarse_stride", "torch_threads"))
+            "correspondence_coarse_stride", "torch_threads", "descriptors_at_training_size"))
         torch.set_num_threads(max(self.params.torch_threads, 1))
         self.registry: ModelRegistry | None = None
         self._active = False
@@ -362,15 +366,25 @@ class InferenceNode(GuardedNodeMixin, LifecycleNode):
                              "(set allow_external_checkpoints to allow other paths)")
         return path
 
+    def _descriptor_input_size(self, loaded) -> tuple[int, int] | None:
+        """(width, height) the descriptor network runs at: its training size, or None (the image's own size).
+
+        A checkpoint without an input size in its metadata (written before it had one) runs on the image itself.
+        """
+        if not self.params.descriptors_at_training_size or not (loaded.meta.get("inference") or {}).get("input_width"):
+            return None
+        return loaded.input_size
+
     def _descriptor_map(self, loaded, rgb: np.ndarray):
-        """Low-resolution descriptor map of ``rgb``, from a small cache keyed by model and image content."""
-        key = (loaded.name, str(loaded.path), rgb.shape, hashlib.blake2b(rgb.tobytes(), digest_size=16).digest())
+        """Low-resolution descriptor map of ``rgb``, from a small cache keyed by model, input size and image content."""
+        size = self._descriptor_input_size(loaded)
+        key = (loaded.name, str(loaded.path), size, rgb.shape, hashlib.blake2b(rgb.tobytes(), digest_size=16).digest())
         with self._desc_cache_lock:
             hit = self._desc_cache.get(key)
             if hit is not None:
                 self._desc_cache.move_to_end(key)
                 return hit
-        dmap = compute_descriptor_map(loaded.model, rgb, device=self.registry.device)  # (D, h, w)
+        dmap = compute_descriptor_map(loaded.model, rgb, device=self.registry.device, input_size=size)  # (D, h, w)
         if self.params.descriptor_cache_size > 0:
             with self._desc_cache_lock:
                 self._desc_cache[key] = dmap
@@ -464,7 +478,8 @@ class InferenceNode(GuardedNodeMixin, LifecycleNode):
             loaded = self.registry.get("descriptors", request.model_version)
             size = rgb.shape[:2]
             if mode == modes.MODE_DENSE:
-                desc = compute_descriptor_image(loaded.model, rgb, device=self.registry.device)
+                desc = compute_descriptor_image(loaded.model, rgb, device=self.registry.device,
+                                                input_size=self._descriptor_input_size(loaded))
                 res.grid_stride = 1
             elif mode == modes.MODE_GRID:
                 dmap = self._descriptor_map(loaded, rgb)
@@ -513,8 +528,9 @@ class InferenceNode(GuardedNodeMixin, LifecycleNode):
             loaded = self.registry.get("descriptors", request.model_version)
             pixels = np.asarray(request.reference_pixels, dtype=np.float64).reshape(-1, 2)
             if request.exhaustive:
-                d_ref = compute_descriptor_image(loaded.model, ref, device=self.registry.device)
-                d_tgt = compute_descriptor_image(loaded.model, tgt, device=self.registry.device)
+                size = self._descriptor_input_size(loaded)
+                d_ref = compute_descriptor_image(loaded.model, ref, device=self.registry.device, input_size=size)
+                d_tgt = compute_descriptor_image(loaded.model, tgt, device=self.registry.device, input_size=size)
                 matched, confidence = find_correspondences(d_ref, d_tgt, pixels,
                                                            coarse_stride=p.correspondence_coarse_stride)
             else:

@@ -8,6 +8,9 @@ building the node or one that escapes the executor (every callback is guarded by
 :mod:`selfsup_perception.ros.callback_guard`, so that is a bug) is logged with its traceback and
 the process exits 1, for the launcher to restart it.
 
+The Fast DDS profile of :mod:`selfsup_perception.ros.dds_transport` is applied first (unless the
+user set their own).
+
 After a clean shutdown (context shut down, ``destroy_node`` done: workers were given a bounded
 time to stop, files are closed) the process flushes its logs and ends with ``os._exit``: the
 interpreter's own finalisation (torch, DDS, module teardown) took 1.7 s on the shared 2-core
@@ -29,10 +32,13 @@ import rclpy.logging
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 
+from selfsup_perception.ros.dds_transport import apply_transport_profile
+
 
 def run_node(make_node: Callable[[], Node], *, num_threads: int = 2, args=None) -> None:
     """Construct and spin a node; see the module docstring for how it ends."""
     logger = rclpy.logging.get_logger(getattr(make_node, "__name__", "node"))
+    apply_transport_profile()  # before rclpy.init: image-sized requests need a larger shared-memory segment
     try:
         with rclpy.init(args=args):
             try:

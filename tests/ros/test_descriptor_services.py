@@ -118,3 +118,31 @@ def test_bad_requests_get_clear_errors_and_the_node_keeps_serving(served, scene)
     assert np.allclose(res.target_pixels, [20.0 + SHIFT, 20.0])
     res = wait_future(cd.call_async(ComputeDescriptors.Request(image=rgb_to_msg(tgt))), 20)
     assert res.success and res.descriptors.width == W
+
+
+def test_descriptors_are_served_at_the_checkpoints_training_size(spinner, tmp_path, scene):
+    """A checkpoint trained at W x H serves 4x larger images: the network runs at W x H, matches come back in
+    full-resolution pixels, and the dense image equals the core call at the training size."""
+    torch.manual_seed(0)
+    task = DescriptorTask(DescriptorTaskConfig(mode="identical", model=TINY))
+    version_dir = ckpt.save_checkpoint(tmp_path, task=task.name, model=task.build_model(),
+                                       model_config=task.model_config(), step=0, inference=ckpt.inference_info((W, H)))
+    spinner.add(InferenceNode(parameter_overrides=[Parameter("checkpoint_dir", value=str(tmp_path)),
+                                                   Parameter("torch_threads", value=1)]))
+    client_node = spinner.add(rclpy.create_node("descriptor_clients_training_size"))
+    cd = client_node.create_client(ComputeDescriptors, "compute_descriptors")
+    fc = client_node.create_client(FindCorrespondences, "find_correspondences")
+    assert cd.wait_for_service(timeout_sec=10) and fc.wait_for_service(timeout_sec=10)
+    s = 4
+    ref, tgt = (cv2.resize(im, (W * s, H * s), interpolation=cv2.INTER_LINEAR) for im in scene)
+    res = wait_future(cd.call_async(ComputeDescriptors.Request(image=rgb_to_msg(ref))), 20)
+    assert res.success, res.message
+    desc = np.asarray(res.descriptors.data, dtype=np.float32).reshape(H * s, W * s, D)
+    model, _ = ckpt.load_model_for_inference(version_dir)
+    assert np.allclose(desc, compute_descriptor_image(model, ref, input_size=(W, H)), atol=1e-5)
+    ys, xs = np.mgrid[16:48:4, 16:60:4]
+    px = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float64) * s
+    res = correspondences(fc, ref, tgt, px)
+    assert res.success, res.message
+    err = np.linalg.norm(np.asarray(res.target_pixels, dtype=np.float64).reshape(-1, 2) - (px + [SHIFT * s, 0]), axis=1)
+    assert np.median(err) <= 1.0 and np.mean(err <= s) >= 0.9, err

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from selfsup_perception.core.descriptors.matching import compute_descriptor_image, find_correspondences
+from selfsup_perception.core.descriptors.matching import compute_descriptor_image, find_correspondences, network_input
 from selfsup_perception.core.descriptors.sparse import (
     compute_descriptor_map,
     descriptor_grid,
@@ -72,3 +72,35 @@ def test_keypoints_lie_on_texture(scene):
     kp = pick_keypoints(ref, 20)
     assert 0 < len(kp) <= 20 and (kp[:, 0] >= 0).all() and (kp[:, 0] <= W - 1).all()
     assert len(pick_keypoints(np.full((H, W, 3), 128, np.uint8), 20)) == 0  # a flat image has none
+
+
+def test_served_at_the_training_size_the_map_covers_the_full_image(net, scene):
+    """The network runs on the image resized to its training size; full-resolution pixels sample that map."""
+    ref, tgt = scene
+    scale = 4
+    big_ref, big_tgt = (cv2.resize(im, (W * scale, H * scale), interpolation=cv2.INTER_LINEAR) for im in (ref, tgt))
+    dmap = compute_descriptor_map(net, big_ref, input_size=(W, H))
+    assert dmap.shape == (16, H // 4, W // 4)  # the map of the training-size image
+    assert torch.allclose(dmap, compute_descriptor_map(net, network_input(big_ref, (W, H))), atol=1e-6)
+    dense = compute_descriptor_image(net, big_ref, input_size=(W, H))  # (4H, 4W, D): upsampled to the image
+    assert dense.shape == (H * scale, W * scale, 16)
+    ys, xs = np.mgrid[0:H * scale:7, 0:W * scale:5]
+    px = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float64)
+    assert np.allclose(sample_descriptor_map(dmap, px, big_ref.shape[:2]), dense[ys.ravel(), xs.ravel()], atol=1e-5)
+    # matching at full resolution: grid steps of 8 px are refined in two levels down to single pixels
+    ys, xs = np.mgrid[16:48:4, 16:60:4]
+    px = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float64) * scale
+    tmap = compute_descriptor_map(net, big_tgt, input_size=(W, H))
+    matched, conf = match_on_grid(dmap, big_ref.shape[:2], tmap, big_tgt.shape[:2], px)
+    err = np.linalg.norm(matched - (px + [SHIFT * scale, 0]), axis=1)
+    assert np.median(err) <= 1.0 and np.mean(err <= scale) >= 0.9, err
+    assert ((conf > 0) & (conf <= 1)).all()
+
+
+def test_network_input_resizes_only_when_asked(scene):
+    ref, _ = scene
+    assert network_input(ref, None) is ref and network_input(ref, (W, H)) is ref
+    assert network_input(ref, (W // 2, H // 2)).shape == (H // 2, W // 2, 3)
+    assert network_input(ref, (W * 2, H * 2)).shape == (H * 2, W * 2, 3)
+    with pytest.raises(ValueError, match="positive"):
+        network_input(ref, (0, H))

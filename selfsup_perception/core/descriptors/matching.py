@@ -12,6 +12,7 @@ similar pixels (no correspondence, repeated texture) gives a small confidence.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -36,25 +37,48 @@ def validated_rgb(rgb: np.ndarray) -> np.ndarray:
     return rgb
 
 
-def compute_descriptor_image(model: torch.nn.Module, rgb: np.ndarray, device: str | torch.device = "cpu") -> np.ndarray:
-    """(H, W, 3) uint8 RGB -> (H, W, D) float32 descriptor image, upsampled to the input size, unit L2 norm.
+def network_input(rgb: np.ndarray, input_size: tuple[int, int] | None) -> np.ndarray:
+    """``rgb`` (validated) resized to ``input_size`` = (width, height) for the network; None: unchanged.
 
-    ``model`` is a :class:`~selfsup_perception.core.learning.models.descriptor_net.DescriptorNet`
-    (anything with ``dense(x)`` or returning (B, D, h, w) from ``forward``). Runs in eval mode without gradients.
+    Area averaging when shrinking, bilinear when enlarging (as the trainer resizes its images).
+    Pixel centres map linearly ((x + 0.5) / W is the same point in both images), so a descriptor
+    map of the resized image is sampled at full-resolution coordinates with ``align_corners=False``.
     """
     rgb = validated_rgb(rgb)
+    if input_size is None:
+        return rgb
+    iw, ih = (int(v) for v in input_size)
+    if iw < 1 or ih < 1:
+        raise ValueError(f"input_size must be positive, got {input_size}")
+    h, w = rgb.shape[:2]
+    if (w, h) == (iw, ih):
+        return rgb
+    shrink = iw * ih < w * h
+    return cv2.resize(rgb, (iw, ih), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def compute_descriptor_image(model: torch.nn.Module, rgb: np.ndarray, device: str | torch.device = "cpu",
+                             input_size: tuple[int, int] | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (H, W, D) float32 descriptor image, upsampled to the image size, unit L2 norm.
+
+    ``model`` is a :class:`~selfsup_perception.core.learning.models.descriptor_net.DescriptorNet`
+    (anything returning (B, D, h, w) from ``forward``). The network runs on the image resized to
+    ``input_size`` = (width, height) (:func:`network_input`; None: the image's own size), in eval
+    mode without gradients; its map is upsampled bilinearly (``align_corners=False``) to H x W and
+    renormalised.
+    """
+    rgb = validated_rgb(rgb)
+    x_rgb = network_input(rgb, input_size)
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad(), autocast(device):  # float16 on CUDA
-            x = normalize_image(torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0)).to(device)  # (1, 3, H, W)
-            if hasattr(model, "dense"):
-                desc = model.dense(x)
-            else:
-                desc = F.normalize(F.interpolate(model(x), size=rgb.shape[:2], mode="bilinear", align_corners=False), dim=1)
+            x = normalize_image(torch.from_numpy(x_rgb).permute(2, 0, 1).unsqueeze(0)).to(device)  # (1, 3, h', w')
+            low = model(x).float()  # (1, D, h, w)
+            desc = F.normalize(F.interpolate(low, size=rgb.shape[:2], mode="bilinear", align_corners=False), dim=1)
     finally:
         model.train(was_training)
-    return desc[0].float().permute(1, 2, 0).contiguous().cpu().numpy()
+    return desc[0].permute(1, 2, 0).contiguous().cpu().numpy()  # (H, W, D)
 
 
 def find_correspondences(desc_ref: np.ndarray, desc_target: np.ndarray, pixels_ref: np.ndarray, *,

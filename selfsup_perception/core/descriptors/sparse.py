@@ -1,22 +1,26 @@
 """Descriptors for robot loops without full-resolution descriptor images (ROS-free).
 
 A descriptor network outputs a low-resolution map (D, h, w) at its output stride; the dense
-descriptor image served so far is that map upsampled bilinearly (``align_corners=False``) to
-the input size and renormalised (:meth:`DescriptorNet.dense`). Everything here samples the same
-bilinear interpolation *only where it is needed*, so the values equal the dense image's at
-those pixels (up to float rounding) while memory and time scale with the number of pixels asked
-for, not with the image:
+descriptor image is that map upsampled bilinearly (``align_corners=False``) to the image size
+and renormalised (:func:`~.matching.compute_descriptor_image`). The network may run on the image
+resized to the size it was trained at (``input_size``, from the checkpoint's metadata, as
+segmentation does): the map still covers the whole image, so it is sampled at full-resolution
+pixel coordinates either way. Everything here samples the same bilinear interpolation *only
+where it is needed*, so the values equal the dense image's at those pixels (up to float
+rounding) while memory and time scale with the number of pixels asked for, not with the image:
 
 * :func:`sample_descriptor_map`: descriptors at arbitrary (sub-)pixels;
 * :func:`descriptor_grid`: every ``stride``-th pixel (= ``dense[::stride, ::stride]``);
 * :func:`pick_keypoints`: well-textured pixels (Shi-Tomasi corners) when the caller has none;
 * :func:`match_on_grid`: correspondences by a softmax heatmap over the target's descriptors on a
-  strided grid (half a map cell by default: 1/16 of the pixels at output stride 8; argmax and
-  spread, as :func:`~.matching.find_correspondences` does on the dense image), then local
-  refinement: the best full-resolution pixel within one grid step of each of the ``top_k`` best
-  grid positions. Not guaranteed identical to the exhaustive dense search (the dense argmax can lie
-  outside every refined window when the map has several near-equal maxima); on a shifted image
-  it finds the shift exactly (tests/unit/test_sparse_descriptors.py).
+  strided grid (half a map cell by default; argmax and spread, as
+  :func:`~.matching.find_correspondences` does on the dense image), then local refinement
+  around each of the ``top_k`` best grid positions: windows of one grid step searched at a
+  quarter of that step, shrinking by four until every pixel of the last window is scored (one
+  level, i.e. every pixel within one grid step, for grid steps up to 4). Not guaranteed
+  identical to the exhaustive dense search (the dense argmax can lie outside every refined
+  window when the map has several near-equal maxima); on a shifted image it finds the shift
+  exactly (tests/unit/test_sparse_descriptors.py).
 """
 
 from __future__ import annotations
@@ -27,19 +31,24 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from selfsup_perception.core.descriptors.matching import validated_rgb
+from selfsup_perception.core.descriptors.matching import network_input
 from selfsup_perception.core.descriptors.spatial_expectation import DEFAULT_TEMPERATURE
 from selfsup_perception.core.learning.models.backbone import normalize_image
 
 
-def compute_descriptor_map(model: torch.nn.Module, rgb: np.ndarray, device: str | torch.device = "cpu") -> torch.Tensor:
-    """(H, W, 3) uint8 RGB -> low-resolution unit-norm descriptor map (D, h, w) float32 on the CPU."""
-    rgb = validated_rgb(rgb)
+def compute_descriptor_map(model: torch.nn.Module, rgb: np.ndarray, device: str | torch.device = "cpu",
+                           input_size: tuple[int, int] | None = None) -> torch.Tensor:
+    """(H, W, 3) uint8 RGB -> low-resolution unit-norm descriptor map (D, h, w) float32 on the CPU.
+
+    ``input_size`` = (width, height) the network runs at (:func:`~.matching.network_input`); None:
+    the image's own size. The map covers the whole image either way.
+    """
+    x_rgb = network_input(rgb, input_size)
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            x = normalize_image(torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0)).to(device)  # (1, 3, H, W)
+            x = normalize_image(torch.from_numpy(x_rgb).permute(2, 0, 1).unsqueeze(0)).to(device)  # (1, 3, h', w')
             desc = F.normalize(model(x), dim=1)  # (1, D, h, w)
     finally:
         model.train(was_training)
@@ -126,9 +135,6 @@ def match_on_grid(ref_map: torch.Tensor, ref_size: tuple[int, int], tgt_map: tor
     ys, xs = torch.meshgrid(torch.arange(gh, dtype=torch.float32), torch.arange(gw, dtype=torch.float32),
                             indexing="ij")
     gx, gy = xs.reshape(-1), ys.reshape(-1)  # (P,) grid coordinates
-    offs = np.arange(-stride, stride + 1)
-    oy, ox = np.meshgrid(offs, offs, indexing="ij")
-    window = np.stack([ox.ravel(), oy.ravel()], 1)  # (M, 2)
     k = min(top_k, gh * gw)
     out_px = np.zeros((n, 2))
     out_conf = np.zeros(n)
@@ -143,13 +149,32 @@ def match_on_grid(ref_map: torch.Tensor, ref_size: tuple[int, int], tgt_map: tor
             var = (p @ (gx * gx) - mx * mx) + (p @ (gy * gy) - my * my)  # grid steps^2
             std = torch.sqrt(var.clamp_min(0.0)) * stride  # target pixels
             best = logits.topk(k, dim=-1).indices.numpy()  # (n, k)
-            centres = np.stack([best % gw, best // gw], -1) * stride  # (n, k, 2)
-            cand = (centres[:, :, None, :] + window[None, None]).reshape(len(q), -1, 2).astype(np.float64)
-            cand[..., 0] = np.clip(cand[..., 0], 0, wt - 1)
-            cand[..., 1] = np.clip(cand[..., 1], 0, ht - 1)
-            desc = sample_descriptor_map(tgt_map, cand.reshape(-1, 2), tgt_size).reshape(len(q), -1, d)
-            scores = np.einsum("nmd,nd->nm", desc, q.numpy())  # cosine similarity = 1 - ||q - d||^2 / 2
-            pick = scores.argmax(1)
-            out_px[start:start + len(q)] = cand[np.arange(len(q)), pick]
+            centres = (np.stack([best % gw, best // gw], -1) * stride).astype(np.float64)  # (n, k, 2)
+            out_px[start:start + len(q)] = _refine_on_map(tgt_map, tgt_size, q.numpy(), centres, stride)
             out_conf[start:start + len(q)] = (1.0 / (1.0 + std)).double().numpy()
     return out_px, out_conf
+
+
+def _refine_on_map(tgt_map: torch.Tensor, tgt_size: tuple[int, int], queries: np.ndarray, centres: np.ndarray,
+                   radius: int) -> np.ndarray:
+    """(n, 2) best-scoring target pixels near ``centres`` (n, k, 2) for unit-norm ``queries`` (n, D).
+
+    Windows of +-``radius`` px searched at step max(radius // 4, 1) around every centre, then the
+    best one's window shrunk (radius = that step) until the step is 1 px.
+    """
+    ht, wt = tgt_size
+    n, d = queries.shape
+    while True:
+        step = max(radius // 4, 1)
+        offs = np.arange(-radius, radius + 1, step)
+        oy, ox = np.meshgrid(offs, offs, indexing="ij")
+        window = np.stack([ox.ravel(), oy.ravel()], 1)  # (M, 2)
+        cand = (centres[:, :, None, :] + window[None, None]).reshape(n, -1, 2)  # (n, k * M, 2)
+        cand[..., 0] = np.clip(cand[..., 0], 0, wt - 1)
+        cand[..., 1] = np.clip(cand[..., 1], 0, ht - 1)
+        desc = sample_descriptor_map(tgt_map, cand.reshape(-1, 2), tgt_size).reshape(n, -1, d)
+        scores = np.einsum("nmd,nd->nm", desc, queries)  # cosine similarity = 1 - ||q - d||^2 / 2
+        best = cand[np.arange(n), scores.argmax(1)]  # (n, 2)
+        if step == 1:
+            return best
+        centres, radius = best[:, None, :], step
