@@ -40,6 +40,7 @@ import torch
 from selfsup_perception.core.descriptors.classical_baseline import match_classical
 from selfsup_perception.core.descriptors.matching import compute_descriptor_image, find_correspondences
 from selfsup_perception.core.descriptors.metrics import matching_metrics, pixel_errors
+from selfsup_perception.core.descriptors.sparse import compute_descriptor_map, match_on_grid
 from selfsup_perception.core.geometry.camera import backproject_pixels, project, transform_points
 from selfsup_perception.core.learning.serving import checkpoints as ckpt
 from selfsup_perception.core.learning.tasks.descriptors import DescriptorTask, DescriptorTaskConfig
@@ -188,6 +189,45 @@ def checkpoint_matcher(version_dir: Path):
     return fn
 
 
+def served_size_evaluation(version_dir: Path, args) -> dict:
+    """PCK/AUC on pairs rendered at the serving size (default 640x480) for four paths of one checkpoint.
+
+    The inference node runs the network on the image resized to the checkpoint's training size and
+    matches on a grid of its map with local refinement (``match_on_grid``); before, it ran the
+    network on the full image. Ground truth from exact depth and poses, as in the main table.
+    """
+    rng = np.random.default_rng(args.seed + 7)
+    with TabletopSim(SimConfig(seed=args.seed, world=args.world,
+                               camera=CameraConfig(width=args.serve_width, height=args.serve_height))) as sim:
+        test = render_pair_set(sim, list(range(10_000, 10_000 + args.serve_scenes)), rng, with_alt=False, n_corr=1,
+                               exact_depth=True)
+    queries = make_queries(test, np.random.default_rng(args.seed + 1), args.queries_per_pair, appearance=False)
+    model, meta = ckpt.load_model_for_inference(version_dir)
+    size = ckpt.serving_input_size(meta)
+
+    def exhaustive(input_size):
+        return lambda a, b, p: find_correspondences(compute_descriptor_image(model, a, input_size=input_size),
+                                                    compute_descriptor_image(model, b, input_size=input_size), p)
+
+    def on_grid(input_size):
+        return lambda a, b, p: match_on_grid(compute_descriptor_map(model, a, input_size=input_size), a.shape[:2],
+                                             compute_descriptor_map(model, b, input_size=input_size), b.shape[:2], p)
+
+    paths = {
+        "full image, exhaustive (served before)": exhaustive(None),
+        "full image, grid + refinement": on_grid(None),
+        f"training size {size[0]}x{size[1]}, exhaustive": exhaustive(size),
+        f"training size {size[0]}x{size[1]}, grid + refinement (served now)": on_grid(size),
+    }
+    out = {}
+    for name, fn in paths.items():
+        t = time.perf_counter()
+        out[name] = evaluate(fn, queries, args.serve_width, args.serve_height)
+        out[name]["ms_per_pair"] = (time.perf_counter() - t) * 1000.0 / max(len(queries), 1)
+    return {"results": out, "pairs": len(queries), "queries": int(sum(len(q[1]) for q in queries)),
+            "training_size": list(size)}
+
+
 def median_ms(fn, calls: int) -> float:
     times = []
     for _ in range(calls):
@@ -306,6 +346,15 @@ def main() -> None:
     ap.add_argument("--service-calls", type=int, default=5)
     ap.add_argument("--service-pixels", type=int, default=100)
     ap.add_argument("--json", type=str, default="", help="write the results here as JSON")
+    ap.add_argument("--methods", type=str, default="",
+                    help="comma-separated slugs of the trained methods to run (e.g. cycle_identical,geometric); "
+                         "default: all")
+    ap.add_argument("--served-size-eval", action="store_true",
+                    help="evaluate cycle+identical on test pairs rendered at --serve-width x --serve-height: the "
+                         "network at its training size (as served) against the network on the full image")
+    ap.add_argument("--serve-width", type=int, default=640)
+    ap.add_argument("--serve-height", type=int, default=480)
+    ap.add_argument("--serve-scenes", type=int, default=8)
     args = ap.parse_args()
     if args.quick:
         args.train_scenes, args.test_scenes, args.steps, args.service_calls = 8, 4, 6, 1
@@ -337,7 +386,8 @@ def main() -> None:
 
     def trainer_cfg(sub: str, n: int) -> TrainerConfig:
         return TrainerConfig(lr=args.lr, warmup_steps=min(20, max(1, n // 10)), schedule="cosine", total_steps=n,
-                             log_every=0, checkpoint_dir=str(root / sub), dataset_size=len(train_data), seed=args.seed)
+                             log_every=0, checkpoint_dir=str(root / sub), dataset_size=len(train_data), seed=args.seed,
+                             input_size=(args.width, args.height))  # in the metadata: serving runs the net at it
 
     results: dict[str, dict] = {}
     timing: dict[str, dict] = {}
@@ -366,6 +416,7 @@ def main() -> None:
               f"{pretrain.checkpoint.relative_to(root)}", flush=True)
     init = str(pretrain.checkpoint) if pre else ""
     seed2 = args.seed + 1  # fresh batches/augmentations after pre-training
+    wanted = set(args.methods.split(",")) if args.methods else None
     runs = [
         ("identical-view", dataclasses.replace(ident, init_checkpoint=init, seed=seed2), False),
         ("cycle", dataclasses.replace(base, mode="cycle", init_checkpoint=init, seed=seed2), False),
@@ -374,12 +425,15 @@ def main() -> None:
                                                        alignment_weight=1.0, mix_probability=0.5), True),
     ]
     for name, cfg, use_alt in runs:
+        if wanted is not None and slug(name) not in wanted:
+            continue
         run = train_run(cfg, trainer_cfg(slug(name), steps - pre), train_data, steps - pre, args.batch_size, seed2,
                         use_alt)
         record(name, checkpoint_matcher(run.checkpoint), run)
-    geo = dataclasses.replace(base, mode="geometric")  # supervised reference: random init, the full budget
-    run = train_run(geo, trainer_cfg("geometric", steps), train_data, steps, args.batch_size, args.seed, False)
-    record("geometric (depth+pose)", checkpoint_matcher(run.checkpoint), run)
+    if wanted is None or "geometric" in wanted:
+        geo = dataclasses.replace(base, mode="geometric")  # supervised reference: random init, the full budget
+        run = train_run(geo, trainer_cfg("geometric", steps), train_data, steps, args.batch_size, args.seed, False)
+        record("geometric (depth+pose)", checkpoint_matcher(run.checkpoint), run)
     for method in ("sift", "orb"):
         record(method.upper(), lambda a, b, p, m=method: match_classical(a, b, p, method=m))
     train_eval_s, train_eval_cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -396,6 +450,20 @@ def main() -> None:
           f"random init); data + training + evaluation {train_eval_s:.0f} s wall, {train_eval_cpu:.0f} s CPU "
           f"(this process)", flush=True)
 
+    served = None
+    if args.served_size_eval:
+        version = ckpt.latest_version(root / slug("cycle+identical"), "descriptors")
+        if version is None:
+            raise SystemExit("--served-size-eval needs the cycle+identical run (see --methods)")
+        served = served_size_evaluation(version.path, args)
+        print(f"\n### served at the training size vs the network on the full image: cycle+identical, "
+              f"{served['pairs']} pairs / {served['queries']} queries at {args.serve_width}x{args.serve_height} "
+              f"({args.world} world), network trained at {args.width}x{args.height}")
+        print("| path | " + " | ".join(k.upper() if k != "nme" else "norm. mean err" for k in keys) + " | ms per pair |")
+        print("|---" * (len(keys) + 2) + "|")
+        for name, r in served["results"].items():
+            print(f"| {name} | " + " | ".join(f"{r[k]:.3f}" for k in keys) + f" | {r['ms_per_pair']:.0f} |")
+
     service = None
     if args.service:
         service = service_round_trip(root / slug("cycle+identical"), args.service_calls, args.service_pixels,
@@ -409,7 +477,7 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.1f}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "results": results, "timing": timing, "service": service,
+            json.dump({"args": vars(args), "results": results, "timing": timing, "service": service, "served_size": served,
                        "total_s": total}, f, indent=1, default=float)
     if tmp is not None:
         tmp.cleanup()

@@ -111,19 +111,17 @@ class ModelRegistry:
         """Load (without activating) ``version`` of ``task`` (-1 = newest), or the version directory ``path``."""
         if task not in TASKS:
             raise ModelNotAvailableError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
-        if path is None:
+        if path is None and version >= 0:  # its directory: no scan of every version (300 took 0.4 s a request)
+            path = ckpt.version_dir(self.checkpoint_dir, task, version)
+            if not path.is_dir():
+                raise ModelNotAvailableError(f"{task} version {version} does not exist; available: "
+                                             f"{self.available_versions(task)}")
+            ckpt.validate_version(path, task)  # the reason when it is incomplete or corrupt
+        elif path is None:
             versions = ckpt.list_versions(self.checkpoint_dir, task)
             if not versions:
                 raise ModelNotAvailableError(f"no {task} model in {self.checkpoint_dir} yet")
-            if version < 0:
-                info = versions[-1]
-            else:
-                match = [v for v in versions if v.version == version]
-                if not match:
-                    raise ModelNotAvailableError(
-                        f"{task} version {version} does not exist; available: {[v.version for v in versions]}")
-                info = match[0]
-            path = info.path
+            path = versions[-1].path
         meta = ckpt.read_meta(path)  # schema-checked; CheckpointError otherwise
         key = (task, int(meta["version"]))
         with self._lock:

@@ -69,22 +69,30 @@ class PromotionLedger:
             except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError) as exc:
                 # never happens with atomic writes; a hand-edited file must not silently serve candidates
                 raise PromotionError(f"promotion ledger {path} is unreadable: {exc}") from exc
-        ledger._reconcile(ckpt.list_versions(checkpoint_dir, task, valid_only=False))
+        ledger._reconcile(Path(checkpoint_dir) / task)
         return ledger
 
-    def _reconcile(self, versions: list[ckpt.CheckpointInfo]) -> None:
-        """Append promotions recorded in meta.json after the ledger's newest event (a crash in between)."""
+    def _reconcile(self, task_dir: Path) -> None:
+        """Append promotions recorded in meta.json after the ledger's newest event (a crash in between).
+
+        Reads the metadata of the versions newer than that event only (not of every version on disk).
+        """
         if not self.exists:
             return
         newest_known = max((int(e["version"]) for e in self.events), default=0)
-        for info in versions:
-            if info.version > newest_known and info.meta.get("promoted") is True:
+        newer = sorted(int(m.group(1)) for p in task_dir.iterdir()
+                       if (m := ckpt._VERSION_RE.match(p.name)) and int(m.group(1)) > newest_known and p.is_dir())
+        for version in newer:
+            try:
+                meta = ckpt.read_meta(ckpt.version_dir(task_dir.parent, self.task, version))
+            except ckpt.CheckpointError:
+                continue
+            if meta.get("promoted") is True:
                 LOG.warning("%s: v%d is promoted in its metadata but not in the ledger; recording it",
-                            self.path, info.version)
-                self.events.append(_event("promoted", info.version, self.served, "recovered from meta.json",
-                                          info.meta.get("validation") or {}))
-                self.served = info.version
-                newest_known = info.version
+                            self.path, version)
+                self.events.append(_event("promoted", version, self.served, "recovered from meta.json",
+                                          meta.get("validation") or {}))
+                self.served = version
 
     def promoted_versions(self) -> list[int]:
         """Every version that was ever promoted, ascending."""
@@ -177,7 +185,8 @@ def is_promoted(checkpoint_dir: str | os.PathLike, task: str, version: int) -> b
     ledger = PromotionLedger.load(checkpoint_dir, task)
     if ledger.exists:
         return ledger.is_promoted(version)
-    for info in ckpt.list_versions(checkpoint_dir, task):
-        if info.version == int(version):
-            return info.meta.get("promoted", True) is not False
-    return False
+    try:  # only this version's metadata
+        meta = ckpt.validate_version(ckpt.version_dir(checkpoint_dir, task, int(version)), task)
+    except ckpt.CheckpointError:
+        return False
+    return meta.get("promoted", True) is not False
