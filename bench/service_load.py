@@ -146,6 +146,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
     apply_transport_profile()  # this process sends the image requests: the same transport as the nodes
+    load_avg_start = os.getloadavg()[0]
     images = renders(4)
     rng = np.random.default_rng(1)
     pixels = np.stack([rng.uniform(20, W - 20, 100), rng.uniform(20, H - 20, 100)], 1).astype(np.float32)
@@ -249,6 +250,7 @@ def main() -> None:
     failures = sum(len(v) for v in stats.failures.values()) + sum(len(v) for v in quiet.failures.values())
     out = {
         "seconds": round(load_s, 1),
+        "load_average_start_end": [round(load_avg_start, 2), round(os.getloadavg()[0], 2)],
         "failures": failures,
         "failure_examples": {k: v[:3] for k, v in {**stats.failures, **quiet.failures}.items()},
         "node_deaths": len(deaths),
@@ -266,12 +268,18 @@ def main() -> None:
         out[f"{name}.calls"] = len(stats.times.get(name, []))
         out[f"{name}.p50_ms"] = round(pct(name, 50), 1)
         out[f"{name}.p99_ms"] = round(pct(name, 99), 1)
+        out[f"{name}.p90_ms"] = round(pct(name, 90), 1)
+        out[f"{name}.max_ms"] = round(max(stats.times.get(name, [float("nan")])), 1)
+        out[f"{name}.over_1s"] = sum(t > 1000.0 for t in stats.times.get(name, []))
     print(f"service load, {out['seconds']} s: 8 segment_image clients + find_correspondences + compute_descriptors "
           f"(keypoints) + load_model every 2 s + trainer ({versions_trained} versions written); images {W}x{H}")
-    print(f"{'service':34s} {'calls':>6s} {'p50 ms':>8s} {'p99 ms':>8s}")
+    print(f"{'service':34s} {'calls':>6s} {'p50 ms':>8s} {'p90 ms':>8s} {'p99 ms':>8s} {'max ms':>8s} {'>1 s':>5s}")
     for name in ("segment_image", "find_correspondences", "compute_descriptors", "load_model",
                  "segment_image(explicit version)"):
-        print(f"{name:34s} {out[name + '.calls']:6d} {out[name + '.p50_ms']:8.1f} {out[name + '.p99_ms']:8.1f}")
+        print(f"{name:34s} {out[name + '.calls']:6d} {out[name + '.p50_ms']:8.1f} {out[name + '.p90_ms']:8.1f} "
+              f"{out[name + '.p99_ms']:8.1f} {out[name + '.max_ms']:8.1f} {out[name + '.over_1s']:5d}")
+    print(f"load average {out['load_average_start_end'][0]} at the start, {out['load_average_start_end'][1]} at the end "
+          f"(2 cores)")
     print(f"failures {failures}, node deaths {len(deaths)}")
     print(f"find_correspondences (100 px) alone: p50 {out['find_correspondences.quiet_p50_ms']:.1f} ms, "
           f"response {out['find_correspondences.response_bytes']} bytes")

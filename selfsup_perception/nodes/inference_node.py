@@ -2,6 +2,8 @@
 
 The input size, class names and normalisation of each model come from its checkpoint's
 metadata (``meta.json``: ``inference``), so no parameter repeats "the size it was trained at".
+Segmentation and descriptor networks both run on the image resized to that size; results come
+back at full resolution (descriptor maps are sampled at full-resolution pixels).
 
 A lifecycle node (rclpy LifecycleNode, driven over the standard ``lifecycle_msgs`` services
 ``~/change_state`` and ``~/get_state``): configure resolves ``device`` and loads the served

@@ -15,9 +15,9 @@ rounding) while memory and time scale with the number of pixels asked for, not w
 * :func:`match_on_grid`: correspondences by a softmax heatmap over the target's descriptors on a
   strided grid (half a map cell by default; argmax and spread, as
   :func:`~.matching.find_correspondences` does on the dense image), then local refinement
-  around each of the ``top_k`` best grid positions: windows of one grid step searched at a
-  quarter of that step, shrinking by four until every pixel of the last window is scored (one
-  level, i.e. every pixel within one grid step, for grid steps up to 4). Not guaranteed
+  around each of the ``top_k`` best grid positions: every pixel within one grid step for grid
+  steps up to 4; larger windows searched at half their radius, then shrunk around the best
+  position until they are that small (16 px grid: 5 x 5, 5 x 5, then 9 x 9 positions). Not guaranteed
   identical to the exhaustive dense search (the dense argmax can lie outside every refined
   window when the map has several near-equal maxima); on a shifted image it finds the shift
   exactly (tests/unit/test_sparse_descriptors.py).
@@ -115,7 +115,8 @@ def match_on_grid(ref_map: torch.Tensor, ref_size: tuple[int, int], tgt_map: tor
     ``coarse_stride``-th pixel (0 = half the map's cell size, at least 1): its argmax candidates and
     its spread (in target pixels, ``confidence = 1 / (1 + std)`` as in
     :func:`~.matching.find_correspondences`). Fine: the best-scoring pixel within ``coarse_stride``
-    of each of the ``top_k`` best coarse positions.
+    of each of the ``top_k`` best coarse positions (searched in levels when ``coarse_stride`` > 4,
+    see the module docstring).
     """
     if top_k < 1:
         raise ValueError("top_k must be >= 1")
@@ -159,22 +160,37 @@ def _refine_on_map(tgt_map: torch.Tensor, tgt_size: tuple[int, int], queries: np
                    radius: int) -> np.ndarray:
     """(n, 2) best-scoring target pixels near ``centres`` (n, k, 2) for unit-norm ``queries`` (n, D).
 
-    Windows of +-``radius`` px searched at step max(radius // 4, 1) around every centre, then the
-    best one's window shrunk (radius = that step) until the step is 1 px.
+    Every pixel within +-``radius`` of every centre when ``radius`` <= 4; larger windows are searched
+    at half their radius and the best position's window shrunk (radius = that step) until it is.
     """
     ht, wt = tgt_size
-    n, d = queries.shape
+    n = len(queries)
+    q = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))  # (n, D)
     while True:
-        step = max(radius // 4, 1)
+        step = 1 if radius <= 4 else radius // 2
         offs = np.arange(-radius, radius + 1, step)
         oy, ox = np.meshgrid(offs, offs, indexing="ij")
         window = np.stack([ox.ravel(), oy.ravel()], 1)  # (M, 2)
         cand = (centres[:, :, None, :] + window[None, None]).reshape(n, -1, 2)  # (n, k * M, 2)
         cand[..., 0] = np.clip(cand[..., 0], 0, wt - 1)
         cand[..., 1] = np.clip(cand[..., 1], 0, ht - 1)
-        desc = sample_descriptor_map(tgt_map, cand.reshape(-1, 2), tgt_size).reshape(n, -1, d)
-        scores = np.einsum("nmd,nd->nm", desc, queries)  # cosine similarity = 1 - ||q - d||^2 / 2
-        best = cand[np.arange(n), scores.argmax(1)]  # (n, 2)
+        best = cand[np.arange(n), _scores(tgt_map, tgt_size, cand, q).argmax(1).numpy()]  # (n, 2)
         if step == 1:
             return best
         centres, radius = best[:, None, :], step
+
+
+def _scores(desc_map: torch.Tensor, image_size: tuple[int, int], pixels: np.ndarray, queries: torch.Tensor
+            ) -> torch.Tensor:
+    """(n, m) cosine similarity of ``queries`` (n, D) and the map sampled as :func:`sample_descriptor_map` does
+    at ``pixels`` (n, m, 2) inside the image (no transposed copy of the samples)."""
+    h_img, w_img = image_size
+    n, m = pixels.shape[:2]
+    g = np.stack([(pixels[..., 0] + 0.5) / w_img * 2 - 1, (pixels[..., 1] + 0.5) / h_img * 2 - 1], -1)
+    grid = torch.from_numpy(g.reshape(1, 1, n * m, 2)).to(desc_map.dtype)
+    with torch.no_grad():
+        samples = F.grid_sample(desc_map.unsqueeze(0), grid, mode="bilinear", padding_mode="border",
+                                align_corners=False)[0, :, 0].view(-1, n, m)  # (D, n, m)
+        dots = torch.einsum("dnm,nd->nm", samples, queries.to(samples.dtype))
+        norms = (samples * samples).sum(0).sqrt()  # (n, m); summing rows, faster than norm(dim=0) here
+        return dots / norms.clamp_min(1e-12)
