@@ -73,7 +73,7 @@ from selfsup_perception.ros.callback_guard import GuardedNodeMixin
 from selfsup_perception.ros.conversions import instances_to_msgs, rgb_to_msg
 from selfsup_perception.ros.node_runner import run_node
 from selfsup_perception.ros.parameters import declare_config, field_with_help
-from selfsup_perception.ros.work_queue import WorkQueue, lower_thread_priority
+from selfsup_perception.ros.work_queue import FairSlots, WorkQueue, lower_thread_priority
 from selfsup_perception.srv import ComputeDescriptors, FindCorrespondences, LoadModel, SegmentImage
 
 LATCHED = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -147,8 +147,8 @@ class InferenceNode(GuardedNodeMixin, LifecycleNode):
         torch.set_num_threads(max(self.params.torch_threads, 1))
         self.registry: ModelRegistry | None = None
         self._active = False
-        self._slots = threading.BoundedSemaphore(self.params.max_concurrent_requests)  # segment_image
-        self._descriptor_slots = threading.BoundedSemaphore(1)  # descriptors: one at a time (own group too)
+        self._slots = FairSlots(self.params.max_concurrent_requests)  # segment_image, first come first served
+        self._descriptor_slots = FairSlots(1)  # descriptors: one at a time (own group too)
         self.served = {"ok": 0, "failed": 0}
         self._desc_cache: OrderedDict = OrderedDict()  # (model name, image digest) -> descriptor map
         self._desc_cache_lock = threading.Lock()

@@ -3,6 +3,10 @@
 The newest items are kept: when full, the oldest is dropped (and counted), as image_pipeline's
 camera_calibration BufferQueue does. The worker catches and reports every exception so one
 bad item never stops the node.
+
+:class:`FairSlots` limits how many requests run at once and serves the waiting ones first come,
+first served (``threading.Semaphore`` lets a newcomer take a released slot before a thread that
+has waited for seconds, which lengthens the tail of the latency).
 """
 
 from __future__ import annotations
@@ -69,6 +73,47 @@ class WorkQueue:
             self._stop = True
             self._cond.notify_all()
         self._thread.join(timeout_s)
+
+
+class FairSlots:
+    """At most ``n`` holders; a released slot goes to the longest waiter, never to a newcomer."""
+
+    def __init__(self, n: int):
+        if n < 1:
+            raise ValueError("n must be >= 1")
+        self.n = n
+        self._free = n
+        self._waiters: collections.deque[threading.Event] = collections.deque()
+        self._lock = threading.Lock()
+
+    def acquire(self, timeout: Optional[float] = None) -> bool:
+        """True once a slot is held; False after ``timeout`` seconds (None: wait as long as it takes)."""
+        with self._lock:
+            if self._free and not self._waiters:
+                self._free -= 1
+                return True
+            turn = threading.Event()
+            self._waiters.append(turn)
+        if turn.wait(timeout):
+            return True
+        with self._lock:
+            if turn.is_set():  # handed over while the wait timed out
+                return True
+            self._waiters.remove(turn)
+            return False
+
+    def release(self) -> None:
+        with self._lock:
+            if self._waiters:
+                self._waiters.popleft().set()  # the slot passes to the longest waiter directly
+            elif self._free < self.n:
+                self._free += 1
+            else:
+                raise ValueError("FairSlots released more often than acquired")
+
+    def waiting(self) -> int:
+        with self._lock:
+            return len(self._waiters)
 
 
 def lower_thread_priority(niceness: int) -> bool:
