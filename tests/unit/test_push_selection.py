@@ -80,3 +80,12 @@ def test_small_masks_and_shape_mismatch():
     assert len(hypothesis_candidates([(A, 1.0), (tiny, 1.0)], [], min_area=10)) == 1
     with pytest.raises(ValueError, match="differ in shape"):
         hypothesis_candidates([(A, 1.0)], [(np.ones((5, 5), bool), 0.5)])
+
+
+def test_the_interaction_node_refuses_an_unknown_policy():
+    from selfsup_perception.nodes.interaction_node import InteractionParams
+
+    assert InteractionParams().push_selection == "uncertain"
+    assert InteractionParams(push_selection="none").push_selection == "none"
+    with pytest.raises(ValueError, match="push_selection must be"):
+        InteractionParams(push_selection="greedy")
