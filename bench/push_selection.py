@@ -16,7 +16,7 @@ The loop of the robot, in one process on the simulator (no ROS):
    on held-out scenes of novel objects, ``render_test_scenes``; the same scenes for every policy).
 
 Per policy: AP@0.5 after each evaluation (mean over seeds) and the pushes needed to first reach
-``--target-ap`` (per seed; '>N' when not reached). Every seed uses the same scene seeds for the three
+each ``--target-ap`` level (per seed; '>N' when not reached). Every seed uses the same scene seeds for the three
 policies; the scenes diverge once the policies push different objects.
 
 Usage::
@@ -122,7 +122,7 @@ def run(policy: str, seed: int, args, scenes) -> dict:
                 curve.append({"pushes": done, "labels": len(items), "ap50": float(ap)})
                 print(f"  {policy:9s} seed {seed}: {done:3d} pushes, {len(items):3d} labels, AP@0.5 {ap:.3f}",
                       flush=True)
-    reached = next((c["pushes"] for c in curve if c["ap50"] >= args.target_ap), None)
+    reached = {str(t): next((c["pushes"] for c in curve if c["ap50"] >= t), None) for t in args.target_ap}
     return {"policy": policy, "seed": seed, "curve": curve, "pushes_to_target": reached, "sources": sources,
             "labels": len(items)}
 
@@ -137,7 +137,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=60, help="training steps after every evaluation interval")
     ap.add_argument("--scene-every", type=int, default=3)
     ap.add_argument("--test-scenes", type=int, default=9)
-    ap.add_argument("--target-ap", type=float, default=0.15, help="AP@0.5 to reach")
+    ap.add_argument("--target-ap", type=float, nargs="+", default=[0.10, 0.15], help="AP@0.5 levels to reach")
     ap.add_argument("--width", type=int, default=320)
     ap.add_argument("--height", type=int, default=240)
     ap.add_argument("--policies", nargs="+", default=list(POLICIES), choices=POLICIES)
@@ -160,9 +160,10 @@ def main() -> None:
     results = [run(policy, seed, args, scenes) for seed in args.seeds for policy in args.policies]
 
     checkpoints = sorted({c["pushes"] for r in results for c in r["curve"]})
-    print(f"\n| policy | {' | '.join(f'AP@0.5 after {n}' for n in checkpoints)} | pushes to AP@0.5 >= "
-          f"{args.target_ap} (per seed) | labels kept |")
-    print("|---|" + "---|" * len(checkpoints) + "---|---|")
+    targets = [str(t) for t in args.target_ap]
+    print(f"\n| policy | {' | '.join(f'AP@0.5 after {n}' for n in checkpoints)} | "
+          f"{' | '.join(f'pushes to AP@0.5 >= {t} (per seed)' for t in targets)} | labels kept |")
+    print("|---|" + "---|" * (len(checkpoints) + len(targets)) + "---|")
     summary = {}
     for policy in args.policies:
         rs = [r for r in results if r["policy"] == policy]
@@ -170,13 +171,13 @@ def main() -> None:
         for n in checkpoints:
             v = [c["ap50"] for r in rs for c in r["curve"] if c["pushes"] == n]
             cells.append(f"{np.mean(v):.3f} ± {np.std(v):.3f}" if v else "-")
-        need = [r["pushes_to_target"] for r in rs]
+        need = {t: [r["pushes_to_target"][t] for r in rs] for t in targets}
         summary[policy] = {"ap50_mean": {str(n): float(np.mean([c["ap50"] for r in rs for c in r["curve"]
                                                                    if c["pushes"] == n] or [np.nan]))
                                          for n in checkpoints},
                            "pushes_to_target": need, "labels": [r["labels"] for r in rs]}
-        print(f"| {policy} | {' | '.join(cells)} | "
-              f"{', '.join(str(n) if n is not None else f'>{args.pushes}' for n in need)} | "
+        reached = [", ".join(str(n) if n is not None else f">{args.pushes}" for n in need[t]) for t in targets]
+        print(f"| {policy} | {' | '.join(cells)} | {' | '.join(reached)} | "
               f"{', '.join(str(r['labels']) for r in rs)} |")
     wall, cpu = time.perf_counter() - t0, cpu_s() - c0
     print(f"# total {wall:.0f} s wall, {cpu:.0f} s CPU, load average {load0:.1f} at the start, "
