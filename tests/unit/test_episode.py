@@ -103,3 +103,17 @@ def test_before_a_model_the_depth_segments_are_pushed(sim):
     assert result.success and result.timings["candidate_source"] == "depth"
     u, v = (int(round(c)) for c in result.sample.action_pixel)
     assert gt["instance_mask"][v, u] > 0  # on an object
+
+
+def test_an_unreachable_hypothesis_is_replanned_without_it_under_a_random_policy(sim):
+    sim.reset_scene(3)
+    first = run_episode(sim.render, SimArm(sim), InteractionKind.PUSH, np.random.default_rng(0), max_attempts=1,
+                        policy="random")
+    assert first.success
+    sim.reset_scene(3)
+    x = first.action.start_point[0]
+    arm = SimArm(sim, refuse=[(x - 1e-6, x + 1e-6)])
+    result = run_episode(sim.render, arm, InteractionKind.PUSH, np.random.default_rng(0), max_attempts=3,
+                         policy="random")
+    assert result.success, result.message
+    assert len(arm.calls) == 2 and result.action.candidate_id != first.action.candidate_id

@@ -25,7 +25,7 @@ from selfsup_perception.core.interaction.action_planning import (
 )
 from selfsup_perception.core.evaluation.bottom_up import depth_bottom_up
 from selfsup_perception.core.geometry.table_plane import fit_table_plane
-from selfsup_perception.core.interaction.selection import select_masks
+from selfsup_perception.core.interaction.selection import hypothesis_candidates, rank_hypotheses
 from selfsup_perception.core.types import InteractionKind, InteractionOutcome, InteractionSample, RgbdFrame
 
 CAPTURE_FAILED = "CAPTURE_FAILED"
@@ -81,19 +81,19 @@ def _choose_by_policy(frame, plane, plan, rng, planner, masks, scores, exclude, 
     depth = depth_bottom_up(frame, plane=plane).instances
     model = list(zip(masks, scores if scores is not None else [1.0] * len(masks)))
     source = "model" if model else "depth"  # with a model, its belief ranked the hypotheses
-    ranked = select_masks(depth, model, policy, rng, min_area=int(planner.min_candidate_area_px * frame.shape[0]
-                                                                   * frame.shape[1] / (640 * 480)))
-    for k, hyp in enumerate(ranked):
-        if (source, k + 1) in exclude:
+    min_area = int(planner.min_candidate_area_px * frame.shape[0] * frame.shape[1] / (640 * 480))
+    hyps = hypothesis_candidates(depth, model, min_area=min_area)
+    for i in rank_hypotheses(hyps, policy, rng):
+        if (source, i + 1) in exclude:  # ids: 1 + the hypothesis' index, stable across replanning
             continue
         # the chosen hypothesis (id 1) among the other objects (depth segments without its pixels) as obstacles
-        obstacles = [m & ~hyp.mask for m, _ in depth]
-        candidates = candidates_from_masks(frame, plane, [hyp.mask] + obstacles, config=planner)
+        obstacles = [m & ~hyps[i].mask for m, _ in depth]
+        candidates = candidates_from_masks(frame, plane, [hyps[i].mask] + obstacles, config=planner)
         if not candidates or candidates[0].candidate_id != 1:
             continue
         action = plan(frame, candidates, rng, planner, candidate_id=1)
         if action is not None:
-            action.candidate_id = k + 1  # rank in the policy's order (exclude refers to it)
+            action.candidate_id = i + 1
             return action, source
     return None, ""
 
