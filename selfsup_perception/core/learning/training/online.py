@@ -123,7 +123,12 @@ def bottom_up_hypotheses(frame, size: tuple[int, int]) -> list[tuple[np.ndarray,
     (empty when the frame has no table in view or no depth: a result, not an error)."""
     w, h = size
     out = []
-    for mask, score in depth_bottom_up(frame).instances:
+    try:
+        segments = depth_bottom_up(frame).instances
+    except (ValueError, cv2.error) as exc:  # a frame the geometry cannot use: no hypotheses, never a failed round
+        LOG.warning("no depth-aware segments for a validation label: %s", exc)
+        return out
+    for mask, score in segments:
         small = cv2.resize(mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
         if small.any():
             out.append((small, float(score)))
