@@ -130,7 +130,7 @@ def run(policy: str, seed: int, args, scenes) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--world", choices=WORLDS, default="simple")
-    ap.add_argument("--quick", action="store_true", help="2 seeds, 16 pushes, evaluation every 4, 4 test scenes")
+    ap.add_argument("--quick", action="store_true", help="16 pushes, evaluation every 4, 4 test scenes (~7 min)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--pushes", type=int, default=36)
     ap.add_argument("--eval-every", type=int, default=6, help="train and evaluate every N pushes")
@@ -145,7 +145,7 @@ def main() -> None:
     ap.add_argument("--json", default="", help="write the figures as JSON here")
     args = ap.parse_args()
     if args.quick:
-        args.seeds, args.pushes, args.eval_every, args.test_scenes = args.seeds[:2], 16, 4, 4
+        args.pushes, args.eval_every, args.test_scenes = 16, 4, 4
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(1)
     t0, c0 = time.perf_counter(), cpu_s()
