@@ -221,19 +221,22 @@ def label_report(store: SampleStore, run_dir: Path) -> str:
 
 
 def evaluation(checkpoint_dir: Path, num_scenes: int, seed: int,
-               max_versions: int = 5, world: str = "simple") -> tuple[list[tuple], list[dict], dict[int, dict], dict]:
-    """AP on held-out test scenes: table rows (name, metrics), the AP curve over versions, {version: metrics}
-    of every evaluated version, and the bottom-up baseline's metrics.
+               max_versions: int = 5, world: str = "simple") -> dict:
+    """AP on held-out test scenes of novel objects: {'table': [(name, metrics)], 'curve': [...],
+    'evaluated': {version: metrics}, 'with_depth': {version: metrics}, 'baselines': {'colour', 'depth'},
+    'bottom_up': the better baseline's metrics}.
 
     Rows: untrained weights, every promoted version and the served one, up to ``max_versions``
-    evenly spaced others (first and newest included), the bottom-up baseline. Curve: one point per
-    evaluated version with the number of labels it was trained on. Each model runs at the input
-    size its checkpoint records.
+    evenly spaced others (first and newest included), the promoted versions and the served one combined
+    with the depth-aware segments (:func:`combine_with_depth`, the robot's hypotheses), both bottom-up
+    baselines. Curve: one point per evaluated version with the number of labels it was trained on. Each
+    model runs at the input size its checkpoint records, as the inference node serves it.
     """
     import torch
 
     from selfsup_perception.cli.demo_report import versions_to_evaluate
     from selfsup_perception.core.evaluation.bottom_up import bottom_up_instances, depth_bottom_up
+    from selfsup_perception.core.evaluation.hypotheses import combine_with_depth
     from selfsup_perception.sim.evaluation_scenes import evaluate_segmenter, render_test_scenes
     from selfsup_perception.core.learning.serving import checkpoints as ckpt
     from selfsup_perception.core.learning.serving.inference import segment_instances
@@ -242,9 +245,11 @@ def evaluation(checkpoint_dir: Path, num_scenes: int, seed: int,
     from selfsup_perception.core.learning.models.instance_segmentation import build_instance_model
 
     scenes = render_test_scenes(num_scenes, seed=seed, world=world)
+    depth_segments = [depth_bottom_up(s.frame).instances for s in scenes]
     versions = ckpt.list_versions(checkpoint_dir, TASK)
     ledger = PromotionLedger.load(checkpoint_dir, TASK)
     served = served_version(checkpoint_dir, TASK)
+    promoted = set(ledger.promoted_versions()) | ({served} if served is not None else set())
     rows = []
     if versions:
         torch.manual_seed(0)
@@ -258,21 +263,34 @@ def evaluation(checkpoint_dir: Path, num_scenes: int, seed: int,
                 "promoted" if ledger.is_promoted(info.version) else "candidate")
             rows.append((f"v{info.version} (step {meta['step']}, {meta.get('dataset_size')} labels) {gate}",
                          model, meta))
-    table, curve, evaluated = [], [], {}
+    table, curve, evaluated, with_depth, combined_rows = [], [], {}, {}, []
+    index = {id(s): k for k, s in enumerate(scenes)}
     for i, (name, model, meta) in enumerate(rows):
         size = ckpt.serving_input_size(meta)
-        metrics = evaluate_segmenter(lambda s, m=model, size=size: segment_instances(
-            m, s.rgb, size, refinement=MaskRefinementConfig()), scenes)  # as the inference node serves them
+        cache: dict[int, list] = {}
+
+        def segment(s, m=model, size=size):  # as the inference node serves them
+            cache[index[id(s)]] = segment_instances(m, s.rgb, size, refinement=MaskRefinementConfig())
+            return cache[index[id(s)]]
+
+        metrics = evaluate_segmenter(segment, scenes)
         table.append((name, metrics))
         if i > 0:  # row 0: untrained weights
+            version = int(meta["version"])
             curve.append({"labels": meta.get("dataset_size") or 0, "step": meta["step"], **metrics})
-            evaluated[int(meta["version"])] = metrics
+            evaluated[version] = metrics
+            if version in promoted:
+                with_depth[version] = evaluate_segmenter(
+                    lambda s: combine_with_depth(cache[index[id(s)]], depth_segments[index[id(s)]]), scenes)
+                combined_rows.append((f"v{version} + depth-aware segments", with_depth[version]))
+    table.extend(combined_rows)
     colour = evaluate_segmenter(lambda s: bottom_up_instances(s.frame), scenes)
     table.append(("bottom-up baseline (graph-based RGB-D)", colour))
-    depth = evaluate_segmenter(lambda s: depth_bottom_up(s.frame).instances, scenes)
+    depth = evaluate_segmenter(lambda s: depth_segments[index[id(s)]], scenes)
     table.append(("bottom-up baseline (depth, above the table)", depth))
     bottom_up = max((colour, depth), key=lambda m: m["AP50"])  # the best baseline is the bar
-    return table, curve, evaluated, bottom_up
+    return {"table": table, "curve": curve, "evaluated": evaluated, "with_depth": with_depth,
+            "baselines": {"colour": colour, "depth": depth}, "bottom_up": bottom_up}
 
 
 def format_ap_table(table: list[tuple]) -> str:
@@ -351,8 +369,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--out", default="data/demo", help="runs are stored under OUT/run_<time>/")
     parser.add_argument("-p", "--param", action="append", default=[],
                         help="node.param:=value override on top of the demo's (e.g. trainer.validation_split_by:=sample)")
+    parser.add_argument("--evaluate", metavar="RUN_DIR", default="",
+                        help="only evaluate a finished run again (step 4: AP table, report.json) and exit")
     args = parser.parse_args(argv)
     exit_on_sigterm()
+    if args.evaluate:
+        return evaluate_run(Path(args.evaluate), args)
 
     run_dir = Path(args.out) / time.strftime("run_%Y%m%d_%H%M%S")
     layout = data_overrides(run_dir)  # the folders the nodes hand data through
@@ -434,11 +456,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(sections["hypotheses"])
     print(f"  {sections.get('serving', '')}")
     print(f"[4/4] evaluation: AP on {args.eval_scenes} held-out scenes of novel objects (640x480)")
-    table, curve, evaluated, bottom_up = evaluation(checkpoint_dir, args.eval_scenes, seed=10_000 + args.seed,
-                                                    world=args.world)
-    sections["evaluation"] = format_ap_table(table)
+    ev = evaluation(checkpoint_dir, args.eval_scenes, seed=10_000 + args.seed, world=args.world)
+    curve = ev["curve"]
+    sections["evaluation"] = format_ap_table(ev["table"])
     print(sections["evaluation"])
-    result = run_result(checkpoint_dir, evaluated, bottom_up, args.eval_scenes, 10_000 + args.seed)
+    result = run_result(checkpoint_dir, ev, args.eval_scenes, 10_000 + args.seed)
     sections["promotion gate"] = promotion_table(result)
     print("  promotion gate (validation on held-out self-labels; AP on the held-out scenes):")
     print(sections["promotion gate"])
@@ -450,15 +472,33 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0 if len(samples) >= min(20, args.pushes) else 1
 
 
-def run_result(checkpoint_dir: Path, evaluated: dict, bottom_up: dict, eval_scenes: int, seed: int) -> dict:
+def evaluate_run(run_dir: Path, args) -> int:
+    """Step 4 again on a finished run: the AP table, the promotion table and report.json."""
+    from selfsup_perception.core.dataset.sample_store import atomic_write_json
+
+    checkpoint_dir = Path(data_overrides(run_dir)["inference"]["checkpoint_dir"])
+    if not checkpoint_dir.is_dir():
+        print(f"no checkpoints in {checkpoint_dir}", file=sys.stderr)
+        return 1
+    print(f"[4/4] evaluation of {run_dir}: AP on {args.eval_scenes} held-out scenes of novel objects (640x480)")
+    ev = evaluation(checkpoint_dir, args.eval_scenes, seed=10_000 + args.seed, world=args.world)
+    print(format_ap_table(ev["table"]))
+    result = run_result(checkpoint_dir, ev, args.eval_scenes, 10_000 + args.seed)
+    print(promotion_table(result))
+    atomic_write_json(run_dir / "report.json", result)
+    return 0
+
+
+def run_result(checkpoint_dir: Path, ev: dict, eval_scenes: int, seed: int) -> dict:
     """The content of report.json (cli/demo_report.py)."""
     from selfsup_perception.core.learning.serving import checkpoints as ckpt
     from selfsup_perception.core.learning.serving.promotions import PromotionLedger, served_version
 
     versions = [{"version": v.version, "meta": v.meta} for v in ckpt.list_versions(checkpoint_dir, TASK)]
     ledger = PromotionLedger.load(checkpoint_dir, TASK)
-    return build_report(versions, evaluated, ledger.events, served_version(checkpoint_dir, TASK), bottom_up,
-                        eval_scenes=eval_scenes, seed=seed)
+    return build_report(versions, ev["evaluated"], ledger.events, served_version(checkpoint_dir, TASK),
+                        ev["bottom_up"], eval_scenes=eval_scenes, seed=seed, with_depth=ev["with_depth"],
+                        baselines=ev["baselines"])
 
 
 if __name__ == "__main__":

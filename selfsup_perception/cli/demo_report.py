@@ -11,6 +11,10 @@ Keys::
     bottom_up_ap50  the bottom-up baseline's AP@0.5 on the same scenes
     served_sequence [{version, ap50, event}] the served version after each promotion/rollback, in order
     max_served_ap50_drop  the largest fall of served AP@0.5 from one promotion to the next (0 if none)
+    bottom_up_colour_ap50, bottom_up_depth_ap50  both bottom-up baselines (bottom_up_ap50 is the better one)
+    served_with_depth_ap50  the served version's instances combined with the depth-aware segments
+                    (core/evaluation/hypotheses.combine_with_depth; the robot's hypotheses), null if not evaluated;
+                    versions[i].ap50_with_depth and max_served_with_depth_ap50_drop likewise
     eval_scenes, seed
 """
 
@@ -19,9 +23,22 @@ from __future__ import annotations
 from typing import Optional
 
 
+def _max_drop(sequence: list[dict], key: str) -> float:
+    drops = [a[key] - b[key] for a, b in zip(sequence, sequence[1:])
+             if a[key] is not None and b[key] is not None and b["event"] == "promoted"]
+    return max([0.0] + drops)
+
+
 def build_report(versions: list[dict], evaluated: dict[int, dict], ledger_events: list[dict],
-                 served_version: Optional[int], bottom_up: dict, *, eval_scenes: int, seed: int) -> dict:
-    """``versions``: [{'version', 'meta'}], ``evaluated``: {version: {'AP30', 'AP50', 'AP75', ...}}."""
+                 served_version: Optional[int], bottom_up: dict, *, eval_scenes: int, seed: int,
+                 with_depth: Optional[dict[int, dict]] = None, baselines: Optional[dict[str, dict]] = None) -> dict:
+    """``versions``: [{'version', 'meta'}], ``evaluated``: {version: {'AP30', 'AP50', 'AP75', ...}};
+    ``with_depth``: the same for the versions combined with depth; ``baselines``: {'colour', 'depth'} metrics."""
+    with_depth = with_depth or {}
+
+    def depth_ap50(version: int) -> Optional[float]:
+        return float(with_depth[version]["AP50"]) if version in with_depth else None
+
     promoted = {int(e["version"]) for e in ledger_events if e.get("event") == "promoted"}
     rows = []
     for v in versions:
@@ -32,20 +49,22 @@ def build_report(versions: list[dict], evaluated: dict[int, dict], ledger_events
             "validation": dict(meta.get("validation") or {}),
             "promoted": version in promoted or (not ledger_events and meta.get("promoted", True) is not False),
             "ap30": None if m is None else float(m["AP30"]), "ap50": None if m is None else float(m["AP50"]),
-            "ap75": None if m is None else float(m["AP75"]),
+            "ap75": None if m is None else float(m["AP75"]), "ap50_with_depth": depth_ap50(version),
         })
     sequence = [{"version": int(e["version"]), "event": e.get("event", "promoted"),
-                 "ap50": None if int(e["version"]) not in evaluated else float(evaluated[int(e["version"])]["AP50"])}
+                 "ap50": None if int(e["version"]) not in evaluated else float(evaluated[int(e["version"])]["AP50"]),
+                 "ap50_with_depth": depth_ap50(int(e["version"]))}
                 for e in ledger_events]
-    drops = [a["ap50"] - b["ap50"] for a, b in zip(sequence, sequence[1:])
-             if a["ap50"] is not None and b["ap50"] is not None and b["event"] == "promoted"]
     served_ap50 = None
     if served_version is not None and served_version in evaluated:
         served_ap50 = float(evaluated[served_version]["AP50"])
     return {
         "versions": rows, "served_version": served_version, "served_ap50": served_ap50,
         "bottom_up_ap50": float(bottom_up["AP50"]), "served_sequence": sequence,
-        "max_served_ap50_drop": max([0.0] + drops), "eval_scenes": int(eval_scenes), "seed": int(seed),
+        "max_served_ap50_drop": _max_drop(sequence, "ap50"), "eval_scenes": int(eval_scenes), "seed": int(seed),
+        "served_with_depth_ap50": None if served_version is None else depth_ap50(served_version),
+        "max_served_with_depth_ap50_drop": _max_drop(sequence, "ap50_with_depth"),
+        **{f"bottom_up_{name}_ap50": float(m["AP50"]) for name, m in (baselines or {}).items()},
     }
 
 
@@ -62,16 +81,22 @@ def versions_to_evaluate(all_versions: list[int], promoted: list[int], served: O
 
 def promotion_table(report: dict) -> str:
     """Text table of versions: validation score, gate decision, AP on the held-out scenes."""
-    lines = [f"  {'version':>7s} {'step':>5s} {'labels':>6s} {'val score':>9s} {'gate':>9s} {'AP@0.5':>7s}"]
+    lines = [f"  {'version':>7s} {'step':>5s} {'labels':>6s} {'val score':>9s} {'gate':>9s} {'AP@0.5':>7s} "
+             f"{'+depth':>7s}"]
     for r in report["versions"]:
         score = r["validation"].get("score")
         ap = "-" if r["ap50"] is None else f"{r['ap50']:.3f}"
+        apd = "-" if r.get("ap50_with_depth") is None else f"{r['ap50_with_depth']:.3f}"
         lines.append(f"  {'v' + str(r['version']):>7s} {r['step']:5d} {r['labels']:6d} "
                      f"{'-' if score is None else format(score, '.3f'):>9s} "
-                     f"{'promoted' if r['promoted'] else 'candidate':>9s} {ap:>7s}")
+                     f"{'promoted' if r['promoted'] else 'candidate':>9s} {ap:>7s} {apd:>7s}")
     served = report["served_version"]
     lines.append(f"  served at the end: {'nothing' if served is None else 'v' + str(served)}"
                  + ("" if report["served_ap50"] is None else f" (AP@0.5 {report['served_ap50']:.3f})")
+                 + ("" if report.get("served_with_depth_ap50") is None
+                    else f", with depth {report['served_with_depth_ap50']:.3f}")
                  + f"; bottom-up baseline AP@0.5 {report['bottom_up_ap50']:.3f}; largest served AP@0.5 drop "
-                 f"between promotions {report['max_served_ap50_drop']:.3f}")
+                 f"between promotions {report['max_served_ap50_drop']:.3f}"
+                 + ("" if report.get("served_with_depth_ap50") is None
+                    else f" (with depth {report['max_served_with_depth_ap50_drop']:.3f})"))
     return "\n".join(lines)

@@ -26,6 +26,7 @@ from selfsup_perception.action import ExecuteInteraction
 from selfsup_perception.core.dataset.sample_store import SampleStore
 from selfsup_perception.core.interaction.action_planning import PlannerConfig
 from selfsup_perception.core.interaction.episode import run_episode
+from selfsup_perception.core.interaction.selection import POLICIES
 from selfsup_perception.core.types import InteractionKind
 from selfsup_perception.msg import InteractionSample as InteractionSampleMsg
 from selfsup_perception.robot.arm_backend import Workspace
@@ -62,6 +63,9 @@ class InteractionParams:
     seed: int = field_with_help(0, "seed of action sampling")
     use_model_hypotheses: bool = field_with_help(False, "choose objects from the segmentation service's masks")
     segment_service: str = field_with_help("segment_image", "SegmentImage service used for hypotheses")
+    push_selection: str = field_with_help("uncertain", "which hypothesis to push (depth-aware segments + the "
+                                          "model's masks, core/interaction/selection.py): uncertain | random | "
+                                          "confident; 'none': the model's best push, then geometry")
     scene_id: str = field_with_help("", "scene/episode id recorded with each sample (set it when the scene changes; "
                                     "the promotion gate keeps a scene's pushes on one side of its split)")
     workspace_x: list = field_with_help([0.35, 0.75], "workspace x range (m, world frame)")
@@ -87,6 +91,8 @@ class InteractionParams:
             raise ValueError(f"depth_encoding must be 32FC1 or 16UC1, got {self.depth_encoding!r}")
         if self.capture_timeout_s <= 0 or self.motion_timeout_s <= 0:
             raise ValueError("timeouts must be positive")
+        if self.push_selection not in ("none",) + POLICIES:
+            raise ValueError(f"push_selection must be none, {', '.join(POLICIES)}; got {self.push_selection!r}")
         for name in ("workspace_x", "workspace_y"):
             v = getattr(self, name)
             if len(v) != 2 or not v[0] < v[1]:
@@ -137,7 +143,8 @@ class InteractionNode(GuardedNodeMixin, Node):
     def __init__(self, **kwargs):
         super().__init__("interaction", **kwargs)
         self.params = declare_config(self, InteractionParams, on_change=self._apply_params,
-                                     dynamic=("capture_timeout_s", "use_model_hypotheses", "scene_id"))
+                                     dynamic=("capture_timeout_s", "use_model_hypotheses", "scene_id",
+                                                                   "push_selection"))
         p = self.params
         self._clients_group = ReentrantCallbackGroup()
         self._bag = None  # destroy_node may run on a node whose start-up failed below
@@ -218,7 +225,8 @@ class InteractionNode(GuardedNodeMixin, Node):
         episode = run_episode(
             self._capture, self.arm, kind, self._rng, planner=PlannerConfig(
                 workspace_x=tuple(p.workspace_x), workspace_y=tuple(p.workspace_y)),
-            hypotheses=self._hypotheses if p.use_model_hypotheses else None, feedback=feedback, **points)
+            hypotheses=self._hypotheses if p.use_model_hypotheses else None, feedback=feedback,
+            policy=None if p.push_selection == "none" else p.push_selection, **points)
         result.message, result.error_code = episode.message, episode.error_code
         if not episode.success:
             self.get_logger().warning(f"interaction failed [{episode.error_code}]: {episode.message}")

@@ -33,7 +33,8 @@ def test_report_lists_every_version_with_gate_and_ap(tmp_path):
     assert set(report) >= {"versions", "served_version", "served_ap50", "bottom_up_ap50"}
     rows = report["versions"]
     assert [r["version"] for r in rows] == [1, 2, 3, 4]
-    assert set(rows[0]) == {"version", "step", "labels", "validation", "promoted", "ap30", "ap50", "ap75"}
+    assert set(rows[0]) == {"version", "step", "labels", "validation", "promoted", "ap30", "ap50", "ap75",
+                            "ap50_with_depth"}
     assert [r["promoted"] for r in rows] == [True, False, True, False]
     assert rows[1]["ap50"] is None and rows[2]["ap50"] == pytest.approx(0.17)
     assert rows[2]["labels"] == 7 and rows[2]["step"] == 60 and rows[2]["validation"] == {"score": 0.5}
@@ -44,6 +45,25 @@ def test_report_lists_every_version_with_gate_and_ap(tmp_path):
     assert report["max_served_ap50_drop"] == pytest.approx(0.03)
     table = promotion_table(report)
     assert "served at the end: v1" in table and "candidate" in table
+
+
+def test_report_carries_both_baselines_and_the_served_version_with_depth(tmp_path):
+    model = torch.nn.Linear(2, 1)
+    for i in (1, 2):
+        ckpt.save_checkpoint(tmp_path, task=TASK, model=model, model_config={}, step=20 * i,
+                             extra_meta={"promoted": True, "validation": {"score": 0.1 * i}})
+        PromotionLedger.load(tmp_path, TASK).record_promotion(i, "test")
+    versions = [{"version": v.version, "meta": v.meta} for v in ckpt.list_versions(tmp_path, TASK)]
+    report = build_report(versions, {1: ap(0.10), 2: ap(0.15)}, PromotionLedger.load(tmp_path, TASK).events, 2,
+                          ap(0.80), eval_scenes=12, seed=0, with_depth={1: ap(0.82), 2: ap(0.79)},
+                          baselines={"colour": ap(0.14), "depth": ap(0.80)})
+    report = json.loads(json.dumps(report))
+    assert report["bottom_up_colour_ap50"] == pytest.approx(0.14) and report["bottom_up_depth_ap50"] == 0.8
+    assert report["served_with_depth_ap50"] == pytest.approx(0.79)
+    assert report["max_served_ap50_drop"] == 0.0  # 0.10 -> 0.15
+    assert report["max_served_with_depth_ap50_drop"] == pytest.approx(0.03)  # 0.82 -> 0.79
+    assert [r["ap50_with_depth"] for r in report["versions"]] == [0.82, 0.79]
+    assert "with depth 0.790" in promotion_table(report)
 
 
 def test_versions_to_evaluate_include_every_promoted_and_the_served_one():

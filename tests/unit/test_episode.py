@@ -71,3 +71,49 @@ def test_model_hypotheses_without_a_feasible_push_fall_back_to_geometry(sim):
     result = run_episode(sim.render, SimArm(sim), InteractionKind.PUSH, np.random.default_rng(0),
                          hypotheses=lambda frame: ([empty], [0.9]))
     assert result.success and result.timings["candidate_source"] == "geometry"
+
+
+def _half(mask):
+    vs, us = np.nonzero(mask)
+    out = mask.copy()
+    out[:, : int(np.median(us))] = False
+    return out
+
+
+@pytest.mark.parametrize("policy", ["uncertain", "confident"])
+def test_push_selection_tests_the_hypothesis_depth_and_model_disagree_on(sim, policy):
+    sim.reset_scene(3)
+    _, gt = sim.render_with_ground_truth()
+    ids = [int(i) for i in np.unique(gt["instance_mask"]) if i and (gt["instance_mask"] == i).sum() > 20]
+    assert len(ids) >= 2
+    doubted = ids[0]  # the model sees only half of this object; the others it gets right
+    masks = [_half(gt["instance_mask"] == i) if i == doubted else gt["instance_mask"] == i for i in ids]
+    result = run_episode(sim.render, SimArm(sim), InteractionKind.PUSH, np.random.default_rng(0),
+                         hypotheses=lambda frame: (masks, [0.9] * len(masks)), policy=policy)
+    assert result.success and result.timings["candidate_source"] == "model"
+    u, v = (int(round(c)) for c in result.sample.action_pixel)
+    pushed = int(gt["instance_mask"][v, u])
+    assert (pushed == doubted) == (policy == "uncertain"), (pushed, doubted)
+
+
+def test_before_a_model_the_depth_segments_are_pushed(sim):
+    sim.reset_scene(3)
+    _, gt = sim.render_with_ground_truth()
+    result = run_episode(sim.render, SimArm(sim), InteractionKind.PUSH, np.random.default_rng(0), policy="uncertain")
+    assert result.success and result.timings["candidate_source"] == "depth"
+    u, v = (int(round(c)) for c in result.sample.action_pixel)
+    assert gt["instance_mask"][v, u] > 0  # on an object
+
+
+def test_an_unreachable_hypothesis_is_replanned_without_it_under_a_random_policy(sim):
+    sim.reset_scene(3)
+    first = run_episode(sim.render, SimArm(sim), InteractionKind.PUSH, np.random.default_rng(0), max_attempts=1,
+                        policy="random")
+    assert first.success
+    sim.reset_scene(3)
+    x = first.action.start_point[0]
+    arm = SimArm(sim, refuse=[(x - 1e-6, x + 1e-6)])
+    result = run_episode(sim.render, arm, InteractionKind.PUSH, np.random.default_rng(0), max_attempts=3,
+                         policy="random")
+    assert result.success, result.message
+    assert len(arm.calls) == 2 and result.action.candidate_id != first.action.candidate_id

@@ -141,9 +141,50 @@ def test_gate_decisions(candidate, served, promoted, why):
     assert decision.promoted is promoted and why in decision.reason
 
 
+def test_first_version_rule_against_the_depth_aware_segments():
+    depth = s(0.95, 1.0)  # what the depth-aware segments score on the same self-labels (simple world: ~0.99)
+    default = PromotionGate(PromotionConfig()).decide(s(0.5, 0.5), None, depth)
+    assert default.promoted and "depth-aware segments: 0.975" in default.reason and default.bottom_up == depth
+    strict = PromotionGate(PromotionConfig(first_version_bar="bottom_up"))
+    refused = strict.decide(s(0.5, 0.5), None, depth)
+    assert not refused.promoted and "does not beat the depth-aware segments' 0.975" in refused.reason
+    assert strict.decide(s(0.5, 0.5), None, s(0.3, 0.4)).promoted  # a world where depth is weak
+    assert strict.decide(s(0.5, 0.5), None, None).promoted  # no depth on the labels: min_score alone
+    assert not strict.decide(s(0.02, 0.0), None, s(0.0, 0.0)).promoted  # and min_score always holds
+    # once a version is served, a candidate is judged against it alone
+    assert not PromotionGate(PromotionConfig()).decide(s(0.5, 0.5), s(0.6, 0.6), s(0.1, 0.1)).promoted
+
+
+def test_hypothesis_scores_measure_fixed_masks_like_a_model():
+    from selfsup_perception.core.learning.training.promotion import hypothesis_scores
+
+    label = np.zeros((H, W), bool)
+    label[10:20, 10:20] = True
+    other = np.zeros((H, W), bool)
+    other[30:40, 40:50] = True
+    rgb = np.zeros((H, W, 3), np.uint8)
+    pos = {"rgb": rgb, "mask": label, "action_pixel": (9.0, 15.0), "is_negative": False,  # just outside: snapped
+           "hypotheses": [(other, 0.9), (label, 0.8)]}
+    neg = {"rgb": rgb, "mask": np.zeros((H, W), bool), "action_pixel": (45.0, 35.0), "is_negative": True,
+           "hypotheses": [(other, 0.9)]}
+    got = hypothesis_scores([pos, neg])
+    assert got.mask_iou == pytest.approx(1.0) and got.ap50 == pytest.approx(1.0, abs=0.02)
+    assert got.negative_hit == 1.0 and (got.num_positive, got.num_negative) == (1, 1)
+    assert hypothesis_scores([dict(pos, hypotheses=[])]).mask_iou == 0.0  # nothing at the action pixel
+    assert hypothesis_scores([{k: v for k, v in pos.items() if k != "hypotheses"}]) is None
+
+
+def test_validation_items_carry_the_depth_aware_segments(tmp_path):
+    store, ids = toy_store(tmp_path / "ds", n=12)
+    ds = LabeledDataset(store, "flow", (W, H), validation_fraction=0.3, bottom_up_hypotheses=True)
+    ds.refresh()
+    assert ds.validation and all(isinstance(it["hypotheses"], list) for it in ds.validation)
+    assert all("hypotheses" not in it for it in ds.items)  # only the held-out labels need them
+
+
 def test_promotion_config_rejects_bad_values():
     for bad in ({"validation_fraction": 0.0}, {"margin": -0.1}, {"min_validation_positives": 0},
-                {"overlap_to_count": 0.0}):
+                {"overlap_to_count": 0.0}, {"first_version_bar": "colour"}):
         with pytest.raises(ValueError):
             PromotionConfig(**bad)
 

@@ -23,7 +23,9 @@ from selfsup_perception.core.interaction.action_planning import (
     plan_grasp,
     plan_push,
 )
+from selfsup_perception.core.evaluation.bottom_up import depth_bottom_up
 from selfsup_perception.core.geometry.table_plane import fit_table_plane
+from selfsup_perception.core.interaction.selection import hypothesis_candidates, rank_hypotheses
 from selfsup_perception.core.types import InteractionKind, InteractionOutcome, InteractionSample, RgbdFrame
 
 CAPTURE_FAILED = "CAPTURE_FAILED"
@@ -42,26 +44,58 @@ class EpisodeResult:
 
 def choose_action(frame: RgbdFrame, kind: InteractionKind, rng: np.random.Generator,
                   planner: PlannerConfig, hypotheses: Optional[Sequence[np.ndarray]] = None,
-                  hypothesis_scores: Optional[Sequence[float]] = None, exclude: Sequence[tuple] = ()):
+                  hypothesis_scores: Optional[Sequence[float]] = None, exclude: Sequence[tuple] = (),
+                  policy: Optional[str] = None):
     """Plan a push or grasp on ``frame``; candidates come from model hypotheses when given, else geometry.
 
-    When no hypothesis allows a feasible action, geometric candidates are tried. ``exclude``
-    lists (source, candidate_id) pairs that failed already (e.g. unreachable for the arm).
-    Returns (action or None, candidate source).
+    ``policy`` None: the model's hypotheses (best feasible action over them), then geometric candidates.
+    ``policy`` 'uncertain' | 'random' | 'confident' (:mod:`.selection`): the depth-aware bottom-up
+    segments and the model's hypotheses are ranked by the policy and tried in that order (the first
+    with a feasible action wins; other objects are obstacles), then geometric candidates. When no
+    hypothesis allows a feasible action, geometric candidates are tried. ``exclude`` lists
+    (source, candidate_id) pairs that failed already (e.g. unreachable for the arm).
+    Returns (action or None, candidate source: 'model', 'depth' or 'geometry').
     """
     plane = fit_table_plane(frame, rng=rng)
+    plan = plan_push if kind == InteractionKind.PUSH else plan_grasp
+    if policy is not None:
+        action, source = _choose_by_policy(frame, plane, plan, rng, planner, hypotheses or [],
+                                           hypothesis_scores, exclude, policy)
+        if action is not None:
+            return action, source
     sources = []
-    if hypotheses:
+    if hypotheses and policy is None:
         sources.append(("model", lambda: candidates_from_masks(frame, plane, hypotheses, scores=hypothesis_scores,
                                                                config=planner)))
     sources.append(("geometry", lambda: find_object_candidates(frame, plane, planner)))
-    plan = plan_push if kind == InteractionKind.PUSH else plan_grasp
     for source, make in sources:
         candidates = [c for c in make() if (source, c.candidate_id) not in exclude]
         action = plan(frame, candidates, rng, planner) if candidates else None
         if action is not None:
             return action, source
     return None, sources[-1][0]
+
+
+def _choose_by_policy(frame, plane, plan, rng, planner, masks, scores, exclude, policy):
+    """(action, source) for the first hypothesis in ``policy``'s order with a feasible action, else (None, '')."""
+    depth = depth_bottom_up(frame, plane=plane).instances
+    model = list(zip(masks, scores if scores is not None else [1.0] * len(masks)))
+    source = "model" if model else "depth"  # with a model, its belief ranked the hypotheses
+    min_area = int(planner.min_candidate_area_px * frame.shape[0] * frame.shape[1] / (640 * 480))
+    hyps = hypothesis_candidates(depth, model, min_area=min_area)
+    for i in rank_hypotheses(hyps, policy, rng):
+        if (source, i + 1) in exclude:  # ids: 1 + the hypothesis' index, stable across replanning
+            continue
+        # the chosen hypothesis (id 1) among the other objects (depth segments without its pixels) as obstacles
+        obstacles = [m & ~hyps[i].mask for m, _ in depth]
+        candidates = candidates_from_masks(frame, plane, [hyps[i].mask] + obstacles, config=planner)
+        if not candidates or candidates[0].candidate_id != 1:
+            continue
+        action = plan(frame, candidates, rng, planner, candidate_id=1)
+        if action is not None:
+            action.candidate_id = i + 1
+            return action, source
+    return None, ""
 
 
 def run_episode(
@@ -78,12 +112,14 @@ def run_episode(
     feedback: Callable[[str, float], None] = lambda stage, progress: None,
     sample_id: Optional[str] = None,
     max_attempts: int = 3,
+    policy: Optional[str] = None,
 ) -> EpisodeResult:
     """Run one interaction. With ``start_point``/``end_point`` given, execute them; otherwise plan.
 
     ``capture`` returns a validated frame or raises (TimeoutError, ValueError...);
     ``arm`` is an :class:`~selfsup_perception.robot.arm_backend.ArmBackend`;
-    ``hypotheses(frame) -> (masks, scores)`` supplies a segmentation model's beliefs.
+    ``hypotheses(frame) -> (masks, scores)`` supplies a segmentation model's beliefs; ``policy``
+    (:func:`choose_action`) ranks them with the depth-aware bottom-up segments.
     A planned action the arm reports UNREACHABLE is replanned without that candidate, up
     to ``max_attempts`` times (nothing moved, so the before view still holds).
     """
@@ -119,7 +155,8 @@ def run_episode(
     for _ in range(1 if explicit else max_attempts):
         if not explicit:
             try:
-                action, source = choose_action(before, kind, rng, planner, masks, scores, exclude=failed)
+                action, source = choose_action(before, kind, rng, planner, masks, scores, exclude=failed,
+                                               policy=policy)
             except ValueError as exc:
                 return EpisodeResult(False, f"cannot plan on this view: {exc}", NO_CANDIDATE)
             if action is None:

@@ -40,6 +40,7 @@ import cv2
 import numpy as np
 
 from selfsup_perception.core.dataset.sample_store import CorruptSampleError, SampleStore
+from selfsup_perception.core.evaluation.bottom_up import depth_bottom_up
 from selfsup_perception.core.learning.serving import checkpoints as ckpt
 from selfsup_perception.core.learning.serving.promotions import PromotionLedger, served_version
 from selfsup_perception.core.learning.tasks.instance import InstanceSegmentationTask, InstanceTaskConfig, collate_samples
@@ -48,6 +49,7 @@ from selfsup_perception.core.learning.training.promotion import (
     PromotionDecision,
     PromotionGate,
     ValidationScores,
+    hypothesis_scores,
     is_validation,
     validation_scores,
 )
@@ -116,6 +118,23 @@ def resize_item(rgb: np.ndarray, mask: np.ndarray, action_pixel, size: tuple[int
     return {"rgb": rgb_s, "mask": mask_s, "action_pixel": ((u + 0.5) * sx - 0.5, (v + 0.5) * sy - 0.5)}
 
 
+def bottom_up_hypotheses(frame, size: tuple[int, int]) -> list[tuple[np.ndarray, float]]:
+    """The depth-aware bottom-up segments of ``frame`` resized to ``size`` = (width, height): [(mask, score)]
+    (empty when the frame has no table in view or no depth: a result, not an error)."""
+    w, h = size
+    out = []
+    try:
+        segments = depth_bottom_up(frame).instances
+    except (ValueError, cv2.error) as exc:  # a frame the geometry cannot use: no hypotheses, never a failed round
+        LOG.warning("no depth-aware segments for a validation label: %s", exc)
+        return out
+    for mask, score in segments:
+        small = cv2.resize(mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
+        if small.any():
+            out.append((small, float(score)))
+    return out
+
+
 def split_key(sample_id: str, label, split_by: str = "scene") -> str:
     """What the train/validation split hashes: the label's scene (or episode) id when recorded (and
     ``split_by`` is 'scene'), else the sample id."""
@@ -144,6 +163,9 @@ class LabeledDataset:
     # scene) until it holds ``min_validation_positives`` of them, so the gate is not starved by the hash
     min_validation_positives: int = 0
     reserve_after: int = 0
+    # validation items also carry the depth-aware bottom-up segments of their before view (resized), the
+    # robot's hypotheses without a model: the bar of the first promoted version (promotion.hypothesis_scores)
+    bottom_up_hypotheses: bool = False
     items: list = field(default_factory=list)
     validation: list = field(default_factory=list)
     _seen: set = field(default_factory=set)
@@ -181,6 +203,8 @@ class LabeledDataset:
             self._seen.add(sample_id)
             added += 1
             if self._held_out(split_key(sample_id, label, self.split_by), bool(label.is_negative)):
+                if self.bottom_up_hypotheses:
+                    item["hypotheses"] = bottom_up_hypotheses(sample.before, self.size)
                 self.validation.append(item)
                 continue
             self.items.append(item)
@@ -318,7 +342,8 @@ class OnlineTrainer:
             ledger = self.ledger()  # read before this version exists: its promotion is recorded once, below
             path = self.trainer.save_checkpoint(self.config.checkpoint_dir, extra_meta={
                 "promoted": decision.promoted, "promotion_reason": decision.reason, "validation": validation,
-                "served_validation": decision.served.as_dict() if decision.served is not None else {}})
+                "served_validation": decision.served.as_dict() if decision.served is not None else {},
+                "bottom_up_validation": decision.bottom_up.as_dict() if decision.bottom_up is not None else {}})
             self.version = ckpt.version_of(path)
             self.version_path = path
             if decision.promoted:
@@ -347,9 +372,10 @@ class OnlineInstanceTrainer(OnlineTrainer):
         self.dataset = LabeledDataset(self.store, config.labeler, (config.input_width, config.input_height),
                                       config.include_negatives, config.promotion.validation_fraction,
                                       config.promotion.split_by, config.promotion.min_validation_positives,
-                                      reserve_after=config.min_samples)
+                                      reserve_after=config.min_samples, bottom_up_hypotheses=True)
         self.gate = PromotionGate(config.promotion)
         self._served_scores: dict[tuple[int, int], ValidationScores] = {}  # (version, validation size) -> scores
+        self._bottom_up_scores: dict[int, Optional[ValidationScores]] = {}  # validation size -> scores
         self._init_round_state()
 
     def ready(self) -> bool:
@@ -381,7 +407,13 @@ class OnlineInstanceTrainer(OnlineTrainer):
                 served = self.served_scores(version)
             except ckpt.CheckpointError as exc:
                 LOG.error("%s; judging the candidate as if nothing were served", exc)
-        return self.gate.decide(candidate, served)
+        if served is not None:
+            return self.gate.decide(candidate, served)
+        n = len(self.dataset.validation)
+        if n not in self._bottom_up_scores:  # the first version's bar: the robot's hypotheses without a model
+            self._bottom_up_scores[n] = hypothesis_scores(self.dataset.validation,
+                                                          overlap_to_count=self.config.promotion.overlap_to_count)
+        return self.gate.decide(candidate, None, self._bottom_up_scores[n])
 
     def _round_info(self) -> dict:
         return {"validation_labels": float(len(self.dataset.validation))}

@@ -21,7 +21,10 @@ simulator ground truth, so it works unchanged on a robot:
     predicted instance covers the action pixel (not part of the score: a rule, below);
   - ``score`` = (mask_iou + ap50) / 2.
 * **Gate** (:class:`PromotionGate`): with nothing served yet, a candidate is promoted when its
-  score reaches ``min_score``; otherwise when its score beats the served version's score on
+  score reaches ``min_score`` (and, with ``first_version_bar`` 'bottom_up', beats the depth-aware
+  bottom-up segments on the same labels by ``margin``: :func:`hypothesis_scores`; on the simple world
+  those score ~0.99 on flow self-labels, so that bar would serve nothing in a 36-push demo and is
+  off by default); otherwise when its score beats the served version's score on
   the *same* validation labels (re-measured now: the set grows) by ``margin``, neither
   ``mask_iou`` nor ``ap50`` falls by more than ``max(max_metric_drop, 1 / positives)``, and
   ``negative_hit`` does not rise by more than ``max(max_metric_drop, 1 / negatives)`` (one
@@ -34,7 +37,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -85,6 +88,44 @@ def _snap_into_mask(mask: np.ndarray, u: float, v: float) -> tuple[float, float]
     return float(us[j]), float(vs[j])
 
 
+def _summarise(positives: Sequence[dict], negatives: Sequence[dict], point_masks: Sequence[np.ndarray],
+               instances: Callable[[dict], list], overlap_to_count: float) -> ValidationScores:
+    """ValidationScores from the masks queried at the positives' action pixels and ``instances(item)``
+    ([(mask, score)] or Instances) of every item (see the module docstring)."""
+    ious: list[float] = []
+    for pred, it in zip(point_masks, positives):
+        label = np.asarray(it["mask"], bool)
+        union = np.logical_or(pred, label).sum()
+        ious.append(float(np.logical_and(pred, label).sum() / union) if union else 0.0)
+    predictions, ground_truth = [], []
+    for it in positives:
+        label = np.asarray(it["mask"], bool)
+        counted = []
+        for inst in instances(it):
+            mask = np.asarray(inst[0] if isinstance(inst, tuple) else inst.mask, bool)
+            area = int(mask.sum())
+            if area and np.logical_and(mask, label).sum() >= overlap_to_count * area:
+                counted.append(inst)
+        predictions.append(counted)
+        ground_truth.append([label])
+    ap50 = evaluate_instances(predictions, ground_truth)["AP50"] if positives else 0.0
+    hits = 0
+    for it in negatives:
+        u, v = (int(round(c)) for c in it["action_pixel"])
+        hh, ww = np.asarray(it["rgb"]).shape[:2]
+        u, v = min(max(u, 0), ww - 1), min(max(v, 0), hh - 1)
+        hits += any(np.asarray(inst[0] if isinstance(inst, tuple) else inst.mask)[v, u] for inst in instances(it))
+    return ValidationScores(
+        mask_iou=float(np.mean(ious)) if ious else 0.0, ap50=float(ap50),
+        negative_hit=hits / len(negatives) if negatives else 0.0,
+        num_positive=len(positives), num_negative=len(negatives))
+
+
+def _split(items: Sequence[dict]) -> tuple[list[dict], list[dict]]:
+    positives = [it for it in items if not it["is_negative"] and np.asarray(it["mask"]).any()]
+    return positives, [it for it in items if it["is_negative"]]
+
+
 @torch.no_grad()
 def validation_scores(model: torch.nn.Module, items: Sequence[dict], *, overlap_to_count: float = 0.5,
                       inference: InferenceConfig = InferenceConfig(), batch_size: int = 8) -> ValidationScores:
@@ -97,9 +138,8 @@ def validation_scores(model: torch.nn.Module, items: Sequence[dict], *, overlap_
     net.eval()
     try:
         device = next(net.parameters()).device
-        positives = [it for it in items if not it["is_negative"] and np.asarray(it["mask"]).any()]
-        negatives = [it for it in items if it["is_negative"]]
-        ious: list[float] = []
+        positives, negatives = _split(items)
+        point_masks: list[np.ndarray] = []
         for start in range(0, len(positives), batch_size):
             chunk = positives[start:start + batch_size]
             rgb = torch.from_numpy(np.stack([it["rgb"] for it in chunk])).permute(0, 3, 1, 2).to(device)  # (B,3,H,W)
@@ -109,33 +149,29 @@ def validation_scores(model: torch.nn.Module, items: Sequence[dict], *, overlap_
             out = net(rgb)
             logits = net.mask_logits(out["embedding"], queries, (h, w))  # (B, 1, h4, w4)
             full = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)[:, 0] > 0  # (B, H, W)
-            for pred, it in zip(full.cpu().numpy(), chunk):
-                label = np.asarray(it["mask"], bool)
-                union = np.logical_or(pred, label).sum()
-                ious.append(float(np.logical_and(pred, label).sum() / union) if union else 0.0)
-        predictions, ground_truth = [], []
-        for it in positives:
-            label = np.asarray(it["mask"], bool)
-            counted = []
-            for inst in predict_instances(net, it["rgb"], config=inference):
-                area = int(inst.mask.sum())
-                if area and np.logical_and(inst.mask, label).sum() >= overlap_to_count * area:
-                    counted.append(inst)
-            predictions.append(counted)
-            ground_truth.append([label])
-        ap50 = evaluate_instances(predictions, ground_truth)["AP50"] if positives else 0.0
-        hits = 0
-        for it in negatives:
-            u, v = (int(round(c)) for c in it["action_pixel"])
-            hh, ww = np.asarray(it["rgb"]).shape[:2]
-            u, v = min(max(u, 0), ww - 1), min(max(v, 0), hh - 1)
-            hits += any(inst.mask[v, u] for inst in predict_instances(net, it["rgb"], config=inference))
-        return ValidationScores(
-            mask_iou=float(np.mean(ious)) if ious else 0.0, ap50=float(ap50),
-            negative_hit=hits / len(negatives) if negatives else 0.0,
-            num_positive=len(positives), num_negative=len(negatives))
+            point_masks.extend(full.cpu().numpy())
+        return _summarise(positives, negatives, point_masks,
+                          lambda it: predict_instances(net, it["rgb"], config=inference), overlap_to_count)
     finally:
         net.train(was_training)
+
+
+def hypothesis_scores(items: Sequence[dict], *, overlap_to_count: float = 0.5) -> Optional[ValidationScores]:
+    """The same scores for fixed hypotheses: ``item['hypotheses']`` = [(mask, score)] at the item's size (the
+    depth-aware bottom-up segments, what the robot believes before any model).
+
+    The mask "queried" at the action pixel is the highest-scoring hypothesis containing the (snapped) action
+    pixel, none: an empty mask. None when any item lacks hypotheses (e.g. no depth).
+    """
+    if not items or any(it.get("hypotheses") is None for it in items):
+        return None
+    positives, negatives = _split(items)
+    point_masks = []
+    for it in positives:
+        u, v = (int(round(c)) for c in _snap_into_mask(np.asarray(it["mask"]), *it["action_pixel"]))
+        hits = [(score, m) for m, score in it["hypotheses"] if m[v, u]]
+        point_masks.append(max(hits, key=lambda t: t[0])[1] if hits else np.zeros_like(np.asarray(it["mask"], bool)))
+    return _summarise(positives, negatives, point_masks, lambda it: list(it["hypotheses"]), overlap_to_count)
 
 
 @dataclass(frozen=True)
@@ -149,6 +185,9 @@ class PromotionConfig:
     # 'scene': hash the label's scene id (all pushes of a scene on one side; validation fills a scene at a
     # time), 'sample': hash the sample id (validation fills steadily; pushes of one scene on both sides)
     split_by: str = "scene"
+    # the first version's bar: 'min_score' (its score reaches min_score) or 'bottom_up' (it also beats the
+    # depth-aware bottom-up segments, the robot's hypotheses without a model, on the same labels by margin)
+    first_version_bar: str = "min_score"
 
     def __post_init__(self) -> None:
         if not 0.0 < self.validation_fraction < 1.0:
@@ -159,6 +198,8 @@ class PromotionConfig:
             raise ValueError(f"overlap_to_count must be in (0, 1], got {self.overlap_to_count}")
         if self.split_by not in ("scene", "sample"):
             raise ValueError(f"split_by must be 'scene' or 'sample', got {self.split_by!r}")
+        if self.first_version_bar not in ("min_score", "bottom_up"):
+            raise ValueError(f"first_version_bar must be 'min_score' or 'bottom_up', got {self.first_version_bar!r}")
 
 
 @dataclass(frozen=True)
@@ -167,6 +208,7 @@ class PromotionDecision:
     reason: str
     candidate: Optional[ValidationScores]
     served: Optional[ValidationScores] = None  # the served version's scores on the same labels
+    bottom_up: Optional[ValidationScores] = None  # the depth-aware bottom-up segments' scores on the same labels
 
 
 class PromotionGate:
@@ -175,17 +217,27 @@ class PromotionGate:
     def __init__(self, config: PromotionConfig = PromotionConfig()) -> None:
         self.config = config
 
-    def decide(self, candidate: ValidationScores, served: Optional[ValidationScores]) -> PromotionDecision:
+    def decide(self, candidate: ValidationScores, served: Optional[ValidationScores],
+               bottom_up: Optional[ValidationScores] = None) -> PromotionDecision:
+        """``bottom_up``: the depth-aware segments' scores on the same labels (the first version's bar with
+        ``first_version_bar`` 'bottom_up'; otherwise only reported in the reason)."""
         c = self.config
         if candidate.num_positive < c.min_validation_positives:
             return PromotionDecision(False, f"kept as candidate: {candidate.num_positive} positive validation "
-                                            f"labels, {c.min_validation_positives} needed", candidate, served)
+                                            f"labels, {c.min_validation_positives} needed", candidate, served,
+                                     bottom_up)
         if served is None:
-            if candidate.score >= c.min_score:
-                return PromotionDecision(True, f"first promoted version: score {candidate.score:.3f} >= "
-                                               f"{c.min_score:.3f}", candidate)
-            return PromotionDecision(False, f"kept as candidate: score {candidate.score:.3f} < min_score "
-                                            f"{c.min_score:.3f}", candidate)
+            versus = "" if bottom_up is None else f" (depth-aware segments: {bottom_up.score:.3f})"
+            if candidate.score < c.min_score:
+                return PromotionDecision(False, f"kept as candidate: score {candidate.score:.3f} < min_score "
+                                                f"{c.min_score:.3f}{versus}", candidate, None, bottom_up)
+            if c.first_version_bar == "bottom_up" and bottom_up is not None \
+                    and candidate.score < bottom_up.score + c.margin:
+                return PromotionDecision(False, f"kept as candidate: score {candidate.score:.3f} does not beat the "
+                                                f"depth-aware segments' {bottom_up.score:.3f} by {c.margin}",
+                                         candidate, None, bottom_up)
+            return PromotionDecision(True, f"first promoted version: score {candidate.score:.3f} >= "
+                                           f"{c.min_score:.3f}{versus}", candidate, None, bottom_up)
         # a veto finer than one label's worth (~1/n of a mean over n labels) would veto noise
         tol = max(c.max_metric_drop, 1.0 / candidate.num_positive)
         for name in ("mask_iou", "ap50"):
