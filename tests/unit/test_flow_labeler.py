@@ -180,7 +180,9 @@ def _rigid_flow(mask, center, angle_deg, shift):
 def test_rotation_filter():
     # Given exact flow (so the test checks the filter, not DIS): a 25 deg rotation of a 40 px square
     # about a point 40 px below its centre: |flow| = 2 r sin(12.5 deg), r in ~[20, 63] px, all moving.
-    cfg = FlowLabelerConfig(max_flow_std_px=30.0, max_mean_flow_px=100.0)
+    # The after image shows a translation, not this rotation: the flow check (min_flow_match) would rightly
+    # discard the rotation's mask, so it is off where the rotation must be kept.
+    cfg = FlowLabelerConfig(max_flow_std_px=30.0, max_mean_flow_px=100.0, min_flow_match=0.0)
     tex, m0 = _texture(3), _square(140, 100, 40)
     _, after, _ = _moving_square(140, 100, 40, du=6, dv=0, seed=3)
     sample = _sample([(tex, m0)], [after], (160.0, 120.0))
@@ -198,6 +200,9 @@ def test_rotation_filter():
     assert trans.kept and trans.stats["flow_std"] < 0.1 and _iou(trans.mask, m0) > 0.9
     # A loose threshold keeps the rotation.
     assert FlowMaskLabeler(cfg).label(sample, flow=rot).kept
+    # ... unless the flow check finds that this flow does not explain the images
+    checked = FlowMaskLabeler(dataclasses.replace(cfg, min_flow_match=0.7)).label(sample, flow=rot)
+    assert not checked.kept and "flow does not explain the mask" in checked.reason
     with pytest.raises(ValueError, match="flow must be"):
         strict.label(sample, flow=np.zeros((10, 10, 2), np.float32))
 

@@ -546,7 +546,8 @@ class FlowMaskLabeler:
         if cfg.fill_holes and seg > 0:
             mask = fill_mask_holes(mask)
         area = int(mask.sum())
-        flow_std = float(raw_mag[mask].std()) if area else 0.0
+        flowed = mask & moving  # the mask's pixels whose motion the flow measured (not those completion added)
+        flow_std = float(raw_mag[flowed].std()) if flowed.any() else 0.0
         if cfg.mean_flow_region == "image":
             mean_flow = float(raw_mag.mean())
         else:
@@ -557,7 +558,7 @@ class FlowMaskLabeler:
         stats = {
             "mean_flow": mean_flow, "flow_std": flow_std, "area": area, "moving_area": moving_area,
             "num_segments": int(labels.max()), "scale": s,
-            "mask_mean_flow": float(raw_mag[mask].mean()) if area else 0.0,
+            "mask_mean_flow": float(raw_mag[flowed].mean()) if flowed.any() else 0.0,
             "ego_motion": ego.source, "ego_motion_px": ego.max_px, "ego_motion_reason": ego.reason,
         }
 
@@ -596,7 +597,7 @@ class FlowMaskLabeler:
         if flow_std > cfg.max_flow_std_px * s:
             return out(False, f"rotation: flow magnitude std {flow_std:.2f} px > {cfg.max_flow_std_px * s:.2f} px")
         if cfg.min_flow_match > 0:
-            match = flow_match_fraction(mask, sample.before.rgb, sample.after.rgb, flow, cfg.completion_max_error)
+            match = flow_match_fraction(flowed, sample.before.rgb, sample.after.rgb, flow, cfg.completion_max_error)
             stats["flow_match"] = match
             if match < cfg.min_flow_match:
                 return out(False, f"flow does not explain the mask: {100 * match:.0f} % of its pixels found where "
