@@ -290,3 +290,55 @@ def test_fast_region_adjacency_graph_equals_scikit_image():
     for a, b in ref.edges:
         assert fast.edges[a, b]["weight"] == pytest.approx(ref.edges[a, b]["weight"], abs=1e-12)
         assert np.allclose(fast.nodes[a]["mean color"], ref.nodes[a]["mean color"])
+
+
+def test_fill_height_holes_takes_the_lowest_valid_neighbour():
+    from selfsup_perception.core.labeling.flow_labeler import fill_height_holes
+
+    height = np.zeros((40, 40), np.float32)
+    height[10:30, 10:30] = 0.05  # an object 5 cm above the table
+    holes = height.copy()
+    rng = np.random.default_rng(0)
+    holes[rng.uniform(size=holes.shape) < 0.8] = np.nan  # 80 % missing, as on a dark surface
+    holes[:, 0:3] = np.nan
+    filled = fill_height_holes(holes, 3)
+    # inside the object: the object's height; next to its edge: the table (the lowest neighbour)
+    assert np.allclose(filled[13:27, 13:27], 0.05)
+    assert np.all(filled[:, 7] == 0.0) and np.all(filled[12:28, 31] == 0.0)
+    # a hole wider than the window stays unknown
+    wide = height.copy()
+    wide[:, 15:25] = np.nan
+    assert np.isnan(fill_height_holes(wide, 3)[20, 20])
+
+
+def test_an_object_with_holes_in_its_depth_is_labelled_whole():
+    # The moved square's depth is missing on 70 % of its pixels and along its outline, as on a dark object
+    # seen by a stereo camera; the flow sees it move. The label must still be the whole square.
+    before, after, m0 = _moving_square()
+    sample = _sample([before], [after], (158.0, 118.0))
+    rng = np.random.default_rng(1)
+    for frame, mask in ((sample.before, m0), (sample.after, after[1])):
+        ring = mask & ~cv2.erode(mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+        frame.depth[(mask & (rng.uniform(size=mask.shape) < 0.7)) | ring] = np.nan
+    label = FlowMaskLabeler().label(sample)
+    assert label.kept and not label.is_negative, label.reason
+    assert _iou(label.mask, m0) > 0.85, _iou(label.mask, m0)
+    # without hole filling and completion most of the object is lost to the table filter
+    bare = FlowMaskLabeler(FlowLabelerConfig(hole_fill_px=0, completion_px=0)).label(sample)
+    assert not (bare.kept and _iou(bare.mask, m0) > 0.85)
+
+
+def test_completion_adds_what_moved_with_the_mask_and_not_the_table():
+    from selfsup_perception.core.labeling.flow_labeler import complete_mask
+
+    before, after, m0 = _moving_square()
+    b_rgb, _ = _render([before])
+    a_rgb, _ = _render([after])
+    flow = np.zeros((H, W, 2), np.float32)
+    flow[m0] = (7.0, 3.0)
+    core = cv2.erode(m0.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)  # 3 px lost at the border
+    grown = complete_mask(core, b_rgb, a_rgb, flow, None, steps=4, margin=30.0, max_error=60.0)
+    assert _iou(core, m0) < 0.7
+    assert _iou(grown, m0) > 0.85 and (grown & ~m0).sum() < 0.05 * m0.sum(), (_iou(grown, m0), (grown & ~m0).sum())
+    # a flow that is not the object's adds nothing
+    assert (complete_mask(core, b_rgb, a_rgb, -flow, None, 4, 30.0, 60.0) == core).mean() > 0.99

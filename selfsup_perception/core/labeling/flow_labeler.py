@@ -357,8 +357,11 @@ class FlowMaskLabeler:
 
     def moving_mask(self, before: RgbdFrame, after: RgbdFrame, flow: np.ndarray, magnitude: np.ndarray,
                     plane: TablePlane, threshold_px: float, height_before: Optional[np.ndarray] = None,
-                    height_after: Optional[np.ndarray] = None) -> np.ndarray:
+                    fill_radius: int = 0) -> np.ndarray:
         """(H, W) bool: pixels whose flow survives the table filter and exceeds ``threshold_px``.
+
+        Heights of both frames have their holes filled (:func:`fill_height_holes`, ``fill_radius`` px) where
+        they are looked at: around the pixels moving more than ``threshold_px`` and around their end points.
 
         Zeroed (static): before pixels on/below the plane (height < ``table_height``) or with invalid
         depth, and pixels whose end point p + f falls outside the image or on the table / invalid depth
@@ -368,8 +371,15 @@ class FlowMaskLabeler:
         cfg = self.config
         h, w = magnitude.shape
         hb = plane.height_image(before) if height_before is None else height_before
+        fast = magnitude > threshold_px
+        if fill_radius > 0 and fast.any():
+            bx, by, bw, bh = cv2.boundingRect(fast.astype(np.uint8))
+            x0, y0 = max(bx - fill_radius, 0), max(by - fill_radius, 0)
+            x1, y1 = min(bx + bw + fill_radius, w), min(by + bh + fill_radius, h)
+            hb = hb.copy()
+            hb[y0:y1, x0:x1] = fill_height_holes(hb[y0:y1, x0:x1], fill_radius)
         with np.errstate(invalid="ignore"):
-            cand = (hb >= cfg.table_height) & (magnitude > threshold_px)  # NaN -> False
+            cand = (hb >= cfg.table_height) & fast  # NaN -> False
         idx = np.flatnonzero(cand)
         vv, uu = np.divmod(idx, w)
         ue = np.rint(uu + flow[vv, uu, 0]).astype(np.int64)
@@ -381,20 +391,20 @@ class FlowMaskLabeler:
             # long motions near object boundaries, and the before pixel is already known to be above the table.
             y0, y1 = max(int(ve[ok].min()) - r, 0), min(int(ve[ok].max()) + r + 1, h)
             x0, x1 = max(int(ue[ok].min()) - r, 0), min(int(ue[ok].max()) + r + 1, w)
+            # heights of the after frame around the end points (plus the hole-filling margin)
+            fy0, fy1 = max(y0 - fill_radius, 0), min(y1 + fill_radius, h)
+            fx0, fx1 = max(x0 - fill_radius, 0), min(x1 + fill_radius, w)
+            vg, ug = np.mgrid[fy0:fy1, fx0:fx1]
+            ha = plane.height_at_pixels(after, ug.ravel(), vg.ravel()).reshape(fy1 - fy0, fx1 - fx0)
+            ha = fill_height_holes(ha.astype(np.float32), fill_radius)[y0 - fy0:y1 - fy0, x0 - fx0:x1 - fx0]
             with np.errstate(invalid="ignore"):
-                if height_after is not None:
-                    above = height_after[y0:y1, x0:x1] >= cfg.table_height
-                else:
-                    vg, ug = np.mgrid[y0:y1, x0:x1]
-                    above = (plane.height_at_pixels(after, ug.ravel(), vg.ravel()) >= cfg.table_height
-                             ).reshape(y1 - y0, x1 - x0)
+                above = ha >= cfg.table_height
             above = cv2.dilate(above.astype(np.uint8), np.ones((2 * r + 1, 2 * r + 1), np.uint8)).astype(bool)
             keep = np.zeros(idx.shape, bool)
             keep[ok] = above[ve[ok] - y0, ue[ok] - x0]
         else:
             ha = np.full(idx.shape, np.nan)
-            ha[ok] = (height_after[ve[ok], ue[ok]] if height_after is not None
-                      else plane.height_at_pixels(after, ue[ok], ve[ok]))
+            ha[ok] = plane.height_at_pixels(after, ue[ok], ve[ok])
             with np.errstate(invalid="ignore"):
                 keep = ha >= cfg.table_height
         moving = np.zeros(h * w, dtype=bool)
@@ -516,9 +526,6 @@ class FlowMaskLabeler:
             if flow.shape != (h, w, 2):
                 raise ValueError(f"flow must be ({h}, {w}, 2), got {flow.shape}")
         height_b = plane.height_image(sample.before)  # (H, W), NaN without depth
-        fill_r = int(round(cfg.hole_fill_px * s))
-        filled_b = fill_height_holes(height_b, fill_r)  # (H, W), fewer NaN
-        filled_a = fill_height_holes(plane.height_image(sample.after), fill_r)
         textured = self.observable_pixels(to_gray_u8(sample.before.rgb), cfg.texture_threshold)
         try:
             ego = estimate_ego_motion(sample.before, sample.after, flow, textured, height_b,
@@ -528,7 +535,7 @@ class FlowMaskLabeler:
         comp = flow - ego.flow if ego.compensated else flow  # (H, W, 2) flow of the scene itself
         raw_mag = cv2.magnitude(comp[..., 0], comp[..., 1])  # (H, W)
         moving = self.moving_mask(sample.before, sample.after, flow, raw_mag, plane, cfg.motion_threshold_px * s,
-                                  filled_b, filled_a)
+                                  height_b, int(round(cfg.hole_fill_px * s)))
         if ego.compensated:  # content shifted in at the borders has no before pixel to match
             m = int(math.ceil(ego.max_px)) + 2
             moving[:m], moving[-m:], moving[:, :m], moving[:, -m:] = False, False, False, False
