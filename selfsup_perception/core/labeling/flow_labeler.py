@@ -157,6 +157,7 @@ class FlowLabelerConfig:
     completion_px: float = 3.0
     completion_margin: float = 30.0
     completion_max_error: float = 60.0
+    completion_min_height: float = 0.003  # pixels with valid depth lower than this above the table never join
     completion_through_moving: bool = True  # also through moving pixels of other segments that moved the same way
     # Flow check of the mask (deviation): at least min_flow_match of the mask's pixels must be found in the after
     # image where their measured flow says they went (error as in mask completion). DIS loses large motions of
@@ -268,14 +269,15 @@ def fill_height_holes(height: np.ndarray, radius: int) -> np.ndarray:
 
 def complete_mask(mask: np.ndarray, before_rgb: np.ndarray, after_rgb: np.ndarray, flow: np.ndarray,
                   ego_flow: Optional[np.ndarray], steps: int, margin: float, max_error: float,
-                  moving: Optional[np.ndarray] = None) -> np.ndarray:
+                  moving: Optional[np.ndarray] = None, not_table: Optional[np.ndarray] = None) -> np.ndarray:
     """``mask`` grown by up to ``steps`` 8-neighbour rings into pixels whose colour moved *with the object*.
 
     The object's motion is the median measured flow f of the mask (a translation); a neighbouring pixel p
     joins when its before colour matches the after image at p + f (sum of absolute channel differences of
     3x3-blurred images below ``max_error``) better, by ``margin``, than at p + ego(p) (where it would be
     had it stayed with the scene). A table pixel beside an object stays (its colour is still there), an
-    object pixel that the depth or the flow missed (its bottom, its edge) moves with the object.
+    object pixel that the depth or the flow missed (its bottom, its edge) moves with the object. With
+    ``not_table`` (H, W) bool, only those pixels may join (a shadow on the table moves with its object too).
     """
     if steps <= 0 or not mask.any():
         return mask
@@ -296,7 +298,10 @@ def complete_mask(mask: np.ndarray, before_rgb: np.ndarray, after_rgb: np.ndarra
         stayed = a[y0:y1, x0:x1]
     err_move = np.abs(b - moved).sum(axis=2)
     err_stay = np.abs(b - stayed.astype(np.float32)).sum(axis=2)
-    allowed = ((err_move < max_error) & (err_move + margin < err_stay)).astype(np.uint8)
+    allowed = (err_move < max_error) & (err_move + margin < err_stay)
+    if not_table is not None:
+        allowed &= not_table[y0:y1, x0:x1]
+    allowed = allowed.astype(np.uint8)
     m = mask[y0:y1, x0:x1].astype(np.uint8)
     if moving is not None:  # first through the moving pixels that moved like the mask, however far
         n, comp = cv2.connectedComponents(m | (allowed & moving[y0:y1, x0:x1]), connectivity=8)
@@ -547,9 +552,11 @@ class FlowMaskLabeler:
                                np.random.default_rng(cfg.seed))
         mask = labels == seg if seg > 0 else np.zeros((h, w), dtype=bool)
         if cfg.completion_px > 0 and seg > 0:
+            with np.errstate(invalid="ignore"):
+                not_table = ~(height_b < cfg.completion_min_height)  # no depth, or above the table
             mask = complete_mask(mask, sample.before.rgb, sample.after.rgb, flow, ego.flow if ego.compensated else None,
                                  int(round(cfg.completion_px * s)), cfg.completion_margin, cfg.completion_max_error,
-                                 moving if cfg.completion_through_moving else None)
+                                 moving if cfg.completion_through_moving else None, not_table)
         if cfg.fill_holes and seg > 0:
             mask = fill_mask_holes(mask)
         area = int(mask.sum())
