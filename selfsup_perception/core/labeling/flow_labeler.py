@@ -164,6 +164,13 @@ class FlowLabelerConfig:
     # plain objects and returns part of the object, or a toppled object changes its look; such masks are
     # fragments (realistic world and synthetic pushes on real frames: a match below ~0.7 went with IoU < 0.6).
     min_flow_match: float = 0.7
+    # Depth fallback (deviation): when the flow sees no motion at the action pixel, the object there (its
+    # region above the table, cut at depth jumps > depth_jump_m) is the label if the after frame shows the
+    # table on at least min_vacated_fraction of it: it moved farther than DIS can follow (a plain object
+    # pushed more than about its own size; realistic world: most pushes of 6-9 cm).
+    depth_fallback: bool = True
+    depth_jump_m: float = 0.015
+    min_vacated_fraction: float = 0.6
 
     def __post_init__(self) -> None:
         if not 0 < self.max_area_fraction <= 1:
@@ -331,6 +338,39 @@ def flow_match_fraction(mask: np.ndarray, before_rgb: np.ndarray, after_rgb: np.
     b = cv2.blur(before_rgb, (3, 3))[y0:y1, x0:x1].astype(np.float32)
     err = np.abs(b - warped).sum(axis=2)
     return float((err[mask[y0:y1, x0:x1]] < max_error).mean())
+
+
+def vacated_object(height_before: np.ndarray, height_after_seen_before: np.ndarray, depth_before: np.ndarray,
+                   action_pixel: tuple[float, float], table_height: float, depth_jump_m: float,
+                   search_px: int) -> tuple[np.ndarray, float]:
+    """The object under the action pixel as a region of the before frame, and the fraction of it it left.
+
+    Region: the 8-connected pixels at least ``table_height`` above the table (``height_before``, holes
+    filled) containing the action pixel -- or the nearest such pixel within ``search_px`` --, cut at depth
+    jumps larger than ``depth_jump_m`` between neighbours (objects that touch at different depths stay
+    apart). Vacated: its pixels where the after frame, seen from the before camera
+    (``height_after_seen_before``), shows the table. Returns (mask, vacated fraction); an empty mask and
+    0 when there is no object at the action pixel.
+    """
+    h, w = height_before.shape
+    with np.errstate(invalid="ignore"):
+        above = height_before >= table_height
+        table_after = height_after_seen_before < table_height
+    z = np.where(np.isfinite(depth_before), depth_before, 0).astype(np.float32)
+    k = np.ones((3, 3), np.uint8)
+    jump = (cv2.dilate(z, k) - cv2.erode(z, k)) > depth_jump_m
+    inner = above & ~jump
+    u, v = int(round(action_pixel[0])), int(round(action_pixel[1]))
+    u0, u1, v0, v1 = max(u - search_px, 0), min(u + search_px + 1, w), max(v - search_px, 0), min(v + search_px + 1, h)
+    if u0 >= u1 or v0 >= v1 or not inner[v0:v1, u0:u1].any():
+        return np.zeros((h, w), bool), 0.0
+    _, comp = cv2.connectedComponents(inner.astype(np.uint8), connectivity=8)
+    win = comp[v0:v1, u0:u1]
+    yy, xx = np.nonzero(win > 0)
+    i = int(np.argmin((yy + v0 - v) ** 2 + (xx + u0 - u) ** 2))
+    region = comp == win[yy[i], xx[i]]
+    region = cv2.dilate(region.astype(np.uint8), k).astype(bool) & above  # the jump pixels at its border back
+    return region, float(table_after[region].mean())
 
 
 def _pixel_in(u: float, v: float, h: int, w: int) -> bool:
@@ -592,6 +632,39 @@ class FlowMaskLabeler:
             return out(False, reason)
         if mean_flow > cfg.max_mean_flow_px * s:
             return out(False, f"large motion: mean flow {mean_flow:.2f} px > {cfg.max_mean_flow_px * s:.2f} px")
+        if cfg.depth_fallback and (moving_area < min_area or seg == 0):
+            # The flow saw no motion of the object at the action pixel. If that object has left most of the
+            # pixels it covered (a large motion that DIS cannot follow), its before region is the label.
+            hb_f = fill_height_holes(height_b, int(round(cfg.hole_fill_px * s)))
+            ha_f = fill_height_holes(plane.height_image(sample.after), int(round(cfg.hole_fill_px * s)))
+            gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+            if ego.compensated:  # the after heights seen from the before camera: ha(p + ego(p))
+                gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+                ha_f = cv2.remap(ha_f, gx + ego.flow[..., 0], gy + ego.flow[..., 1], cv2.INTER_NEAREST,
+                                 borderMode=cv2.BORDER_CONSTANT, borderValue=np.nan)
+            region, vacated = vacated_object(hb_f, ha_f, sample.before.depth, sample.action_pixel, cfg.table_height,
+                                             cfg.depth_jump_m, int(round(cfg.prior_sigma_px * s)))
+            stats["vacated_fraction"] = vacated
+            region_area = int(region.sum())
+            if vacated >= cfg.min_vacated_fraction and min_area <= region_area <= max_area:
+                # its edge and lowest centimetre (no depth, or low): neighbours that are not table by depth and
+                # whose colour changed (the object left them)
+                a_seen = sample.after.rgb
+                if ego.compensated:
+                    a_seen = cv2.remap(a_seen, gx + ego.flow[..., 0], gy + ego.flow[..., 1], cv2.INTER_LINEAR,
+                                       borderMode=cv2.BORDER_REPLICATE)
+                changed = np.abs(cv2.blur(sample.before.rgb, (3, 3)).astype(np.int16)
+                                 - cv2.blur(a_seen, (3, 3)).astype(np.int16)).sum(axis=2) > cfg.completion_margin
+                with np.errstate(invalid="ignore"):
+                    grow = (changed & ~(height_b < cfg.completion_min_height)).astype(np.uint8)
+                m = region.astype(np.uint8)
+                for _ in range(int(round(2 * cfg.completion_px * s))):
+                    m |= cv2.dilate(m, np.ones((3, 3), np.uint8)) & grow
+                region = m.astype(bool)
+                mask = fill_mask_holes(region) if cfg.fill_holes else region
+                stats.update(area=int(mask.sum()), source="depth")
+                return out(True, f"kept from the depth change: the flow saw no motion at the action pixel, but the "
+                                 f"object there left {100 * vacated:.0f} % of its pixels")
         if moving_area < min_area:
             mask = np.zeros((h, w), dtype=bool)
             stats.update(area=0, flow_std=0.0, mask_mean_flow=0.0)
