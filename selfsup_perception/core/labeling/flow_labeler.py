@@ -342,13 +342,14 @@ def flow_match_fraction(mask: np.ndarray, before_rgb: np.ndarray, after_rgb: np.
 
 def vacated_object(height_before: np.ndarray, height_after_seen_before: np.ndarray, depth_before: np.ndarray,
                    action_pixel: tuple[float, float], table_height: float, depth_jump_m: float,
-                   search_px: int) -> tuple[np.ndarray, float]:
+                   search_px: int, merge_vacated: Optional[float] = None) -> tuple[np.ndarray, float]:
     """The object under the action pixel as a region of the before frame, and the fraction of it it left.
 
     Region: the 8-connected pixels at least ``table_height`` above the table (``height_before``, holes
     filled) containing the action pixel -- or the nearest such pixel within ``search_px`` --, cut at depth
     jumps larger than ``depth_jump_m`` between neighbours (objects that touch at different depths stay
-    apart). Vacated: its pixels where the after frame, seen from the before camera
+    apart); with ``merge_vacated``, neighbouring pieces of which at least that fraction was vacated join
+    it (an object's own depth jumps). Vacated: its pixels where the after frame, seen from the before camera
     (``height_after_seen_before``), shows the table. Returns (mask, vacated fraction); an empty mask and
     0 when there is no object at the action pixel.
     """
@@ -364,13 +365,26 @@ def vacated_object(height_before: np.ndarray, height_after_seen_before: np.ndarr
     u0, u1, v0, v1 = max(u - search_px, 0), min(u + search_px + 1, w), max(v - search_px, 0), min(v + search_px + 1, h)
     if u0 >= u1 or v0 >= v1 or not inner[v0:v1, u0:u1].any():
         return np.zeros((h, w), bool), 0.0
-    _, comp = cv2.connectedComponents(inner.astype(np.uint8), connectivity=8)
+    n, comp = cv2.connectedComponents(inner.astype(np.uint8), connectivity=8)
     win = comp[v0:v1, u0:u1]
     yy, xx = np.nonzero(win > 0)
     i = int(np.argmin((yy + v0 - v) ** 2 + (xx + u0 - u) ** 2))
     region = comp == win[yy[i], xx[i]]
+    vacated = float(table_after[region].mean())
+    if merge_vacated is not None:
+        # an object's own depth jumps (a duck's head over its body) cut it too: neighbouring pieces that
+        # were vacated as well belong to it; pieces of objects that stayed were not vacated
+        frac = np.bincount(comp[table_after], minlength=n) / np.maximum(np.bincount(comp.ravel(), minlength=n), 1)
+        k5 = np.ones((5, 5), np.uint8)
+        for _ in range(4):
+            ring = cv2.dilate(region.astype(np.uint8), k5).astype(bool) & ~region
+            ids = np.unique(comp[ring])
+            ids = ids[(ids > 0) & (frac[ids] >= merge_vacated)]
+            if not len(ids):
+                break
+            region |= np.isin(comp, ids)
     region = cv2.dilate(region.astype(np.uint8), k).astype(bool) & above  # the jump pixels at its border back
-    return region, float(table_after[region].mean())
+    return region, vacated
 
 
 def _pixel_in(u: float, v: float, h: int, w: int) -> bool:
@@ -643,7 +657,7 @@ class FlowMaskLabeler:
                 ha_f = cv2.remap(ha_f, gx + ego.flow[..., 0], gy + ego.flow[..., 1], cv2.INTER_NEAREST,
                                  borderMode=cv2.BORDER_CONSTANT, borderValue=np.nan)
             region, vacated = vacated_object(hb_f, ha_f, sample.before.depth, sample.action_pixel, cfg.table_height,
-                                             cfg.depth_jump_m, int(round(cfg.prior_sigma_px * s)))
+                                             cfg.depth_jump_m, int(round(cfg.prior_sigma_px * s)), cfg.min_vacated_fraction)
             stats["vacated_fraction"] = vacated
             region_area = int(region.sum())
             if vacated >= cfg.min_vacated_fraction and min_area <= region_area <= max_area:
