@@ -140,13 +140,22 @@ def test_motion_the_flow_misses_is_not_trusted_as_a_negative():
     plain = np.full((H, W, 3), 90, np.uint8)
     m0 = _square(140, 100, 36)
     sample = _sample([(plain, m0)], [(plain, _shift(m0, 60, 0))], (158.0, 118.0))
-    label = FlowMaskLabeler().label(sample, flow=np.zeros((H, W, 2), np.float32))
+    no_fallback = FlowMaskLabeler(FlowLabelerConfig(depth_fallback=False))
+    label = no_fallback.label(sample, flow=np.zeros((H, W, 2), np.float32))
     assert not label.kept and not label.is_negative
     assert "not trusted as a negative" in label.reason and label.stats["changed_near_action"] > 0.3
+    # the depth fallback labels it: the object left all of its pixels, its before region is the mask
+    label = FlowMaskLabeler().label(sample, flow=np.zeros((H, W, 2), np.float32))
+    assert label.kept and not label.is_negative and label.stats["source"] == "depth", label.reason
+    assert _iou(label.mask, m0) > 0.9 and label.stats["vacated_fraction"] > 0.9
+    # a push of half its size leaves too little of it vacated to trust the depth alone
+    half = _sample([(plain, m0)], [(plain, _shift(m0, 12, 0))], (158.0, 118.0))
+    assert not FlowMaskLabeler().label(half, flow=np.zeros((H, W, 2), np.float32)).kept
     # the same zero flow on unchanged images stays a negative
     still = _sample([(plain, m0)], [(plain, m0)], (158.0, 118.0))
     label = FlowMaskLabeler().label(still, flow=np.zeros((H, W, 2), np.float32))
     assert label.is_negative and label.kept and label.stats["changed_near_action"] == 0.0
+    assert label.stats["source"] == "flow"
 
 
 def test_texture_moving_on_the_table_is_filtered_out():

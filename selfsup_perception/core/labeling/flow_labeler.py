@@ -628,6 +628,7 @@ class FlowMaskLabeler:
             "num_segments": int(labels.max()), "scale": s,
             "mask_mean_flow": float(raw_mag[flowed].mean()) if flowed.any() else 0.0,
             "ego_motion": ego.source, "ego_motion_px": ego.max_px, "ego_motion_reason": ego.reason,
+            "source": "flow",  # 'depth' when the depth fallback made the mask
         }
 
         def out(kept: bool, reason: str, negative: bool = False) -> MaskLabel:
