@@ -37,7 +37,9 @@ Pipeline of :meth:`FlowMaskLabeler.label` on one :class:`InteractionSample`:
    plane (height < ``table_height``) or have invalid depth, and at pixels whose
    flow end point p + f lands on the table / invalid depth / outside the image in
    the *after* frame (the plane is applied to the after depth). So both frames'
-   depth is used. Deviation: an end point within ``end_point_tolerance_px`` (6 px at
+   depth is used. Deviation (depth holes): a missing height takes the lowest valid height within
+   ``hole_fill_px`` (:func:`fill_height_holes`), so a dark or shiny object with a few valid returns is
+   not table, while the band a stereo camera cannot see beside an object stays table. Deviation: an end point within ``end_point_tolerance_px`` (6 px at
    640x480) of an above-table pixel passes (DIS underestimates long motions at object
    boundaries; on synthetic pushes on real frames and in the simulator it raised the IoU).
 4. Moving pixels: filtered magnitude > ``motion_threshold_px``.
@@ -52,10 +54,22 @@ Pipeline of :meth:`FlowMaskLabeler.label` on one :class:`InteractionSample`:
    (sigma ``prior_sigma_px`` = 10 px at 640x480) around it, the first that hits a
    segment wins (reference behaviour). Holes enclosed by the chosen segment are filled
    (``fill_holes``, deviation: a bowl's inside is within ``table_height`` of the table on real depth).
+6b. Mask completion (deviation, :func:`complete_mask`): the segment grows through moving pixels and by up
+   to ``completion_px`` beyond them into pixels that are not table by depth and whose colour moved with the
+   segment (found at p + its median flow in the after image, not where the scene would have put it): an
+   object's edge and lowest centimetre, which the depth and the table filter lose.
 7. Mask filters: area > ``max_area_fraction`` (2.5 %) of the image or <
    ``min_area_px`` (100 px at 640x480) -> discard; std of the flow *magnitude*
    inside the mask > ``max_flow_std_px`` (15 px at 640x480) -> discard (rotation;
    the reference comments say angle, the code uses magnitude, so do we).
+7b. Flow check (deviation): at least ``min_flow_match`` of the mask's flow-measured pixels must be found in
+   the after image where their flow says they went (:func:`flow_match_fraction`); else discarded (a
+   fragment of an object whose motion DIS lost, or an object that toppled).
+7c. Depth fallback (deviation, :func:`vacated_object`): when no moving segment is found at the action
+   pixel (nothing moved, or motion elsewhere), the object there -- its region above the table, cut at
+   depth jumps, joined by neighbouring pieces that moved as well -- is the label if the after frame shows
+   the table on at least ``min_vacated_fraction`` of it: it moved farther than DIS can follow (``stats
+   ['source'] == 'depth'``).
 8. (Almost) nothing moving anywhere (moving area < ``min_area_px``) -> negative
    example (``is_negative=True, kept=True``, empty mask). No segment at the action
    pixel but something else moved -> discarded ("motion elsewhere"), because the
