@@ -661,9 +661,14 @@ class FlowMaskLabeler:
             return out(False, reason)
         if mean_flow > cfg.max_mean_flow_px * s:
             return out(False, f"large motion: mean flow {mean_flow:.2f} px > {cfg.max_mean_flow_px * s:.2f} px")
+        changed_near = None
         if cfg.depth_fallback and (moving_area < min_area or seg == 0):
-            # The flow saw no motion of the object at the action pixel. If that object has left most of the
-            # pixels it covered (a large motion that DIS cannot follow), its before region is the label.
+            changed_near = self.changed_fraction_near_action(sample, cfg.negative_check_radius_px * s)
+            stats["changed_near_action"] = changed_near
+        if changed_near is not None and changed_near > cfg.negative_max_changed_fraction:
+            # The flow saw no motion of the object at the action pixel, but the depth there changed. If that
+            # object has left most of the pixels it covered (a large motion that DIS cannot follow), its
+            # before region is the label.
             hb_f = fill_height_holes(height_b, int(round(cfg.hole_fill_px * s)))
             ha_f = fill_height_holes(plane.height_image(sample.after), int(round(cfg.hole_fill_px * s)))
             gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
@@ -697,7 +702,8 @@ class FlowMaskLabeler:
         if moving_area < min_area:
             mask = np.zeros((h, w), dtype=bool)
             stats.update(area=0, flow_std=0.0, mask_mean_flow=0.0)
-            changed = self.changed_fraction_near_action(sample, cfg.negative_check_radius_px * s)
+            changed = (self.changed_fraction_near_action(sample, cfg.negative_check_radius_px * s)
+                       if changed_near is None else changed_near)
             stats["changed_near_action"] = changed
             if changed > cfg.negative_max_changed_fraction:
                 return out(False, f"flow saw no motion but the depth changed at {100 * changed:.0f} % of the "
