@@ -547,19 +547,37 @@ class FlowMaskLabeler:
         lut[ids[ids > 0]] = True
         return lut[comp]
 
-    def changed_fraction_near_action(self, sample: InteractionSample, radius: float) -> float:
-        """Fraction of pixels within ``radius`` of the action pixel whose depth changed (invalid depth: unchanged)."""
+    def changed_fraction_near_action(self, sample: InteractionSample, radius: float,
+                                     ego_flow: Optional[np.ndarray] = None) -> float:
+        """Fraction of pixels within ``radius`` of the action pixel whose depth changed (invalid depth: unchanged).
+
+        With ``ego_flow`` (H, W, 2) the after depth is read where the camera's own motion moved each pixel
+        (p + ego(p)), so a camera shake alone changes nothing.
+        """
         cfg = self.config
         h, w = sample.before.shape
         u, v = sample.action_pixel
-        yy, xx = np.ogrid[:h, :w]
+        r = int(math.ceil(radius))
+        u0, u1, v0, v1 = max(int(u) - r, 0), min(int(u) + r + 2, w), max(int(v) - r, 0), min(int(v) + r + 2, h)
+        if u0 >= u1 or v0 >= v1:
+            return 0.0
+        yy, xx = np.mgrid[v0:v1, u0:u1]
         disk = (xx - u) ** 2 + (yy - v) ** 2 <= radius * radius
         if not disk.any():
             return 0.0
-        d0, d1 = sample.before.depth, sample.after.depth
+        vv, uu = yy[disk], xx[disk]
+        d0 = sample.before.depth[vv, uu]
+        if ego_flow is not None:
+            ue = np.rint(uu + ego_flow[vv, uu, 0]).astype(np.int64)
+            ve = np.rint(vv + ego_flow[vv, uu, 1]).astype(np.int64)
+            inside = (ue >= 0) & (ue < w) & (ve >= 0) & (ve < h)
+            d1 = np.full(d0.shape, np.nan, np.float32)
+            d1[inside] = sample.after.depth[ve[inside], ue[inside]]
+        else:
+            d1 = sample.after.depth[vv, uu]
         with np.errstate(invalid="ignore"):
             changed = np.abs(d1 - d0) > cfg.negative_depth_change_m  # NaN compares False
-        return float(changed[disk].mean())
+        return float(changed.mean())
 
     def label(self, sample: InteractionSample, plane: Optional[TablePlane] = None,
               flow: Optional[np.ndarray] = None, *,
@@ -663,7 +681,8 @@ class FlowMaskLabeler:
             return out(False, f"large motion: mean flow {mean_flow:.2f} px > {cfg.max_mean_flow_px * s:.2f} px")
         changed_near = None
         if cfg.depth_fallback and (moving_area < min_area or seg == 0):
-            changed_near = self.changed_fraction_near_action(sample, cfg.negative_check_radius_px * s)
+            changed_near = self.changed_fraction_near_action(sample, cfg.negative_check_radius_px * s,
+                                                             ego.flow if ego.compensated else None)
             stats["changed_near_action"] = changed_near
         if changed_near is not None and changed_near > cfg.negative_max_changed_fraction:
             # The flow saw no motion of the object at the action pixel, but the depth there changed. If that
@@ -702,7 +721,8 @@ class FlowMaskLabeler:
         if moving_area < min_area:
             mask = np.zeros((h, w), dtype=bool)
             stats.update(area=0, flow_std=0.0, mask_mean_flow=0.0)
-            changed = (self.changed_fraction_near_action(sample, cfg.negative_check_radius_px * s)
+            changed = (self.changed_fraction_near_action(sample, cfg.negative_check_radius_px * s,
+                                                         ego.flow if ego.compensated else None)
                        if changed_near is None else changed_near)
             stats["changed_near_action"] = changed
             if changed > cfg.negative_max_changed_fraction:
