@@ -59,7 +59,7 @@ from selfsup_perception.core.learning.training.trainer import Trainer, TrainerCo
 from selfsup_perception.sim.tabletop import WORLDS, SimConfig, TabletopSim, replace_camera
 
 LABEL_SETS = ("frame_difference", "flow", "ground_truth")
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: flow labels with hole filling, completion, flow check and depth fallback
 
 
 def cpu_s() -> float:

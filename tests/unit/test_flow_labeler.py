@@ -140,13 +140,22 @@ def test_motion_the_flow_misses_is_not_trusted_as_a_negative():
     plain = np.full((H, W, 3), 90, np.uint8)
     m0 = _square(140, 100, 36)
     sample = _sample([(plain, m0)], [(plain, _shift(m0, 60, 0))], (158.0, 118.0))
-    label = FlowMaskLabeler().label(sample, flow=np.zeros((H, W, 2), np.float32))
+    no_fallback = FlowMaskLabeler(FlowLabelerConfig(depth_fallback=False))
+    label = no_fallback.label(sample, flow=np.zeros((H, W, 2), np.float32))
     assert not label.kept and not label.is_negative
     assert "not trusted as a negative" in label.reason and label.stats["changed_near_action"] > 0.3
+    # the depth fallback labels it: the object left all of its pixels, its before region is the mask
+    label = FlowMaskLabeler().label(sample, flow=np.zeros((H, W, 2), np.float32))
+    assert label.kept and not label.is_negative and label.stats["source"] == "depth", label.reason
+    assert _iou(label.mask, m0) > 0.9 and label.stats["vacated_fraction"] > 0.9
+    # a push of half its size leaves too little of it vacated to trust the depth alone
+    half = _sample([(plain, m0)], [(plain, _shift(m0, 12, 0))], (158.0, 118.0))
+    assert not FlowMaskLabeler().label(half, flow=np.zeros((H, W, 2), np.float32)).kept
     # the same zero flow on unchanged images stays a negative
     still = _sample([(plain, m0)], [(plain, m0)], (158.0, 118.0))
     label = FlowMaskLabeler().label(still, flow=np.zeros((H, W, 2), np.float32))
     assert label.is_negative and label.kept and label.stats["changed_near_action"] == 0.0
+    assert label.stats["source"] == "flow"
 
 
 def test_texture_moving_on_the_table_is_filtered_out():
@@ -180,7 +189,9 @@ def _rigid_flow(mask, center, angle_deg, shift):
 def test_rotation_filter():
     # Given exact flow (so the test checks the filter, not DIS): a 25 deg rotation of a 40 px square
     # about a point 40 px below its centre: |flow| = 2 r sin(12.5 deg), r in ~[20, 63] px, all moving.
-    cfg = FlowLabelerConfig(max_flow_std_px=30.0, max_mean_flow_px=100.0)
+    # The after image shows a translation, not this rotation: the flow check (min_flow_match) would rightly
+    # discard the rotation's mask, so it is off where the rotation must be kept.
+    cfg = FlowLabelerConfig(max_flow_std_px=30.0, max_mean_flow_px=100.0, min_flow_match=0.0)
     tex, m0 = _texture(3), _square(140, 100, 40)
     _, after, _ = _moving_square(140, 100, 40, du=6, dv=0, seed=3)
     sample = _sample([(tex, m0)], [after], (160.0, 120.0))
@@ -198,6 +209,9 @@ def test_rotation_filter():
     assert trans.kept and trans.stats["flow_std"] < 0.1 and _iou(trans.mask, m0) > 0.9
     # A loose threshold keeps the rotation.
     assert FlowMaskLabeler(cfg).label(sample, flow=rot).kept
+    # ... unless the flow check finds that this flow does not explain the images
+    checked = FlowMaskLabeler(dataclasses.replace(cfg, min_flow_match=0.7)).label(sample, flow=rot)
+    assert not checked.kept and "flow does not explain the mask" in checked.reason
     with pytest.raises(ValueError, match="flow must be"):
         strict.label(sample, flow=np.zeros((10, 10, 2), np.float32))
 
@@ -285,3 +299,55 @@ def test_fast_region_adjacency_graph_equals_scikit_image():
     for a, b in ref.edges:
         assert fast.edges[a, b]["weight"] == pytest.approx(ref.edges[a, b]["weight"], abs=1e-12)
         assert np.allclose(fast.nodes[a]["mean color"], ref.nodes[a]["mean color"])
+
+
+def test_fill_height_holes_takes_the_lowest_valid_neighbour():
+    from selfsup_perception.core.labeling.flow_labeler import fill_height_holes
+
+    height = np.zeros((40, 40), np.float32)
+    height[10:30, 10:30] = 0.05  # an object 5 cm above the table
+    holes = height.copy()
+    rng = np.random.default_rng(0)
+    holes[rng.uniform(size=holes.shape) < 0.8] = np.nan  # 80 % missing, as on a dark surface
+    holes[:, 0:3] = np.nan
+    filled = fill_height_holes(holes, 3)
+    # inside the object: the object's height; next to its edge: the table (the lowest neighbour)
+    assert np.allclose(filled[13:27, 13:27], 0.05)
+    assert np.all(filled[:, 7] == 0.0) and np.all(filled[12:28, 31] == 0.0)
+    # a hole wider than the window stays unknown
+    wide = height.copy()
+    wide[:, 15:25] = np.nan
+    assert np.isnan(fill_height_holes(wide, 3)[20, 20])
+
+
+def test_an_object_with_holes_in_its_depth_is_labelled_whole():
+    # The moved square's depth is missing on 70 % of its pixels and along its outline, as on a dark object
+    # seen by a stereo camera; the flow sees it move. The label must still be the whole square.
+    before, after, m0 = _moving_square()
+    sample = _sample([before], [after], (158.0, 118.0))
+    rng = np.random.default_rng(1)
+    for frame, mask in ((sample.before, m0), (sample.after, after[1])):
+        ring = mask & ~cv2.erode(mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+        frame.depth[(mask & (rng.uniform(size=mask.shape) < 0.7)) | ring] = np.nan
+    label = FlowMaskLabeler().label(sample)
+    assert label.kept and not label.is_negative, label.reason
+    assert _iou(label.mask, m0) > 0.85, _iou(label.mask, m0)
+    # without hole filling and completion most of the object is lost to the table filter
+    bare = FlowMaskLabeler(FlowLabelerConfig(hole_fill_px=0, completion_px=0)).label(sample)
+    assert not (bare.kept and _iou(bare.mask, m0) > 0.85)
+
+
+def test_completion_adds_what_moved_with_the_mask_and_not_the_table():
+    from selfsup_perception.core.labeling.flow_labeler import complete_mask
+
+    before, after, m0 = _moving_square()
+    b_rgb, _ = _render([before])
+    a_rgb, _ = _render([after])
+    flow = np.zeros((H, W, 2), np.float32)
+    flow[m0] = (7.0, 3.0)
+    core = cv2.erode(m0.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)  # 3 px lost at the border
+    grown = complete_mask(core, b_rgb, a_rgb, flow, None, steps=4, margin=30.0, max_error=60.0)
+    assert _iou(core, m0) < 0.7
+    assert _iou(grown, m0) > 0.85 and (grown & ~m0).sum() < 0.05 * m0.sum(), (_iou(grown, m0), (grown & ~m0).sum())
+    # a flow that is not the object's adds nothing
+    assert (complete_mask(core, b_rgb, a_rgb, -flow, None, 4, 30.0, 60.0) == core).mean() > 0.99

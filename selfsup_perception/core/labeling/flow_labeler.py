@@ -37,7 +37,9 @@ Pipeline of :meth:`FlowMaskLabeler.label` on one :class:`InteractionSample`:
    plane (height < ``table_height``) or have invalid depth, and at pixels whose
    flow end point p + f lands on the table / invalid depth / outside the image in
    the *after* frame (the plane is applied to the after depth). So both frames'
-   depth is used. Deviation: an end point within ``end_point_tolerance_px`` (6 px at
+   depth is used. Deviation (depth holes): a missing height takes the lowest valid height within
+   ``hole_fill_px`` (:func:`fill_height_holes`), so a dark or shiny object with a few valid returns is
+   not table, while the band a stereo camera cannot see beside an object stays table. Deviation: an end point within ``end_point_tolerance_px`` (6 px at
    640x480) of an above-table pixel passes (DIS underestimates long motions at object
    boundaries; on synthetic pushes on real frames and in the simulator it raised the IoU).
 4. Moving pixels: filtered magnitude > ``motion_threshold_px``.
@@ -52,10 +54,22 @@ Pipeline of :meth:`FlowMaskLabeler.label` on one :class:`InteractionSample`:
    (sigma ``prior_sigma_px`` = 10 px at 640x480) around it, the first that hits a
    segment wins (reference behaviour). Holes enclosed by the chosen segment are filled
    (``fill_holes``, deviation: a bowl's inside is within ``table_height`` of the table on real depth).
+6b. Mask completion (deviation, :func:`complete_mask`): the segment grows through moving pixels and by up
+   to ``completion_px`` beyond them into pixels that are not table by depth and whose colour moved with the
+   segment (found at p + its median flow in the after image, not where the scene would have put it): an
+   object's edge and lowest centimetre, which the depth and the table filter lose.
 7. Mask filters: area > ``max_area_fraction`` (2.5 %) of the image or <
    ``min_area_px`` (100 px at 640x480) -> discard; std of the flow *magnitude*
    inside the mask > ``max_flow_std_px`` (15 px at 640x480) -> discard (rotation;
    the reference comments say angle, the code uses magnitude, so do we).
+7b. Flow check (deviation): at least ``min_flow_match`` of the mask's flow-measured pixels must be found in
+   the after image where their flow says they went (:func:`flow_match_fraction`); else discarded (a
+   fragment of an object whose motion DIS lost, or an object that toppled).
+7c. Depth fallback (deviation, :func:`vacated_object`): when no moving segment is found at the action
+   pixel (nothing moved, or motion elsewhere), the object there -- its region above the table, cut at
+   depth jumps, joined by neighbouring pieces that moved as well -- is the label if the after frame shows
+   the table on at least ``min_vacated_fraction`` of it: it moved farther than DIS can follow (``stats
+   ['source'] == 'depth'``).
 8. (Almost) nothing moving anywhere (moving area < ``min_area_px``) -> negative
    example (``is_negative=True, kept=True``, empty mask). No segment at the action
    pixel but something else moved -> discarded ("motion elsewhere"), because the
@@ -145,6 +159,32 @@ class FlowLabelerConfig:
     # A flow end point counts as landing above the table when an above-table pixel of the after frame is
     # within this many pixels (at 640x480, scaled; 0 = the exact pixel, the reference). Deviation.
     end_point_tolerance_px: float = 6.0
+    # Depth holes (deviation). Real and simulated stereo depth is missing on dark, shiny and steep surfaces
+    # and along object edges (realistic world: 15-30 % of an object's pixels, a dark object almost entirely),
+    # and the table filter would treat every such pixel as table. A missing height is filled with the lowest
+    # valid height within hole_fill_px (at 640x480, scaled; see fill_height_holes); wider holes stay unknown
+    # (= table).
+    hole_fill_px: float = 4.0
+    # Mask completion (deviation, see complete_mask): the chosen mask grows by up to completion_px (at 640x480,
+    # scaled) into neighbouring pixels whose colour moved with the object (an object's lowest centimetre and
+    # its edge pixels without depth, which the table filter removed). 0 = off. Errors: sums of 3 channels 0..255.
+    completion_px: float = 3.0
+    completion_margin: float = 30.0
+    completion_max_error: float = 60.0
+    completion_min_height: float = 0.003  # pixels with valid depth lower than this above the table never join
+    completion_through_moving: bool = True  # also through moving pixels of other segments that moved the same way
+    # Flow check of the mask (deviation): at least min_flow_match of the mask's pixels must be found in the after
+    # image where their measured flow says they went (error as in mask completion). DIS loses large motions of
+    # plain objects and returns part of the object, or a toppled object changes its look; such masks are
+    # fragments (realistic world and synthetic pushes on real frames: a match below ~0.7 went with IoU < 0.6).
+    min_flow_match: float = 0.7
+    # Depth fallback (deviation): when the flow sees no motion at the action pixel, the object there (its
+    # region above the table, cut at depth jumps > depth_jump_m) is the label if the after frame shows the
+    # table on at least min_vacated_fraction of it: it moved farther than DIS can follow (a plain object
+    # pushed more than about its own size; realistic world: most pushes of 6-9 cm).
+    depth_fallback: bool = True
+    depth_jump_m: float = 0.015
+    min_vacated_fraction: float = 0.6
 
     def __post_init__(self) -> None:
         if not 0 < self.max_area_fraction <= 1:
@@ -231,6 +271,136 @@ def fill_mask_holes(mask: np.ndarray) -> np.ndarray:
     return out
 
 
+def fill_height_holes(height: np.ndarray, radius: int) -> np.ndarray:
+    """``height`` (H, W) with each NaN pixel set to the *lowest* valid height in the (2r+1)^2 window around it
+    (NaN when the window holds none). The lowest, so a hole next to the table (the band a stereo camera
+    cannot see beside an object's edge) stays table, and a hole inside an object (a dark or shiny surface with
+    a few valid returns) takes the object's height."""
+    invalid = ~np.isfinite(height)
+    if radius <= 0 or not invalid.any():
+        return height
+    big = np.float32(1e6)
+    low = cv2.erode(np.where(invalid, big, height).astype(np.float32),
+                    np.ones((2 * radius + 1, 2 * radius + 1), np.uint8), borderType=cv2.BORDER_REPLICATE)
+    out = height.copy()
+    fill = invalid & (low < big)
+    out[fill] = low[fill]
+    return out
+
+
+def complete_mask(mask: np.ndarray, before_rgb: np.ndarray, after_rgb: np.ndarray, flow: np.ndarray,
+                  ego_flow: Optional[np.ndarray], steps: int, margin: float, max_error: float,
+                  moving: Optional[np.ndarray] = None, not_table: Optional[np.ndarray] = None) -> np.ndarray:
+    """``mask`` grown by up to ``steps`` 8-neighbour rings into pixels whose colour moved *with the object*.
+
+    The object's motion is the median measured flow f of the mask (a translation); a neighbouring pixel p
+    joins when its before colour matches the after image at p + f (sum of absolute channel differences of
+    3x3-blurred images below ``max_error``) better, by ``margin``, than at p + ego(p) (where it would be
+    had it stayed with the scene). A table pixel beside an object stays (its colour is still there), an
+    object pixel that the depth or the flow missed (its bottom, its edge) moves with the object. With
+    ``not_table`` (H, W) bool, only those pixels may join (a shadow on the table moves with its object too).
+    """
+    if steps <= 0 or not mask.any():
+        return mask
+    h, w = mask.shape
+    x, y, bw, bh = cv2.boundingRect((mask | moving).astype(np.uint8) if moving is not None else
+                                    mask.astype(np.uint8))
+    x0, y0, x1, y1 = max(x - steps, 0), max(y - steps, 0), min(x + bw + steps, w), min(y + bh + steps, h)
+    f = np.median(flow[mask], axis=0)  # (2,)
+    b = cv2.blur(before_rgb[y0:y1, x0:x1], (3, 3)).astype(np.float32)
+    a = cv2.blur(after_rgb, (3, 3))
+    gx, gy = np.meshgrid(np.arange(x0, x1, dtype=np.float32), np.arange(y0, y1, dtype=np.float32))
+    moved = cv2.remap(a, gx + np.float32(f[0]), gy + np.float32(f[1]), cv2.INTER_LINEAR,
+                      borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+    if ego_flow is not None:
+        e = ego_flow[y0:y1, x0:x1]
+        stayed = cv2.remap(a, gx + e[..., 0], gy + e[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    else:
+        stayed = a[y0:y1, x0:x1]
+    err_move = np.abs(b - moved).sum(axis=2)
+    err_stay = np.abs(b - stayed.astype(np.float32)).sum(axis=2)
+    allowed = (err_move < max_error) & (err_move + margin < err_stay)
+    if not_table is not None:
+        allowed &= not_table[y0:y1, x0:x1]
+    allowed = allowed.astype(np.uint8)
+    m = mask[y0:y1, x0:x1].astype(np.uint8)
+    if moving is not None:  # first through the moving pixels that moved like the mask, however far
+        n, comp = cv2.connectedComponents(m | (allowed & moving[y0:y1, x0:x1]), connectivity=8)
+        ids = np.unique(comp[m > 0])
+        m = np.isin(comp, ids[ids > 0]).astype(np.uint8)
+    k = np.ones((3, 3), np.uint8)
+    for _ in range(steps):
+        m = m | (cv2.dilate(m, k) & allowed)
+    out = mask.copy()
+    out[y0:y1, x0:x1] = m.astype(bool)
+    return out
+
+
+def flow_match_fraction(mask: np.ndarray, before_rgb: np.ndarray, after_rgb: np.ndarray, flow: np.ndarray,
+                        max_error: float) -> float:
+    """Fraction of the ``mask`` pixels p whose before colour is found at p + flow(p) in the after image
+    (sum of absolute channel differences of 3x3-blurred images below ``max_error``); 1.0 for an empty mask."""
+    if not mask.any():
+        return 1.0
+    h, w = mask.shape
+    x, y, bw, bh = cv2.boundingRect(mask.astype(np.uint8))
+    x0, y0, x1, y1 = max(x - 1, 0), max(y - 1, 0), min(x + bw + 1, w), min(y + bh + 1, h)
+    gx, gy = np.meshgrid(np.arange(x0, x1, dtype=np.float32), np.arange(y0, y1, dtype=np.float32))
+    f = flow[y0:y1, x0:x1]
+    warped = cv2.remap(cv2.blur(after_rgb, (3, 3)), gx + f[..., 0], gy + f[..., 1], cv2.INTER_LINEAR,
+                       borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+    b = cv2.blur(before_rgb, (3, 3))[y0:y1, x0:x1].astype(np.float32)
+    err = np.abs(b - warped).sum(axis=2)
+    return float((err[mask[y0:y1, x0:x1]] < max_error).mean())
+
+
+def vacated_object(height_before: np.ndarray, height_after_seen_before: np.ndarray, depth_before: np.ndarray,
+                   action_pixel: tuple[float, float], table_height: float, depth_jump_m: float,
+                   search_px: int, merge_vacated: Optional[float] = None) -> tuple[np.ndarray, float]:
+    """The object under the action pixel as a region of the before frame, and the fraction of it it left.
+
+    Region: the 8-connected pixels at least ``table_height`` above the table (``height_before``, holes
+    filled) containing the action pixel -- or the nearest such pixel within ``search_px`` --, cut at depth
+    jumps larger than ``depth_jump_m`` between neighbours (objects that touch at different depths stay
+    apart); with ``merge_vacated``, neighbouring pieces of which at least that fraction was vacated join
+    it (an object's own depth jumps). Vacated: its pixels where the after frame, seen from the before camera
+    (``height_after_seen_before``), shows the table. Returns (mask, vacated fraction); an empty mask and
+    0 when there is no object at the action pixel.
+    """
+    h, w = height_before.shape
+    with np.errstate(invalid="ignore"):
+        above = height_before >= table_height
+        table_after = height_after_seen_before < table_height
+    z = np.where(np.isfinite(depth_before), depth_before, 0).astype(np.float32)
+    k = np.ones((3, 3), np.uint8)
+    jump = (cv2.dilate(z, k) - cv2.erode(z, k)) > depth_jump_m
+    inner = above & ~jump
+    u, v = int(round(action_pixel[0])), int(round(action_pixel[1]))
+    u0, u1, v0, v1 = max(u - search_px, 0), min(u + search_px + 1, w), max(v - search_px, 0), min(v + search_px + 1, h)
+    if u0 >= u1 or v0 >= v1 or not inner[v0:v1, u0:u1].any():
+        return np.zeros((h, w), bool), 0.0
+    n, comp = cv2.connectedComponents(inner.astype(np.uint8), connectivity=8)
+    win = comp[v0:v1, u0:u1]
+    yy, xx = np.nonzero(win > 0)
+    i = int(np.argmin((yy + v0 - v) ** 2 + (xx + u0 - u) ** 2))
+    region = comp == win[yy[i], xx[i]]
+    vacated = float(table_after[region].mean())
+    if merge_vacated is not None:
+        # an object's own depth jumps (a duck's head over its body) cut it too: neighbouring pieces that
+        # were vacated as well belong to it; pieces of objects that stayed were not vacated
+        frac = np.bincount(comp[table_after], minlength=n) / np.maximum(np.bincount(comp.ravel(), minlength=n), 1)
+        k5 = np.ones((5, 5), np.uint8)
+        for _ in range(4):
+            ring = cv2.dilate(region.astype(np.uint8), k5).astype(bool) & ~region
+            ids = np.unique(comp[ring])
+            ids = ids[(ids > 0) & (frac[ids] >= merge_vacated)]
+            if not len(ids):
+                break
+            region |= np.isin(comp, ids)
+    region = cv2.dilate(region.astype(np.uint8), k).astype(bool) & above  # the jump pixels at its border back
+    return region, vacated
+
+
 def _pixel_in(u: float, v: float, h: int, w: int) -> bool:
     return 0 <= int(round(u)) < w and 0 <= int(round(v)) < h
 
@@ -259,9 +429,12 @@ class FlowMaskLabeler:
         self.config = config or FlowLabelerConfig()
 
     def moving_mask(self, before: RgbdFrame, after: RgbdFrame, flow: np.ndarray, magnitude: np.ndarray,
-                    plane: TablePlane, threshold_px: float, height_before: Optional[np.ndarray] = None
-                    ) -> np.ndarray:
+                    plane: TablePlane, threshold_px: float, height_before: Optional[np.ndarray] = None,
+                    fill_radius: int = 0) -> np.ndarray:
         """(H, W) bool: pixels whose flow survives the table filter and exceeds ``threshold_px``.
+
+        Heights of both frames have their holes filled (:func:`fill_height_holes`, ``fill_radius`` px) where
+        they are looked at: around the pixels moving more than ``threshold_px`` and around their end points.
 
         Zeroed (static): before pixels on/below the plane (height < ``table_height``) or with invalid
         depth, and pixels whose end point p + f falls outside the image or on the table / invalid depth
@@ -271,8 +444,15 @@ class FlowMaskLabeler:
         cfg = self.config
         h, w = magnitude.shape
         hb = plane.height_image(before) if height_before is None else height_before
+        fast = magnitude > threshold_px
+        if fill_radius > 0 and fast.any():
+            bx, by, bw, bh = cv2.boundingRect(fast.astype(np.uint8))
+            x0, y0 = max(bx - fill_radius, 0), max(by - fill_radius, 0)
+            x1, y1 = min(bx + bw + fill_radius, w), min(by + bh + fill_radius, h)
+            hb = hb.copy()
+            hb[y0:y1, x0:x1] = fill_height_holes(hb[y0:y1, x0:x1], fill_radius)
         with np.errstate(invalid="ignore"):
-            cand = (hb >= cfg.table_height) & (magnitude > threshold_px)  # NaN -> False
+            cand = (hb >= cfg.table_height) & fast  # NaN -> False
         idx = np.flatnonzero(cand)
         vv, uu = np.divmod(idx, w)
         ue = np.rint(uu + flow[vv, uu, 0]).astype(np.int64)
@@ -284,11 +464,15 @@ class FlowMaskLabeler:
             # long motions near object boundaries, and the before pixel is already known to be above the table.
             y0, y1 = max(int(ve[ok].min()) - r, 0), min(int(ve[ok].max()) + r + 1, h)
             x0, x1 = max(int(ue[ok].min()) - r, 0), min(int(ue[ok].max()) + r + 1, w)
-            vg, ug = np.mgrid[y0:y1, x0:x1]
+            # heights of the after frame around the end points (plus the hole-filling margin)
+            fy0, fy1 = max(y0 - fill_radius, 0), min(y1 + fill_radius, h)
+            fx0, fx1 = max(x0 - fill_radius, 0), min(x1 + fill_radius, w)
+            vg, ug = np.mgrid[fy0:fy1, fx0:fx1]
+            ha = plane.height_at_pixels(after, ug.ravel(), vg.ravel()).reshape(fy1 - fy0, fx1 - fx0)
+            ha = fill_height_holes(ha.astype(np.float32), fill_radius)[y0 - fy0:y1 - fy0, x0 - fx0:x1 - fx0]
             with np.errstate(invalid="ignore"):
-                above = (plane.height_at_pixels(after, ug.ravel(), vg.ravel()) >= cfg.table_height)
-            above = cv2.dilate(above.reshape(y1 - y0, x1 - x0).astype(np.uint8), np.ones((2 * r + 1, 2 * r + 1),
-                                                                                          np.uint8)).astype(bool)
+                above = ha >= cfg.table_height
+            above = cv2.dilate(above.astype(np.uint8), np.ones((2 * r + 1, 2 * r + 1), np.uint8)).astype(bool)
             keep = np.zeros(idx.shape, bool)
             keep[ok] = above[ve[ok] - y0, ue[ok] - x0]
         else:
@@ -363,19 +547,37 @@ class FlowMaskLabeler:
         lut[ids[ids > 0]] = True
         return lut[comp]
 
-    def changed_fraction_near_action(self, sample: InteractionSample, radius: float) -> float:
-        """Fraction of pixels within ``radius`` of the action pixel whose depth changed (invalid depth: unchanged)."""
+    def changed_fraction_near_action(self, sample: InteractionSample, radius: float,
+                                     ego_flow: Optional[np.ndarray] = None) -> float:
+        """Fraction of pixels within ``radius`` of the action pixel whose depth changed (invalid depth: unchanged).
+
+        With ``ego_flow`` (H, W, 2) the after depth is read where the camera's own motion moved each pixel
+        (p + ego(p)), so a camera shake alone changes nothing.
+        """
         cfg = self.config
         h, w = sample.before.shape
         u, v = sample.action_pixel
-        yy, xx = np.ogrid[:h, :w]
+        r = int(math.ceil(radius))
+        u0, u1, v0, v1 = max(int(u) - r, 0), min(int(u) + r + 2, w), max(int(v) - r, 0), min(int(v) + r + 2, h)
+        if u0 >= u1 or v0 >= v1:
+            return 0.0
+        yy, xx = np.mgrid[v0:v1, u0:u1]
         disk = (xx - u) ** 2 + (yy - v) ** 2 <= radius * radius
         if not disk.any():
             return 0.0
-        d0, d1 = sample.before.depth, sample.after.depth
+        vv, uu = yy[disk], xx[disk]
+        d0 = sample.before.depth[vv, uu]
+        if ego_flow is not None:
+            ue = np.rint(uu + ego_flow[vv, uu, 0]).astype(np.int64)
+            ve = np.rint(vv + ego_flow[vv, uu, 1]).astype(np.int64)
+            inside = (ue >= 0) & (ue < w) & (ve >= 0) & (ve < h)
+            d1 = np.full(d0.shape, np.nan, np.float32)
+            d1[inside] = sample.after.depth[ve[inside], ue[inside]]
+        else:
+            d1 = sample.after.depth[vv, uu]
         with np.errstate(invalid="ignore"):
             changed = np.abs(d1 - d0) > cfg.negative_depth_change_m  # NaN compares False
-        return float(changed[disk].mean())
+        return float(changed.mean())
 
     def label(self, sample: InteractionSample, plane: Optional[TablePlane] = None,
               flow: Optional[np.ndarray] = None, *,
@@ -424,7 +626,7 @@ class FlowMaskLabeler:
         comp = flow - ego.flow if ego.compensated else flow  # (H, W, 2) flow of the scene itself
         raw_mag = cv2.magnitude(comp[..., 0], comp[..., 1])  # (H, W)
         moving = self.moving_mask(sample.before, sample.after, flow, raw_mag, plane, cfg.motion_threshold_px * s,
-                                  height_b)
+                                  height_b, int(round(cfg.hole_fill_px * s)))
         if ego.compensated:  # content shifted in at the borders has no before pixel to match
             m = int(math.ceil(ego.max_px)) + 2
             moving[:m], moving[-m:], moving[:, :m], moving[:, -m:] = False, False, False, False
@@ -435,10 +637,17 @@ class FlowMaskLabeler:
         seg = segment_at_pixel(labels, sample.action_pixel, cfg.prior_sigma_px * s, cfg.prior_samples,
                                np.random.default_rng(cfg.seed))
         mask = labels == seg if seg > 0 else np.zeros((h, w), dtype=bool)
+        if cfg.completion_px > 0 and seg > 0:
+            with np.errstate(invalid="ignore"):
+                not_table = ~(height_b < cfg.completion_min_height)  # no depth, or above the table
+            mask = complete_mask(mask, sample.before.rgb, sample.after.rgb, flow, ego.flow if ego.compensated else None,
+                                 int(round(cfg.completion_px * s)), cfg.completion_margin, cfg.completion_max_error,
+                                 moving if cfg.completion_through_moving else None, not_table)
         if cfg.fill_holes and seg > 0:
             mask = fill_mask_holes(mask)
         area = int(mask.sum())
-        flow_std = float(raw_mag[mask].std()) if area else 0.0
+        flowed = mask & moving  # the mask's pixels whose motion the flow measured (not those completion added)
+        flow_std = float(raw_mag[flowed].std()) if flowed.any() else 0.0
         if cfg.mean_flow_region == "image":
             mean_flow = float(raw_mag.mean())
         else:
@@ -449,8 +658,9 @@ class FlowMaskLabeler:
         stats = {
             "mean_flow": mean_flow, "flow_std": flow_std, "area": area, "moving_area": moving_area,
             "num_segments": int(labels.max()), "scale": s,
-            "mask_mean_flow": float(raw_mag[mask].mean()) if area else 0.0,
+            "mask_mean_flow": float(raw_mag[flowed].mean()) if flowed.any() else 0.0,
             "ego_motion": ego.source, "ego_motion_px": ego.max_px, "ego_motion_reason": ego.reason,
+            "source": "flow",  # 'depth' when the depth fallback made the mask
         }
 
         def out(kept: bool, reason: str, negative: bool = False) -> MaskLabel:
@@ -469,10 +679,51 @@ class FlowMaskLabeler:
             return out(False, reason)
         if mean_flow > cfg.max_mean_flow_px * s:
             return out(False, f"large motion: mean flow {mean_flow:.2f} px > {cfg.max_mean_flow_px * s:.2f} px")
+        changed_near = None
+        if cfg.depth_fallback and (moving_area < min_area or seg == 0):
+            changed_near = self.changed_fraction_near_action(sample, cfg.negative_check_radius_px * s,
+                                                             ego.flow if ego.compensated else None)
+            stats["changed_near_action"] = changed_near
+        if changed_near is not None and changed_near > cfg.negative_max_changed_fraction:
+            # The flow saw no motion of the object at the action pixel, but the depth there changed. If that
+            # object has left most of the pixels it covered (a large motion that DIS cannot follow), its
+            # before region is the label.
+            hb_f = fill_height_holes(height_b, int(round(cfg.hole_fill_px * s)))
+            ha_f = fill_height_holes(plane.height_image(sample.after), int(round(cfg.hole_fill_px * s)))
+            gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+            if ego.compensated:  # the after heights seen from the before camera: ha(p + ego(p))
+                gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+                ha_f = cv2.remap(ha_f, gx + ego.flow[..., 0], gy + ego.flow[..., 1], cv2.INTER_NEAREST,
+                                 borderMode=cv2.BORDER_CONSTANT, borderValue=np.nan)
+            region, vacated = vacated_object(hb_f, ha_f, sample.before.depth, sample.action_pixel, cfg.table_height,
+                                             cfg.depth_jump_m, int(round(cfg.prior_sigma_px * s)), cfg.min_vacated_fraction)
+            stats["vacated_fraction"] = vacated
+            region_area = int(region.sum())
+            if vacated >= cfg.min_vacated_fraction and min_area <= region_area <= max_area:
+                # its edge and lowest centimetre (no depth, or low): neighbours that are not table by depth and
+                # whose colour changed (the object left them)
+                a_seen = sample.after.rgb
+                if ego.compensated:
+                    a_seen = cv2.remap(a_seen, gx + ego.flow[..., 0], gy + ego.flow[..., 1], cv2.INTER_LINEAR,
+                                       borderMode=cv2.BORDER_REPLICATE)
+                changed = np.abs(cv2.blur(sample.before.rgb, (3, 3)).astype(np.int16)
+                                 - cv2.blur(a_seen, (3, 3)).astype(np.int16)).sum(axis=2) > cfg.completion_margin
+                with np.errstate(invalid="ignore"):
+                    grow = (changed & ~(height_b < cfg.completion_min_height)).astype(np.uint8)
+                m = region.astype(np.uint8)
+                for _ in range(int(round(2 * cfg.completion_px * s))):
+                    m |= cv2.dilate(m, np.ones((3, 3), np.uint8)) & grow
+                region = m.astype(bool)
+                mask = fill_mask_holes(region) if cfg.fill_holes else region
+                stats.update(area=int(mask.sum()), source="depth")
+                return out(True, f"kept from the depth change: the flow saw no motion at the action pixel, but the "
+                                 f"object there left {100 * vacated:.0f} % of its pixels")
         if moving_area < min_area:
             mask = np.zeros((h, w), dtype=bool)
             stats.update(area=0, flow_std=0.0, mask_mean_flow=0.0)
-            changed = self.changed_fraction_near_action(sample, cfg.negative_check_radius_px * s)
+            changed = (self.changed_fraction_near_action(sample, cfg.negative_check_radius_px * s,
+                                                         ego.flow if ego.compensated else None)
+                       if changed_near is None else changed_near)
             stats["changed_near_action"] = changed
             if changed > cfg.negative_max_changed_fraction:
                 return out(False, f"flow saw no motion but the depth changed at {100 * changed:.0f} % of the "
@@ -487,4 +738,10 @@ class FlowMaskLabeler:
             return out(False, f"mask too small: {area} px < {min_area:.0f} px")
         if flow_std > cfg.max_flow_std_px * s:
             return out(False, f"rotation: flow magnitude std {flow_std:.2f} px > {cfg.max_flow_std_px * s:.2f} px")
+        if cfg.min_flow_match > 0:
+            match = flow_match_fraction(flowed, sample.before.rgb, sample.after.rgb, flow, cfg.completion_max_error)
+            stats["flow_match"] = match
+            if match < cfg.min_flow_match:
+                return out(False, f"flow does not explain the mask: {100 * match:.0f} % of its pixels found where "
+                                  f"their flow went (< {100 * cfg.min_flow_match:.0f} %)")
         return out(True, "kept")
