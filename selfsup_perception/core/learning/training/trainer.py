@@ -116,6 +116,7 @@ class Trainer:
         self.step = 0
         self.skipped_steps = 0
         self.history: list[dict] = []
+        self._resumed_initialization: dict | None = None
 
     @property
     def serving_model(self) -> torch.nn.Module:
@@ -256,8 +257,17 @@ class Trainer:
             inference=(ckpt.inference_info(self.config.input_size, self.config.class_names)
                        if self.config.input_size is not None else None),
             extra_meta={**({"ema_decay": self.config.ema_decay} if self.ema is not None else {}),
+                        **self._initialization_meta(),
                         **(extra_meta or {})},
         )
+
+    def _initialization_meta(self) -> dict:
+        """{'initialization': provenance of the initial weights} for tasks that report it (TrainingTask);
+        after :meth:`resume`, the provenance recorded in the resumed checkpoint (its weights are what continue)."""
+        if self._resumed_initialization is not None:
+            return {"initialization": self._resumed_initialization}
+        report = getattr(self.task, "initialization", None)
+        return {"initialization": report()} if callable(report) else {}
 
     def resume(self, directory: str | Path | None = None) -> ckpt.CheckpointInfo | None:
         """Load the newest valid checkpoint of this task; None (and nothing changed) if there is none.
@@ -285,6 +295,8 @@ class Trainer:
             else:
                 self.model.load_state_dict(state, strict=True)
             self.step = int(info.meta["step"])
+            init = info.meta.get("initialization")
+            self._resumed_initialization = init if isinstance(init, dict) else None
             if opt_state is not None:
                 self.optimizer.load_state_dict(opt_state["optimizer"])
                 self.skipped_steps = int(opt_state.get("trainer", {}).get("skipped_steps", 0))
