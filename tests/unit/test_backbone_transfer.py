@@ -197,3 +197,38 @@ def test_train_offline_refuses_an_incompatible_backbone(tmp_path, caplog):
     assert rc == 0
     meta = ckpt.latest_version(tmp_path / "run2" / "checkpoints", "instance_segmentation").meta
     assert meta["initialization"]["source"]["path"] == str(ok.resolve())
+
+
+def test_instance_and_descriptor_heads_train_one_shared_backbone(tmp_path):
+    from selfsup_perception.core.learning.models.backbone import share_backbone
+    from selfsup_perception.core.learning.tasks.descriptors import DescriptorTask, DescriptorTaskConfig
+    from selfsup_perception.core.learning.training.multitask import SharedBackboneTrainers
+
+    inst = instance_task()
+    desc = DescriptorTask(DescriptorTaskConfig(mode="identical", num_keypoints=8, model=DescriptorNetConfig(
+        descriptor_dim=4, head_channels=8, backbone=inst.config.model.backbone_config())))
+    shared = SharedBackboneTrainers([inst, desc], TrainerConfig(lr=1e-2, warmup_steps=0, log_every=0))
+    m_inst, m_desc = shared.trainers["instance_segmentation"].model, shared.trainers["descriptors"].model
+    assert m_desc.backbone is m_inst.backbone
+    before_inst = {k: v.clone() for k, v in m_inst.state_dict().items()}
+    rgb = torch.from_numpy(np.stack([it["rgb"] for it in synthetic_items(4, height=48, width=64, seed=1)]))
+    desc_batches = iter([{"rgb_a": rgb.permute(0, 3, 1, 2).contiguous()}] * 2)
+    turns = shared.train_alternating({"descriptors": desc_batches}, {"descriptors": 2})
+    assert [t["task"] for t in turns] == ["descriptors"] and turns[0]["steps"] == 2
+    after = m_inst.state_dict()
+    # the descriptor steps moved the instance network's backbone, not its heads
+    assert not torch.equal(after["backbone.stem.0.weight"], before_inst["backbone.stem.0.weight"])
+    assert all(torch.equal(after[k], v) for k, v in before_inst.items() if not k.startswith("backbone."))
+    items = synthetic_items(8, height=48, width=64, seed=0)
+    turns = shared.train_alternating({"instance_segmentation": iter(batches(items, 1)), "descriptors": desc_batches},
+                                     {"instance_segmentation": 1, "descriptors": 1})
+    assert [(t["task"], t["steps"]) for t in turns] == [("instance_segmentation", 1), ("descriptors", 0)]  # ran out
+    paths = shared.save_checkpoints(tmp_path)
+    for name, path in paths.items():
+        model, meta = ckpt.load_model_for_inference(path)  # ordinary checkpoints, served as before
+        assert meta["shared_backbone"] == {"tasks": ["instance_segmentation", "descriptors"]}
+        assert same_state(model.backbone.state_dict(), m_inst.backbone.state_dict())
+
+    other = DescriptorNet(DescriptorNetConfig(descriptor_dim=4, head_channels=8))  # default widths 32/64/96/128
+    with pytest.raises(BackboneMismatchError, match="widths"):
+        share_backbone(m_inst, other)

@@ -155,6 +155,32 @@ def load_backbone_weights(model: nn.Module, config: BackboneConfig, state: Mappi
     return len(targets)
 
 
+def share_backbone(source: nn.Module, target: nn.Module) -> int:
+    """Make every :class:`Backbone` of ``target`` the *same module* as the first backbone of ``source``.
+
+    For training several heads on one backbone (``training/multitask.py``): a step of either
+    model updates the shared weights. Same config check as :func:`load_backbone_weights`
+    (:class:`BackboneMismatchError`, nothing changed). Returns the number of backbones replaced.
+    Build optimizers after sharing: one made before still holds the replaced parameters.
+    """
+    found = backbones(source)
+    if not found:
+        raise BackboneMismatchError(f"{type(source).__name__} has no Backbone to share")
+    shared = found[0]
+    slots = [(parent, name) for parent in target.modules() for name, child in parent.named_children()
+             if isinstance(child, Backbone)]
+    if not slots:
+        raise BackboneMismatchError(f"{type(target).__name__} has no Backbone to replace")
+    for parent, name in slots:
+        diff = config_differences(shared.config, getattr(parent, name).config)
+        if diff:
+            raise BackboneMismatchError(f"cannot share the backbone of {type(source).__name__} with "
+                                        f"{type(target).__name__}: differs in {'; '.join(diff)}")
+    for parent, name in slots:
+        setattr(parent, name, shared)
+    return len(slots)
+
+
 IMAGE_MEAN = 0.45  # of RGB / 255, every channel
 IMAGE_STD = 0.25
 

@@ -91,7 +91,10 @@ class Trainer:
     ``history`` (one record per step taken, across calls).
     """
 
-    def __init__(self, task: TrainingTask, config: TrainerConfig = TrainerConfig()) -> None:
+    def __init__(self, task: TrainingTask, config: TrainerConfig = TrainerConfig(),
+                 model: torch.nn.Module | None = None) -> None:
+        """``model``: train this model instead of ``task.build_model()`` (e.g. one whose backbone is shared
+        with another task's model, ``training/multitask.py``); it must be what the task would build."""
         if not isinstance(task, TrainingTask):
             raise TypeError(f"{type(task).__name__} does not implement TrainingTask")
         self.task = task
@@ -99,7 +102,7 @@ class Trainer:
         self.device = resolve_device(config.device)
         if config.seed is not None:
             torch.manual_seed(config.seed)
-        self.model = task.build_model().to(self.device)
+        self.model = (task.build_model() if model is None else model).to(self.device)
         params = [p for p in self.model.parameters() if p.requires_grad]
         if config.optimizer == "adamw":
             self.optimizer: torch.optim.Optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
