@@ -158,7 +158,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--pushes", type=int, default=0,
                     help="pushes collected (0: enough for the largest count: 130 with ground-truth labels, "
-                         "400 with flow labels on realistic, 180 on simple)")
+                         "400 with flow labels on realistic, 170 on simple)")
     ap.add_argument("--push-seed", type=int, default=1000, help="first training-scene seed (ap_table.py's --seed)")
     ap.add_argument("--steps", type=int, default=400, help="fine-tuning steps per model (ap_table.py's)")
     ap.add_argument("--batch-size", type=int, default=8)
@@ -179,7 +179,7 @@ def main() -> None:
     if args.quick:
         args.seeds, args.steps, args.pretrain_steps, args.test_scenes = min(args.seeds, 2), 150, 100, 8
     if not args.pushes:
-        args.pushes = 130 if args.labels == "ground_truth" else (400 if args.world == "realistic" else 180)
+        args.pushes = 130 if args.labels == "ground_truth" else (400 if args.world == "realistic" else 170)
     args.cache_dir = args.cache_dir or f"bench/results/ap_table_cache_{args.world}"
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(1)
@@ -255,6 +255,9 @@ def main() -> None:
                              "final_loss": float(np.mean([x["loss"] for x in records[-20:]]))})
                 print(f"  seed {seed} {n:4d} labels {init:10s} AP@0.5 {r['AP50']:.3f} AP@0.3 {r['AP30']:.3f} "
                       f"(train {train_s:.0f} s wall / {train_cpu:.0f} s CPU)", flush=True)
+                if args.json:  # after every run: an interrupted bench keeps what it measured
+                    atomic_write_json(Path(args.json), {"settings": vars(args), "runs": runs, "complete": False,
+                                                        "pretraining": pretrain_info})
 
     # -- 4. table
     summary: dict = {}
@@ -284,7 +287,7 @@ def main() -> None:
             "pretraining": pretrain_info, "runs": runs,
             "summary": {str(n): {init: {k: {"mean": m, "std": s} for k, (m, s) in row[init].items()}
                                  for init in INITS} for n, row in summary.items()},
-            "target_30_pretrained_reaches_120_random": verdict, "wall_s": wall, "cpu_s": cpu,
+            "target_30_pretrained_reaches_120_random": verdict, "wall_s": wall, "cpu_s": cpu, "complete": True,
             "load_average_end": os.getloadavg()[0]})
 
 
