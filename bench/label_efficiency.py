@@ -28,7 +28,7 @@ make the interaction labels go further? Steps:
 
 Usage::
 
-    PYTHONPATH=. python bench/label_efficiency.py --quick             # a few minutes with a warm push cache
+    PYTHONPATH=. python bench/label_efficiency.py --quick             # ~6 min CPU with a warm push cache
     PYTHONPATH=. python bench/label_efficiency.py --json out.json     # 3 seeds x 4 counts x 2 inits
     PYTHONPATH=. python bench/label_efficiency.py --labels ground_truth --world simple
 """
