@@ -49,13 +49,13 @@ from selfsup_perception.core.learning.losses.noisy_labels import (
     robust_set_refine,
     weighted_bce,
 )
-from selfsup_perception.core.learning.tasks.backbone_transfer import RANDOM_INIT, initialize_backbone
 from selfsup_perception.core.learning.models.instance_segmentation import (  # noqa: F401 - re-exported
     CoTeachingPair,
     InstanceSegConfig,
     InstanceSegNet,
     build_instance_model,
 )
+from selfsup_perception.core.learning.tasks.backbone_transfer import RANDOM_INIT, initialize_backbone
 
 
 @dataclass(frozen=True)
