@@ -4,6 +4,8 @@
         --labeler flow --out runs/instance --steps 2000 --batch-size 8 --crop 240 320
     python -m selfsup_perception.cli.train_offline --task region_consistency --dataset VIEWS_DIR --out runs/rc
     python -m selfsup_perception.cli.train_offline --task descriptors --dataset VIEWS_DIR --out runs/desc
+    python -m selfsup_perception.cli.train_offline --task instance_segmentation --dataset DATA_DIR --out runs/ft \
+        --pretrained-backbone runs/rc/checkpoints/semantic_segmentation   # fine-tune on a pre-trained backbone
     torchrun --nproc_per_node=2 -m selfsup_perception.cli.train_offline --task descriptors ...   # 2 processes
     python -m selfsup_perception.cli.train_offline --synthetic 200 --out /tmp/run --steps 100     # smoke test
 
@@ -215,6 +217,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--co-teaching", action="store_true")
     ap.add_argument("--noisy-loss-warmup-steps", type=int, default=0)
     ap.add_argument("--use-depth", action="store_true")
+    ap.add_argument("--pretrained-backbone", type=Path, default=None, metavar="CHECKPOINT",
+                    help="instance segmentation: start the backbone from this checkpoint (a version directory "
+                         "<root>/<task>/vNNNNN or a task directory, newest version), e.g. the region-consistency "
+                         "run's checkpoints/semantic_segmentation; its backbone settings must equal this "
+                         "network's (same --widths, no --use-depth); recorded in meta.json 'initialization'")
     ap.add_argument("--widths", type=int, nargs="+", default=None,
                     help="backbone channel widths (stem + stages) of the task's network (default: the task's)")
     ap.add_argument("--descriptor-mode", default="cycle_identical", choices=["identical", "cycle", "cycle_identical"])
@@ -235,6 +242,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.synthetic is not None and args.task != "instance_segmentation":
         ap.error("--synthetic is for --task instance_segmentation")
+    if args.pretrained_backbone is not None and args.task != "instance_segmentation":
+        ap.error("--pretrained-backbone is for --task instance_segmentation")
     return args
 
 
@@ -258,7 +267,8 @@ def instance_data(args, rank_log: bool):
         model=InstanceSegConfig(use_depth=args.use_depth, **({"widths": tuple(args.widths)} if args.widths else {})),
         mask_loss=args.mask_loss,
         objectness_loss=args.objectness_loss, co_teaching=args.co_teaching,
-        noisy_loss_warmup_steps=args.noisy_loss_warmup_steps))
+        noisy_loss_warmup_steps=args.noisy_loss_warmup_steps,
+        pretrained_backbone=str(args.pretrained_backbone) if args.pretrained_backbone else ""))
     crop = tuple(args.crop) if args.crop else None
 
     def make_batch(indices, rng):
@@ -415,10 +425,18 @@ def _train(args, ctx, kind: str) -> int:
     if ctx.is_main:
         LOG.info("%d training items, %d evaluation items", len(train_items), len(eval_items))
     ckpt_dir = args.out / "checkpoints"
-    trainer = DDPTrainer(task, TrainerConfig(
-        lr=args.lr, warmup_steps=args.warmup_steps, total_steps=max(1, args.steps),
-        checkpoint_every=args.checkpoint_every, checkpoint_dir=str(ckpt_dir), dataset_size=len(train_items),
-        seed=args.seed, log_every=0, device=ctx.device, mixed_precision=args.mixed_precision), ctx)
+    try:
+        trainer = DDPTrainer(task, TrainerConfig(
+            lr=args.lr, warmup_steps=args.warmup_steps, total_steps=max(1, args.steps),
+            checkpoint_every=args.checkpoint_every, checkpoint_dir=str(ckpt_dir), dataset_size=len(train_items),
+            seed=args.seed, log_every=0, device=ctx.device, mixed_precision=args.mixed_precision), ctx)
+    except ValueError as exc:  # e.g. a --pretrained-backbone that is missing or built for another network
+        LOG.error("%s", exc)
+        return 2
+    if ctx.is_main and args.task == "instance_segmentation":
+        init = task.initialization()
+        LOG.info("backbone: %s", "random weights" if init["backbone"] == "random" else
+                 f"pre-trained, from {init['source']['path']} ({init['source']['task']} step {init['source']['step']})")
     check_same_on_all_ranks(ctx, len(train_items), "the number of training items (is --dataset the same data on "
                                                    "every machine?)")
     if args.resume:

@@ -17,8 +17,10 @@ CPU (the DeepMask-style alternative, a conv head per query, costs a full conv st
 
 This replaces DeepMask's patch score/mask networks (Eitel et al. fine-tune DeepMask): the
 objectness map plays the role of DeepMask's score head ("the centre pixel is on an object"),
-the point-conditioned mask the role of its mask head. The network is trained from random
-weights (no COCO pre-training is available here).
+the point-conditioned mask the role of its mask head. No COCO pre-training is available here:
+the network starts from random weights, or its backbone starts from one pre-trained
+self-supervised on the robot's registered views (``InstanceTaskConfig.pretrained_backbone``,
+``models/backbone.py``, ``tasks/backbone_transfer.py``).
 
 Inference (:func:`predict_instances`): query points are local maxima of the objectness map,
 visited in decreasing objectness (optionally greedy cover: a point already inside an accepted
@@ -53,6 +55,10 @@ class InstanceSegConfig:
         d = asdict(self)
         d["widths"] = list(self.widths)
         return d
+
+    def backbone_config(self) -> BackboneConfig:
+        """The backbone this network builds: a pre-trained backbone must have exactly this config."""
+        return BackboneConfig(in_channels=4 if self.use_depth else 3, widths=self.widths, output_stride=8)
 
     @classmethod
     def from_dict(cls, d: dict) -> "InstanceSegConfig":
@@ -95,8 +101,7 @@ class InstanceSegNet(nn.Module):
         if len(config.widths) < 3:
             raise ValueError("widths needs at least 3 entries (stride 2, 4, 8)")
         self.config = config
-        in_ch = 4 if config.use_depth else 3
-        self.backbone = Backbone(BackboneConfig(in_channels=in_ch, widths=config.widths, output_stride=8))
+        self.backbone = Backbone(config.backbone_config())
         c = config.decoder_channels
         self.lateral8 = nn.Conv2d(config.widths[-1], c, 1)
         self.lateral4 = nn.Conv2d(config.widths[1], c, 1)

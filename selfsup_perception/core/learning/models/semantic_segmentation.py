@@ -49,6 +49,10 @@ class SemanticSegConfig:
         d["widths"], d["aspp_rates"] = list(self.widths), list(self.aspp_rates)
         return d
 
+    def backbone_config(self) -> BackboneConfig:
+        """The backbone this network builds (what :attr:`InstanceSegConfig.widths` must match to reuse it)."""
+        return BackboneConfig(in_channels=3, widths=self.widths, output_stride=8, dilate_last=True)
+
     @classmethod
     def from_dict(cls, d: dict) -> "SemanticSegConfig":
         d = dict(d)
@@ -89,7 +93,7 @@ class SemanticSegNet(nn.Module):
         super().__init__()
         self.config = config
         w = config.widths
-        self.backbone = Backbone(BackboneConfig(in_channels=3, widths=w, output_stride=8, dilate_last=True))
+        self.backbone = Backbone(config.backbone_config())
         self.aspp = ASPP(w[-1], config.aspp_channels, config.aspp_rates)
         self.low_level = _conv_bn_relu(w[1], config.low_level_channels, 1)
         self.decoder = nn.Sequential(

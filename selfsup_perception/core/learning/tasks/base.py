@@ -18,6 +18,10 @@ class TrainingTask(Protocol):
     * ``compute_loss(model, batch)``: (scalar loss tensor with grad, {metric name: float}).
       The trainer adds ``batch['step']`` (int, the global optimizer step) to a shallow copy
       of each batch before calling it, for step-dependent schedules (e.g. co-teaching).
+
+    Optional: ``initialization()`` -> dict, where the weights of the model ``build_model()`` last
+    returned came from (random, or a pre-trained backbone and its checkpoint); the trainer writes
+    it into each checkpoint's ``meta.json`` as ``initialization`` (tasks/backbone_transfer.py).
     """
 
     name: str

@@ -55,6 +55,7 @@ from selfsup_perception.core.learning.models.instance_segmentation import (  # n
     InstanceSegNet,
     build_instance_model,
 )
+from selfsup_perception.core.learning.tasks.backbone_transfer import RANDOM_INIT, initialize_backbone
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,11 @@ class InstanceTaskConfig:
     # them to a pre-trained network (COCO DeepMask; passive pre-training), and on a random
     # network the robust-set refinement and bootstrapping act on meaningless predictions
     noisy_loss_warmup_steps: int = 0
+    # start the backbone from another task's checkpoint: a version directory (<root>/<task>/vNNNNN) or a
+    # task directory (its newest valid version), e.g. region-consistency pre-training on the robot's
+    # registered views; its BackboneConfig must equal model.backbone_config() (tasks/backbone_transfer.py).
+    # "" = random weights. The heads always start from random weights.
+    pretrained_backbone: str = ""
 
     def __post_init__(self) -> None:
         if self.mask_loss not in ("bce", "robust_set", "soft_iou"):
@@ -130,9 +136,18 @@ class InstanceSegmentationTask:
         self.config = config
         self._coteach = CoTeachingLoss(forget_rate=config.forget_rate, ramp_steps=config.forget_ramp_steps)
         self._soft_iou = SoftIoUHingeLoss(iou_threshold=config.robust_iou_threshold, reduction="none")
+        self._initialization: dict = dict(RANDOM_INIT)
 
     def build_model(self) -> nn.Module:
-        return build_instance_model(self.model_config())
+        """A fresh network; its backbone from ``config.pretrained_backbone`` when set (BackboneMismatchError,
+        a ValueError, when that backbone was built for another config)."""
+        model = build_instance_model(self.model_config())
+        self._initialization = initialize_backbone(model, self.config.pretrained_backbone)
+        return model
+
+    def initialization(self) -> dict:
+        """Where the weights of the last built model came from (``meta.json`` ``initialization``)."""
+        return dict(self._initialization)
 
     def model_config(self) -> dict:
         return {"model": self.config.model.to_dict(), "co_teaching": self.config.co_teaching}

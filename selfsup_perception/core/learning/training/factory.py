@@ -32,6 +32,9 @@ class OnlineTrainerSettings:
     mask_loss: str = "soft_iou"
     objectness_loss: str = "bootstrap"
     co_teaching: bool = False
+    # instance segmentation: start the backbone from this checkpoint (a version or task directory of a
+    # pre-training run, e.g. <checkpoint_dir>/semantic_segmentation); "" = random (tasks/backbone_transfer.py)
+    pretrained_backbone: str = ""
     seed: int = 0
     device: str = "cpu"  # cpu | cuda | cuda:N | auto (core/learning/device.py)
     ema_decay: float = 0.99  # the checkpointed, validated and served weights are this EMA (0: raw weights)
@@ -98,5 +101,6 @@ def make_online_trainer(s: OnlineTrainerSettings):
                              input_width=s.input_width, input_height=s.input_height, batch_size=s.batch_size,
                              steps_per_round=s.steps_per_round, min_samples=s.min_samples, seed=s.seed,
                              promotion=s.promotion_config()),
-        InstanceTaskConfig(mask_loss=s.mask_loss, objectness_loss=s.objectness_loss, co_teaching=s.co_teaching),
+        InstanceTaskConfig(mask_loss=s.mask_loss, objectness_loss=s.objectness_loss, co_teaching=s.co_teaching,
+                           pretrained_backbone=s.pretrained_backbone),
         trainer_config)

@@ -91,7 +91,10 @@ class Trainer:
     ``history`` (one record per step taken, across calls).
     """
 
-    def __init__(self, task: TrainingTask, config: TrainerConfig = TrainerConfig()) -> None:
+    def __init__(self, task: TrainingTask, config: TrainerConfig = TrainerConfig(),
+                 model: torch.nn.Module | None = None) -> None:
+        """``model``: train this model instead of ``task.build_model()`` (e.g. one whose backbone is shared
+        with another task's model, ``training/multitask.py``); it must be what the task would build."""
         if not isinstance(task, TrainingTask):
             raise TypeError(f"{type(task).__name__} does not implement TrainingTask")
         self.task = task
@@ -99,7 +102,7 @@ class Trainer:
         self.device = resolve_device(config.device)
         if config.seed is not None:
             torch.manual_seed(config.seed)
-        self.model = task.build_model().to(self.device)
+        self.model = (task.build_model() if model is None else model).to(self.device)
         params = [p for p in self.model.parameters() if p.requires_grad]
         if config.optimizer == "adamw":
             self.optimizer: torch.optim.Optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -116,6 +119,7 @@ class Trainer:
         self.step = 0
         self.skipped_steps = 0
         self.history: list[dict] = []
+        self._resumed_initialization: dict | None = None
 
     @property
     def serving_model(self) -> torch.nn.Module:
@@ -256,8 +260,17 @@ class Trainer:
             inference=(ckpt.inference_info(self.config.input_size, self.config.class_names)
                        if self.config.input_size is not None else None),
             extra_meta={**({"ema_decay": self.config.ema_decay} if self.ema is not None else {}),
+                        **self._initialization_meta(),
                         **(extra_meta or {})},
         )
+
+    def _initialization_meta(self) -> dict:
+        """{'initialization': provenance of the initial weights} for tasks that report it (TrainingTask);
+        after :meth:`resume`, the provenance recorded in the resumed checkpoint (its weights are what continue)."""
+        if self._resumed_initialization is not None:
+            return {"initialization": self._resumed_initialization}
+        report = getattr(self.task, "initialization", None)
+        return {"initialization": report()} if callable(report) else {}
 
     def resume(self, directory: str | Path | None = None) -> ckpt.CheckpointInfo | None:
         """Load the newest valid checkpoint of this task; None (and nothing changed) if there is none.
@@ -285,6 +298,8 @@ class Trainer:
             else:
                 self.model.load_state_dict(state, strict=True)
             self.step = int(info.meta["step"])
+            init = info.meta.get("initialization")
+            self._resumed_initialization = init if isinstance(init, dict) else None
             if opt_state is not None:
                 self.optimizer.load_state_dict(opt_state["optimizer"])
                 self.skipped_steps = int(opt_state.get("trainer", {}).get("skipped_steps", 0))
