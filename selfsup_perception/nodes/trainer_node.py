@@ -78,6 +78,9 @@ class TrainerParams:
     mask_loss: str = field_with_help("soft_iou", "bce | robust_set | soft_iou (bench/ap_table.py: docs/learning.md)")
     objectness_loss: str = field_with_help("bootstrap", "bce | bootstrap")
     co_teaching: bool = field_with_help(False, "train two networks on each other's small-loss samples")
+    pretrained_backbone: str = field_with_help("", "instance: start the backbone from this checkpoint (a version or "
+                                               "task directory of a pre-training run, e.g. "
+                                               "data/checkpoints/semantic_segmentation); \"\" = random weights")
     max_rounds: int = field_with_help(0, "stop after this many rounds (0 = never)")
     seed: int = field_with_help(0, "seed of initialisation and batch sampling")
     torch_threads: int = field_with_help(2, "CPU threads for training (leave cores to the robot's other work)")
@@ -97,6 +100,9 @@ class TrainerParams:
     min_validation_labels: int = field_with_help(2, "instance: positive validation labels needed to promote")
     validation_split_by: str = field_with_help("scene", "instance: hash the scene id (pushes of a scene on one side) "
                                                "or the sample id (validation fills steadily): scene | sample")
+    first_version_bar: str = field_with_help("min_score", "instance: the first version is served when its validation "
+                                             "score reaches the gate's minimum (min_score) or also beats the "
+                                             "depth-aware segments on the same labels (bottom_up)")
 
     def __post_init__(self) -> None:
         if self.task not in ("instance_segmentation", "semantic_segmentation", "descriptors"):
@@ -119,10 +125,11 @@ def settings_from_params(p: TrainerParams) -> OnlineTrainerSettings:
         input_width=p.input_width, input_height=p.input_height, batch_size=p.batch_size,
         steps_per_round=p.steps_per_round, min_samples=p.min_samples, learning_rate=p.learning_rate,
         warmup_steps=p.warmup_steps, mask_loss=p.mask_loss, objectness_loss=p.objectness_loss,
-        co_teaching=p.co_teaching, seed=p.seed, device=p.device, ema_decay=p.ema_decay, lr_schedule=p.lr_schedule,
+        co_teaching=p.co_teaching, pretrained_backbone=p.pretrained_backbone, seed=p.seed, device=p.device,
+        ema_decay=p.ema_decay, lr_schedule=p.lr_schedule,
         validation_fraction=p.validation_fraction,
         promotion_margin=p.promotion_margin, min_validation_labels=p.min_validation_labels,
-        validation_split_by=p.validation_split_by)
+        validation_split_by=p.validation_split_by, first_version_bar=p.first_version_bar)
 
 
 class TrainerNode(GuardedNodeMixin, LifecycleNode):

@@ -44,6 +44,7 @@ class OnlineTrainerSettings:
     promotion_margin: float = 0.01
     min_validation_labels: int = 2
     validation_split_by: str = "scene"  # 'scene' | 'sample' (training/promotion.py)
+    first_version_bar: str = "min_score"  # 'min_score' | 'bottom_up' (training/promotion.py)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -62,7 +63,7 @@ class OnlineTrainerSettings:
     def promotion_config(self) -> PromotionConfig:
         return PromotionConfig(validation_fraction=self.validation_fraction, margin=self.promotion_margin,
                                min_validation_positives=self.min_validation_labels,
-                               split_by=self.validation_split_by)
+                               split_by=self.validation_split_by, first_version_bar=self.first_version_bar)
 
 
 def make_online_trainer(s: OnlineTrainerSettings):
