@@ -39,20 +39,25 @@ def scene():
     return np.ascontiguousarray(big[:, SHIFT:]), np.ascontiguousarray(big[:, :W])
 
 
-@pytest.fixture
-def served(spinner, tmp_path):
-    """A descriptors checkpoint (v1) in tmp_path, an inference node serving it, and a client node."""
+def serve_descriptors(spinner, tmp_path, client_name: str, **checkpoint_meta):
+    """A descriptors checkpoint (v1) in tmp_path, an inference node serving it, and clients of both services."""
     torch.manual_seed(0)
     task = DescriptorTask(DescriptorTaskConfig(mode="identical", model=TINY))
     version_dir = ckpt.save_checkpoint(tmp_path, task=task.name, model=task.build_model(),
-                                       model_config=task.model_config(), step=0)
+                                       model_config=task.model_config(), step=0, **checkpoint_meta)
     spinner.add(InferenceNode(parameter_overrides=[Parameter("checkpoint_dir", value=str(tmp_path)),
                                                    Parameter("torch_threads", value=1)]))
-    client_node = spinner.add(rclpy.create_node("descriptor_clients"))
+    client_node = spinner.add(rclpy.create_node(client_name))
     cd = client_node.create_client(ComputeDescriptors, "compute_descriptors")
     fc = client_node.create_client(FindCorrespondences, "find_correspondences")
     assert cd.wait_for_service(timeout_sec=10) and fc.wait_for_service(timeout_sec=10)
     return version_dir, cd, fc
+
+
+@pytest.fixture
+def served(spinner, tmp_path):
+    """A descriptors checkpoint without a recorded training size, served by an inference node."""
+    return serve_descriptors(spinner, tmp_path, "descriptor_clients")
 
 
 def correspondences(fc, ref, tgt, pixels, model_version="", ref_msg=None):
@@ -123,16 +128,8 @@ def test_bad_requests_get_clear_errors_and_the_node_keeps_serving(served, scene)
 def test_descriptors_are_served_at_the_checkpoints_training_size(spinner, tmp_path, scene):
     """A checkpoint trained at W x H serves 4x larger images: the network runs at W x H, matches come back in
     full-resolution pixels, and the dense image equals the core call at the training size."""
-    torch.manual_seed(0)
-    task = DescriptorTask(DescriptorTaskConfig(mode="identical", model=TINY))
-    version_dir = ckpt.save_checkpoint(tmp_path, task=task.name, model=task.build_model(),
-                                       model_config=task.model_config(), step=0, inference=ckpt.inference_info((W, H)))
-    spinner.add(InferenceNode(parameter_overrides=[Parameter("checkpoint_dir", value=str(tmp_path)),
-                                                   Parameter("torch_threads", value=1)]))
-    client_node = spinner.add(rclpy.create_node("descriptor_clients_training_size"))
-    cd = client_node.create_client(ComputeDescriptors, "compute_descriptors")
-    fc = client_node.create_client(FindCorrespondences, "find_correspondences")
-    assert cd.wait_for_service(timeout_sec=10) and fc.wait_for_service(timeout_sec=10)
+    version_dir, cd, fc = serve_descriptors(spinner, tmp_path, "descriptor_clients_training_size",
+                                            inference=ckpt.inference_info((W, H)))
     s = 4
     ref, tgt = (cv2.resize(im, (W * s, H * s), interpolation=cv2.INTER_LINEAR) for im in scene)
     res = wait_future(cd.call_async(ComputeDescriptors.Request(image=rgb_to_msg(ref))), 20)
