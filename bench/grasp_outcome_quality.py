@@ -22,7 +22,7 @@ from selfsup_perception.core.types import InteractionKind, InteractionOutcome, I
 from selfsup_perception.sim.tabletop import CameraConfig, SimConfig, TabletopSim
 
 
-def free_table_point(frame, plane, sim, rng, clearance_m=0.08):
+def free_table_point(frame, plane, sim, rng, clearance_m=0.12):
     """A world point on the table at least ``clearance_m`` from every object (for a grasp at empty table)."""
     poses = [p[0][:2] for p in sim.object_poses().values()]
     for _ in range(200):
