@@ -147,3 +147,21 @@ def test_provenance_names_the_grasp_labeler_and_its_config():
                              _grasp(_frame([]), _frame([]), (10.0, 10.0)))
     assert rec["labeler"] == "grasp_outcome" and rec["labeler_version"] == "1"
     assert rec["config"]["min_vacated_fraction"] == 0.6 and rec["config_hash"] != other["config_hash"]
+
+
+def test_relabel_sends_grasps_to_the_grasp_labeler(tmp_path):
+    from selfsup_perception.cli.relabel import main
+    from selfsup_perception.core.dataset.sample_store import SampleStore
+
+    before = _frame([(A, 0.04, (200, 40, 40))])
+    after = _frame([(PLACED, 0.04, (200, 40, 40))])
+    store = SampleStore(tmp_path)
+    store.write_sample(dataclasses.replace(_grasp(before, after, (120.0, 120.0)), sample_id="grasp"))
+    store.write_sample(dataclasses.replace(_grasp(before, after, (120.0, 120.0)), sample_id="push",
+                                           kind=InteractionKind.PUSH))
+    assert main([str(tmp_path), "--labeler", "flow"]) == 0
+    grasp, push = store.read_label("grasp", "flow"), store.read_label("push", "flow")
+    assert grasp.labeler == grasp.provenance["labeler"] == "grasp_outcome" and grasp.kept and not grasp.is_negative
+    assert push.labeler == push.provenance["labeler"] == "flow"
+    assert main([str(tmp_path), "--labeler", "flow", "--grasp-labeler", "push"]) == 0
+    assert store.read_label("grasp", "flow").labeler == "flow"
