@@ -85,6 +85,10 @@ class GraspOutcomeConfig:
     completion_margin: float = 30.0  # sum of 3 channel differences (0..255) that counts as changed
     completion_min_height: float = 0.003
     hole_growth_px: float = 40.0  # how far the mask may grow through pixels without depth before (0 = off)
+    hole_growth_needs_change: bool = True
+    join_vanished: bool = True
+    hole_growth_low: bool = True
+    normalise_lighting: bool = True  # colour change after a per-channel gain fitted on the table (both frames)
     place_radius_px: float = 30.0
     seed: int = 0
 
@@ -183,19 +187,32 @@ class GraspOutcomeLabeler:
         if region.any() and vacated >= cfg.min_vacated_fraction:
             # confirmed: the object at the pick was lifted. Its edge and lowest centimetre (no depth, or low):
             # neighbours that are not table by depth and whose colour changed (the object left them).
-            changed = np.abs(cv2.blur(sample.before.rgb, (3, 3)).astype(np.int16)
-                             - cv2.blur(a_seen, (3, 3)).astype(np.int16)).sum(axis=2) > cfg.completion_margin
+            changed = self._colour_changed(sample.before.rgb, a_seen, hb, ha, cfg)
             with np.errstate(invalid="ignore"):
                 grow = (changed & ~(height_b < cfg.completion_min_height)).astype(np.uint8)
             m = region.astype(np.uint8)
             k3 = np.ones((3, 3), np.uint8)
+            if cfg.join_vanished:
+                # the whole object left: every vanished piece touching the region is part of it (depth jumps cut a
+                # steep or noisy side, e.g. a mug's, into pieces the region does not join); objects that stayed
+                # never vanish
+                n, comp = cv2.connectedComponents(vanished.astype(np.uint8), connectivity=8)
+                ids = np.unique(comp[cv2.dilate(m, np.ones((5, 5), np.uint8)).astype(bool)])
+                m |= np.isin(comp, ids[ids > 0]).astype(np.uint8)
             for _ in range(int(round(cfg.completion_px * s))):
                 m |= cv2.dilate(m, k3) & grow
             if cfg.hole_growth_px > 0:
-                # the parts of a dark or shiny object that had no depth before: no depth before, table after, and
-                # the colour changed, connected to the region (realistic world: most of a dark object's pixels)
+                # the parts of a dark or shiny object that had no depth before (realistic world: most of a dark
+                # object's pixels): no depth before, table after, connected to the region; with
+                # hole_growth_needs_change, only where the colour changed too (the band beside an object that a
+                # stereo camera cannot see is table before and after)
                 with np.errstate(invalid="ignore"):
-                    unseen = (~np.isfinite(height_b) & (ha < cfg.table_height)).astype(np.uint8)
+                    unseen = ~np.isfinite(height_b) & (ha < cfg.table_height)
+                    if cfg.hole_growth_needs_change:
+                        unseen &= changed
+                    if cfg.hole_growth_low:  # an object's parts lower than table_height whose colour changed
+                        unseen |= changed & (height_b >= cfg.completion_min_height) & (ha < cfg.table_height)
+                unseen = unseen.astype(np.uint8)
                 for _ in range(int(round(cfg.hole_growth_px * s))):
                     grown = m | (cv2.dilate(m, k3) & unseen)
                     if np.array_equal(grown, m):
@@ -224,6 +241,22 @@ class GraspOutcomeLabeler:
             return out(False, f"{vanished_near} px vanished near the pick but no object stood at the action pixel")
         return out(False, f"the object at the pick left only {100 * vacated:.0f} % of its pixels "
                           f"(< {100 * cfg.min_vacated_fraction:.0f} %): moved or dropped, not lifted away")
+
+    @staticmethod
+    def _colour_changed(before_rgb: np.ndarray, after_rgb: np.ndarray, hb: np.ndarray, ha: np.ndarray,
+                        cfg: GraspOutcomeConfig) -> np.ndarray:
+        """(H, W) bool: the sum of the 3 channel differences of 3x3-blurred images exceeds ``completion_margin``;
+        with ``normalise_lighting``, the after image is first scaled per channel by the median ratio over pixels
+        that are table in both frames (a light that changed between the frames)."""
+        b = cv2.blur(before_rgb, (3, 3)).astype(np.float32)
+        a = cv2.blur(after_rgb, (3, 3)).astype(np.float32)
+        if cfg.normalise_lighting:
+            with np.errstate(invalid="ignore"):
+                table = (np.abs(hb) < cfg.table_height) & (np.abs(ha) < cfg.table_height)
+            if table.sum() >= 100:
+                gain = np.median(b[table] + 1.0, axis=0) / np.median(a[table] + 1.0, axis=0)  # (3,)
+                a = a * gain.astype(np.float32)
+        return np.abs(b - a).sum(axis=2) > cfg.completion_margin
 
     @staticmethod
     def _appeared_at_place(sample: InteractionSample, plane: TablePlane, cfg: GraspOutcomeConfig,
