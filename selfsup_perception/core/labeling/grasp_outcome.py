@@ -19,9 +19,13 @@ robot grasps a hypothesised object, and whether something came up confirms or re
    (:func:`vacated_object`).
 4. Outcome:
 
-   * the object left at least ``min_vacated_fraction`` of its region -> **confirmed**: its region in the
-     before frame, grown by up to ``completion_px`` into neighbouring pixels that are not table by depth and
-     whose colour changed (an object's edge and lowest centimetre), holes filled, is the positive mask;
+   * the object left at least ``min_vacated_fraction`` of its region -> **confirmed**: the positive mask is
+     its region in the before frame, with every vanished piece touching it (``join_vanished``: depth jumps
+     cut a steep or noisy side into pieces), grown by up to ``completion_px`` into neighbouring pixels that
+     are not table by depth and whose colour changed, and by up to ``hole_growth_px`` through pixels that
+     had no depth before (or were lower than ``table_height``, ``hole_growth_low``), are table after and
+     changed colour (a dark or shiny object's missing depth; the colour compared after a per-channel gain
+     fitted on the table, ``normalise_lighting``), holes filled, within the flow labeler's area filters;
    * fewer than ``min_area_px`` pixels vanished within ``negative_check_radius_px`` of the pick and no
      object stands there by depth -> **rejected**: a negative example (nothing there, the action pixel is
      background);
