@@ -231,8 +231,8 @@ class GraspOutcomeLabeler:
             return out(True, f"grasp confirmed the object: it left {100 * vacated:.0f} % of its pixels{place_note}")
         if vanished_near < min_area:
             if stats["object_area"] < min_area:  # nothing, or a speck of depth noise, above the table there
-                return out(True, f"grasp rejected: no object at the pick ({stats['object_area']} px above the table) and "
-                                 f"nothing vanished ({vanished_near} px < {min_area:.0f} px): negative example",
+                return out(True, f"grasp rejected: no object at the pick ({stats['object_area']} px above the "
+                                 f"table) and nothing vanished ({vanished_near} px < {min_area:.0f} px): negative example",
                        negative=True)
             stats["grasp_failed"] = True
             if cfg.negative_on_failed_grasp:
