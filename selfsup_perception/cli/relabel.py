@@ -34,7 +34,9 @@ from selfsup_perception.core.labeling import (
     FlowMaskLabeler,
     FrameDifferenceConfig,
     FrameDifferenceLabeler,
+    GraspOutcomeLabeler,
 )
+from selfsup_perception.core.types import InteractionKind
 
 LABELERS = {"flow": (FlowMaskLabeler, FlowLabelerConfig), "frame_difference": (FrameDifferenceLabeler,
                                                                                FrameDifferenceConfig)}
@@ -84,8 +86,11 @@ def _status(label) -> str:
     return "discarded" if not label.kept else ("negative" if label.is_negative else "kept")
 
 
-def relabel(store: SampleStore, labeler, output: Optional[str] = None, log=print) -> dict:
-    """Relabel every stored sample; returns counts {'relabeled', 'failed', 'changed', 'before', 'after', 'archive'}."""
+def relabel(store: SampleStore, labeler, output: Optional[str] = None, log=print, grasp_labeler=None) -> dict:
+    """Relabel every stored sample; returns counts {'relabeled', 'failed', 'changed', 'before', 'after', 'archive'}.
+
+    With ``grasp_labeler``, grasp samples are labelled by it (as the labeler node does), pushes by ``labeler``;
+    both go to the same label set."""
     output = output or labeler.name
     check_file_id(output, "labels name")
     archive = archive_labels(store, output)
@@ -107,7 +112,8 @@ def relabel(store: SampleStore, labeler, output: Optional[str] = None, log=print
         except (CorruptSampleError, FileNotFoundError):
             old = None
         try:
-            new = labeler.label(sample)
+            used = grasp_labeler if grasp_labeler is not None and sample.kind == InteractionKind.GRASP else labeler
+            new = used.label(sample)
         except ValueError as exc:  # a sample the labeler cannot use (e.g. no valid depth)
             log(f"  {sample_id}: not relabeled ({exc})")
             counts["failed"] += 1
@@ -117,7 +123,7 @@ def relabel(store: SampleStore, labeler, output: Optional[str] = None, log=print
             previous = old.provenance or {"labeler": old.labeler, "note": "made before labels recorded provenance"}
             previous = {**previous, "kept": bool(old.kept), "is_negative": bool(old.is_negative),
                         "reason": old.reason}
-        new.provenance = label_provenance(labeler, sample, relabeled_from=previous)
+        new.provenance = label_provenance(used, sample, relabeled_from=previous)
         store.write_label(sample_id, new, labels_name=output, overwrite=True)
         counts["relabeled"] += 1
         counts["before"][_status(old) if old is not None else "none"] += 1
@@ -139,6 +145,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--labeler", default="flow", choices=sorted(LABELERS))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="labeler config field (repeatable), e.g. --set min_area_px=60")
+    parser.add_argument("--grasp-labeler", default="grasp_outcome", choices=["grasp_outcome", "push"],
+                        help="grasps: grasp_outcome (what was lifted, or a negative; the labeler node's default) "
+                             "or push (the --labeler)")
     parser.add_argument("--output", default=None,
                         help="labels directory name (default: the labeler's name, the one the trainer reads)")
     args = parser.parse_args(argv)
@@ -150,7 +159,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ValueError, TypeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    counts = relabel(SampleStore(args.dataset_dir), labeler, args.output)
+    grasp_labeler = GraspOutcomeLabeler() if args.grasp_labeler == "grasp_outcome" else None
+    counts = relabel(SampleStore(args.dataset_dir), labeler, args.output, grasp_labeler=grasp_labeler)
     b, a = counts["before"], counts["after"]
     print(f"relabeled {counts['relabeled']} samples with {labeler.name} ({counts['failed']} failed); "
           f"{counts['changed']} labels changed")

@@ -1,8 +1,11 @@
 """Mask labeler: interaction samples in, labeled samples and an overlay image out.
 
 Subscribes ``interaction/samples`` (InteractionSample). A worker thread (bounded queue,
-oldest dropped) labels each sample with the flow labeler (or frame differencing), stores
-the label atomically next to the sample in ``dataset_dir``, and publishes
+oldest dropped) labels each push with the flow labeler (or frame differencing) and each grasp
+with the grasp-outcome labeler (what the grasp lifted, or a negative; ``grasp_labeler``), stores
+the label atomically next to the sample in ``dataset_dir`` (in the configured labeler's label set,
+``labels/<labeler>/``, so the trainer learns from both; ``label.labeler`` and the provenance name
+the labeler that made it), and publishes
 ``labeler/labeled_samples`` (LabeledSample) and ``labeler/overlay`` (rgb8: the before
 image with the mask and the action pixel, for RViz/Foxglove). On start it labels every
 stored sample that has no label yet, so a crash or restart loses nothing. Every label records
@@ -37,9 +40,10 @@ from selfsup_perception.core.labeling import (
     FlowMaskLabeler,
     FrameDifferenceConfig,
     FrameDifferenceLabeler,
+    GraspOutcomeLabeler,
 )
 from selfsup_perception.msg import InteractionSample as InteractionSampleMsg
-from selfsup_perception.core.types import MaskLabel
+from selfsup_perception.core.types import InteractionKind, MaskLabel
 from selfsup_perception.msg import LabeledSample
 from selfsup_perception.ros.conversions import label_to_msg, rgb_to_msg, sample_from_msg, sample_to_msg
 from selfsup_perception.ros.callback_guard import GuardedNodeMixin
@@ -61,10 +65,14 @@ class LabelerParams:
     min_area_px: float = field_with_help(100.0, "discard masks smaller than this (px at 640x480)")
     max_flow_std_px: float = field_with_help(15.0, "discard masks whose flow-magnitude std is larger (rotation)")
     motion_threshold_px: float = field_with_help(1.0, "flow magnitude that counts as motion (px at 640x480)")
+    grasp_labeler: str = field_with_help("grasp_outcome", "grasps: grasp_outcome (what the grasp lifted, or a "
+                                         "negative) | push (the push labeler, as before)")
 
     def __post_init__(self) -> None:
         if self.labeler not in ("flow", "frame_difference"):
             raise ValueError(f"labeler must be flow or frame_difference, got {self.labeler!r}")
+        if self.grasp_labeler not in ("grasp_outcome", "push"):
+            raise ValueError(f"grasp_labeler must be grasp_outcome or push, got {self.grasp_labeler!r}")
         if self.queue_size < 1:
             raise ValueError("queue_size must be >= 1")
 
@@ -78,13 +86,19 @@ def make_labeler(p: LabelerParams):
         FrameDifferenceConfig(), max_area_fraction=p.max_area_fraction, min_area_px=p.min_area_px))
 
 
+def make_grasp_labeler(p: LabelerParams, push_labeler):
+    """The labeler for grasps: the grasp outcome, or the push labeler itself (``grasp_labeler: push``)."""
+    return GraspOutcomeLabeler() if p.grasp_labeler == "grasp_outcome" else push_labeler
+
+
 class LabelerNode(GuardedNodeMixin, Node):
     def __init__(self, **kwargs):
         super().__init__("labeler", **kwargs)
         self.params = declare_config(self, LabelerParams, on_change=self._on_params, dynamic=(
             "labeler", "max_mean_flow_px", "max_area_fraction", "min_area_px", "max_flow_std_px",
-            "motion_threshold_px"))
+            "motion_threshold_px", "grasp_labeler"))
         self.labeler = make_labeler(self.params)
+        self.grasp_labeler = make_grasp_labeler(self.params, self.labeler)
         self.store = SampleStore(self.params.dataset_dir)
         self.label_pub = self.create_publisher(LabeledSample, "labeler/labeled_samples", RELIABLE)
         self.overlay_pub = self.create_publisher(Image, "labeler/overlay", 2)
@@ -105,6 +119,7 @@ class LabelerNode(GuardedNodeMixin, Node):
 
     def _on_params(self, params: LabelerParams) -> None:
         self.labeler = make_labeler(params)
+        self.grasp_labeler = make_grasp_labeler(params, self.labeler)
         self.params = params
 
     def _on_error(self, item, exc: BaseException) -> None:
@@ -137,15 +152,17 @@ class LabelerNode(GuardedNodeMixin, Node):
             return
         sample = self.store.read_sample(sample_id)
         msg = sample_to_msg(sample)
+        labeler = self.grasp_labeler if sample.kind == InteractionKind.GRASP else self.labeler
         try:
-            label = self.labeler.label(sample)
+            label = labeler.label(sample)
         except Exception as exc:  # noqa: BLE001 - stored as a failed label, so it is not retried forever
             label = MaskLabel(mask=np.zeros(sample.before.rgb.shape[:2], dtype=bool), is_negative=False, kept=False,
-                              reason=f"labeling failed: {type(exc).__name__}: {exc}", labeler=self.labeler_name)
+                              reason=f"labeling failed: {type(exc).__name__}: {exc}", labeler=labeler.name)
             self.counts["failed"] += 1
             self.get_logger().error(f"{sample_id}: {label.reason}")
-        label.provenance = label_provenance(self.labeler, sample)
-        self.store.write_label(sample.sample_id, label)
+        label.provenance = label_provenance(labeler, sample)
+        # the configured label set holds every label (the trainer reads one set); label.labeler says who made it
+        self.store.write_label(sample.sample_id, label, labels_name=self.labeler_name)
         key = "discarded" if not label.kept else ("negative" if label.is_negative else "kept")
         self.counts[key] += 1
         self.label_pub.publish(label_to_msg(msg, label))

@@ -87,3 +87,38 @@ def test_resumes_stored_samples_and_survives_a_bad_one(spinner, tmp_path, pushes
     pub.publish(good)
     assert wait_for(lambda: "after_bad" in store.labeled_ids("flow"), 30)
     assert "bad" not in store.sample_ids()
+
+
+def test_grasps_go_to_the_grasp_outcome_labeler_and_pushes_stay_with_flow(spinner, tmp_path, pushes):
+    """A real simulated pick-and-place over DDS: labelled by the grasp outcome, stored in the configured label set
+    with its own provenance; a push beside it keeps the flow labeler."""
+    from selfsup_perception.core.interaction import plan_grasp
+
+    with TabletopSim(SimConfig(camera=CameraConfig(width=320, height=240))) as sim:
+        sim.reset_scene(1)
+        before, gt = sim.render_with_ground_truth()
+        plane = fit_table_plane(before, rng=np.random.default_rng(0))
+        g = plan_grasp(before, find_object_candidates(before, plane), np.random.default_rng(1), PlannerConfig())
+        ok, message = sim.execute_grasp(g.pick_point, g.place_point)
+        assert ok and "grasped and moved object" in message, message
+        grasp = InteractionSample("grasp1", InteractionKind.GRASP, before, sim.render(), g.action_pixel,
+                                  g.pick_point, g.place_point, InteractionOutcome.EXECUTED, message)
+        lifted = gt["instance_mask"] == int(message.rsplit(" ", 1)[1])
+    spinner.add(LabelerNode(parameter_overrides=[Parameter("dataset_dir", value=str(tmp_path))]))
+    node = spinner.add(rclpy.create_node("grasp_labeler_test"))
+    labels = []
+    node.create_subscription(LabeledSample, "labeler/labeled_samples", labels.append, RELIABLE)
+    pub = node.create_publisher(InteractionSampleMsg, "interaction/samples", RELIABLE)
+    assert wait_for(lambda: pub.get_subscription_count() > 0, 10)
+    pub.publish(sample_to_msg(grasp))
+    pub.publish(sample_to_msg(pushes[0][0]))
+    assert wait_for(lambda: len(labels) == 2, 30), f"{len(labels)} labeled samples published"
+    assert {m.sample.sample_id: m.labeler for m in labels} == {"grasp1": "grasp_outcome", "push1": "flow"}
+    store = SampleStore(tmp_path)
+    label = store.read_label("grasp1", "flow")  # the trainer's label set holds it
+    assert label.labeler == "grasp_outcome" and label.kept and not label.is_negative, label.reason
+    assert (label.mask & lifted).sum() / (label.mask | lifted).sum() >= 0.8
+    prov = label.provenance
+    assert prov["labeler"] == "grasp_outcome" and prov["sample_id"] == "grasp1" and len(prov["config_hash"]) == 16
+    assert "min_vacated_fraction" in prov["config"]
+    assert store.read_label("push1", "flow").provenance["labeler"] == "flow"

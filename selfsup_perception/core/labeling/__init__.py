@@ -1,6 +1,7 @@
-"""Self-supervised mask labels from interactions: optical-flow masks (paper 003) and frame differencing (paper 001).
+"""Self-supervised mask labels from interactions: optical-flow masks (paper 003), frame differencing (paper 001)
+and grasp outcomes (Pathak et al.: what a grasp lifted, or a negative where nothing was there).
 
-Both labelers share one interface: ``name`` and ``label(sample: InteractionSample) -> MaskLabel``. A sample
+All labelers share one interface: ``name`` and ``label(sample: InteractionSample) -> MaskLabel``. A sample
 whose data cannot be labelled (no depth, no table in view, ...) gives a label with ``kept=False`` and the
 reason ``"skipped: ..."``; the flow labeler removes the camera's own motion first (:mod:`.ego_motion`).
 """
@@ -9,6 +10,7 @@ from selfsup_perception.core.labeling.ego_motion import EgoMotion, EgoMotionConf
 from selfsup_perception.core.labeling.flow_clustering import ClusterConfig, cluster_flow
 from selfsup_perception.core.labeling.flow_labeler import FlowLabelerConfig, FlowMaskLabeler, resolution_scale
 from selfsup_perception.core.labeling.frame_difference import FrameDifferenceConfig, FrameDifferenceLabeler
+from selfsup_perception.core.labeling.grasp_outcome import GraspOutcomeConfig, GraspOutcomeLabeler
 from selfsup_perception.core.labeling.optical_flow import FlowConfig, compute_flow, flow_to_color
 
 __all__ = [
@@ -20,6 +22,8 @@ __all__ = [
     "FlowMaskLabeler",
     "FrameDifferenceConfig",
     "FrameDifferenceLabeler",
+    "GraspOutcomeConfig",
+    "GraspOutcomeLabeler",
     "cluster_flow",
     "compute_flow",
     "estimate_ego_motion",
