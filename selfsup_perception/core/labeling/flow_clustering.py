@@ -157,25 +157,36 @@ def normalized_cut(labels: np.ndarray, image: np.ndarray, thresh: float, num_cut
     w_all = sparse.coo_array((data, (rows, cols)), shape=(m, m), dtype=np.float64).tocsc()
 
     def relabel(idx: np.ndarray) -> None:
-        w = w_all if len(idx) == m else w_all[idx][:, idx].tocsc()
-        w.sort_indices()
-        k = w.shape[0]
-        entries = w.sum(axis=0)
-        d = sparse.dia_array((entries, 0), shape=w.shape).tocsc()
-        if k > 2 and (d != w).nnz > 0:
-            d2 = d.copy()
-            d2.data = np.reciprocal(np.sqrt(d2.data, out=d2.data), out=d2.data)
-            mat = d2 @ (d - w) @ d2
-            v0 = rng.random(mat.shape[0])
-            rng_kw = {"rng": rng} if SCIPY_GE_1_17_0_DEV0 else {}
-            vals, vectors = sparse_linalg.eigsh(mat, which="SM", v0=v0, k=min(100, k - 2), **rng_kw)
-            vals, vectors = np.real(vals), np.real(vectors)
-            ev = vectors[:, _ncut_cy.argmin2(vals)]
-            cut_mask, mcut = _graph_cut.get_min_ncut(ev, d, w, num_cuts)
-            if mcut < thresh:
-                relabel(idx[cut_mask])
-                relabel(idx[~cut_mask])
-                return
+        k = len(idx)
+        if k > 2:
+            w = w_all if k == m else w_all[idx][:, idx].tocsc()
+            w.sort_indices()
+            entries = w.sum(axis=0)  # D's diagonal
+            cols = np.repeat(np.arange(k), np.diff(w.indptr))
+            off = w.indices != cols
+            diag_w = np.zeros(k)
+            diag_w[w.indices[~off]] = w.data[~off]
+            # scikit-image's "(D != W).nnz > 0" (a cut exists): a non-zero edge, or a degree other than the self edge
+            if (w.data[off] != 0).any() or (entries != diag_w).any():
+                d = sparse.dia_array((entries, 0), shape=w.shape).tocsc()
+                d2 = np.reciprocal(np.sqrt(entries))
+                # D^-1/2 (D - W) D^-1/2 with scikit-image's sparse structure and arithmetic, built directly:
+                # entries (d2_i * (D - W)_ij) * d2_j, exact zeros of D - W dropped (as the sparse difference does)
+                x = np.where(off, -w.data, entries[cols] - w.data)
+                keep = x != 0
+                vals_ = (d2[w.indices[keep]] * x[keep]) * d2[cols[keep]]
+                indptr = np.concatenate([[0], np.cumsum(np.bincount(cols[keep], minlength=k))])
+                mat = sparse.csc_array((vals_, w.indices[keep], indptr), shape=(k, k))
+                v0 = rng.random(k)
+                rng_kw = {"rng": rng} if SCIPY_GE_1_17_0_DEV0 else {}
+                vals, vectors = sparse_linalg.eigsh(mat, which="SM", v0=v0, k=min(100, k - 2), **rng_kw)
+                vals, vectors = np.real(vals), np.real(vectors)
+                ev = vectors[:, _ncut_cy.argmin2(vals)]
+                cut_mask, mcut = _graph_cut.get_min_ncut(ev, d, w, num_cuts)
+                if mcut < thresh:
+                    relabel(idx[cut_mask])
+                    relabel(idx[~cut_mask])
+                    return
         out_map[nodes[idx]] = nodes[idx[0]]  # the group takes its smallest label (as scikit-image)
 
     relabel(np.arange(m))
