@@ -36,7 +36,8 @@ Pipeline of :meth:`FlowMaskLabeler.label` on one :class:`InteractionSample`:
    (:func:`fit_table_plane`); flow is zeroed at before pixels that are on/below the
    plane (height < ``table_height``) or have invalid depth, and at pixels whose
    flow end point p + f lands on the table / invalid depth / outside the image in
-   the *after* frame (the plane is applied to the after depth). So both frames'
+   the *after* frame (the plane is applied to the after depth; it is fitted on every ``plane_decimation``-th
+   depth row and column, for speed). So both frames'
    depth is used. Deviation (depth holes): a missing height takes the lowest valid height within
    ``hole_fill_px`` (:func:`fill_height_holes`), so a dark or shiny object with a few valid returns is
    not table, while the band a stereo camera cannot see beside an object stays table. Deviation: an end point within ``end_point_tolerance_px`` (6 px at
