@@ -70,7 +70,7 @@ def test_pose_induced_flow_is_the_rotation_homography_and_the_translation_parall
     d[0, 3] = 0.01
     flow = pose_induced_flow(s.before, RgbdFrame(rgb, depth, K, T_WC @ d))
     assert abs(flow[10, 10, 0] + 3.0) < 1e-3 and abs(flow[118, 158, 0] + 300 * 0.01 / 0.95) < 1e-3
-    assert np.abs(flow[..., 1]).max() < 1e-6
+    assert np.abs(flow[..., 1]).max() < 1e-4  # no vertical motion (float32 arithmetic: ~1e-5 px)
 
 
 def test_a_turned_camera_gives_no_positive_label_with_and_without_poses():

@@ -351,3 +351,21 @@ def test_completion_adds_what_moved_with_the_mask_and_not_the_table():
     assert _iou(grown, m0) > 0.85 and (grown & ~m0).sum() < 0.05 * m0.sum(), (_iou(grown, m0), (grown & ~m0).sum())
     # a flow that is not the object's adds nothing
     assert (complete_mask(core, b_rgb, a_rgb, -flow, None, 4, 30.0, 60.0) == core).mean() > 0.99
+
+
+def test_normalized_cut_equals_scikit_image():
+    from skimage import graph
+    from skimage.segmentation import slic
+
+    from selfsup_perception.core.labeling.flow_clustering import normalized_cut, rag_mean_color
+
+    for seed in range(3):
+        img = _texture(seed, shape=(60, 80), blur=2.0)
+        mask = np.zeros((60, 80), bool)
+        mask[8:52, 4:72] = True
+        sp = slic(img, n_segments=60, compactness=30, mask=mask, start_label=1, channel_axis=-1)
+        ref = graph.cut_normalized(sp, rag_mean_color(img, sp), thresh=0.001, num_cuts=10,
+                                   rng=np.random.default_rng(0))
+        fast = normalized_cut(sp, img, 0.001, 10, np.random.default_rng(0))
+        assert len(np.unique(ref[mask])) > 1  # the cut did split
+        np.testing.assert_array_equal(fast, ref)

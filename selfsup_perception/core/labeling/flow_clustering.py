@@ -20,6 +20,8 @@ Where we deviate, for speed (whole labeling <= 50 ms at 640x480 on a CPU core):
   nearest-neighbour upsampling; full-resolution moving pixels take the label of
   the nearest labelled low-resolution pixel (a distance transform), so the mask
   boundary is the full-resolution moving-pixel boundary.
+* The normalized cut is scikit-image's algorithm without networkx (:func:`normalized_cut`: same matrices,
+  same ARPACK calls and start vectors, same labels; the graph building was most of the clustering time).
 * Segment merging (``merge_flow_px``): the N-cut splits one object whenever a
   cheap cut exists -- at the smoothed flow boundary of a translating object, or
   anywhere across a rotating object, whose pieces then each pass the rotation
@@ -41,7 +43,11 @@ from typing import Optional
 
 import cv2
 import numpy as np
+from scipy import sparse
+from scipy.sparse import linalg as sparse_linalg
 from skimage import graph
+from skimage._shared.compat import SCIPY_GE_1_17_0_DEV0
+from skimage.graph import _graph_cut, _ncut_cy
 from skimage.segmentation import slic
 
 from selfsup_perception.core.labeling.optical_flow import flow_to_color
@@ -83,13 +89,12 @@ def _components(moving: np.ndarray) -> np.ndarray:
     return labels.astype(np.int32)
 
 
-def rag_mean_color(image: np.ndarray, labels: np.ndarray, sigma: float = 255.0) -> graph.RAG:
-    """The region adjacency graph of scikit-image's ``graph.rag_mean_color(image, labels, connectivity=2,
-    mode='similarity', sigma)`` without label 0, built with numpy.
+def _rag_arrays(image: np.ndarray, labels: np.ndarray, sigma: float = 255.0
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Region adjacency of ``labels`` (> 0) with scikit-image's mean-colour similarity weights, as arrays.
 
-    Same nodes ('labels', 'pixel count', 'total color', 'mean color'), 8-neighbour adjacency and edge
-    weights exp(-|c_a - c_b|^2 / sigma) of the mean colours; scikit-image loops over pixels in Python
-    (most of the clustering time on real images).
+    Returns (nodes (N,) sorted labels with pixels, pairs (E, 2) sorted label pairs of 8-adjacent regions,
+    weights (E,) exp(-|c_a - c_b|^2 / sigma), counts, totals (n, 3) per label).
     """
     n = int(labels.max()) + 1
     flat = labels.ravel()
@@ -105,14 +110,87 @@ def rag_mean_color(image: np.ndarray, labels: np.ndarray, sigma: float = 255.0) 
     ])
     pairs = pairs[(pairs[:, 0] > 0) & (pairs[:, 1] > 0) & (pairs[:, 0] != pairs[:, 1])]
     pairs = np.unique(np.sort(pairs, axis=1), axis=0)
+    d2 = ((mean[pairs[:, 0]] - mean[pairs[:, 1]]) ** 2).sum(axis=1)
+    nodes = np.flatnonzero(cnt[1:]) + 1
+    return nodes, pairs, np.exp(-d2 / sigma), cnt, total
+
+
+def rag_mean_color(image: np.ndarray, labels: np.ndarray, sigma: float = 255.0) -> graph.RAG:
+    """The region adjacency graph of scikit-image's ``graph.rag_mean_color(image, labels, connectivity=2,
+    mode='similarity', sigma)`` without label 0, built with numpy.
+
+    Same nodes ('labels', 'pixel count', 'total color', 'mean color'), 8-neighbour adjacency and edge
+    weights exp(-|c_a - c_b|^2 / sigma) of the mean colours; scikit-image loops over pixels in Python.
+    (:func:`normalized_cut` works on the arrays directly; this graph is for comparison and inspection.)
+    """
+    nodes, pairs, weights, cnt, total = _rag_arrays(image, labels, sigma)
+    mean = total / np.maximum(cnt, 1.0)[:, None]
     rag = graph.RAG()
-    for i in np.flatnonzero(cnt[1:]) + 1:
+    for i in nodes:
         rag.add_node(int(i), **{"labels": [int(i)], "pixel count": int(cnt[i]), "total color": total[i],
                                 "mean color": mean[i]})
-    d2 = ((mean[pairs[:, 0]] - mean[pairs[:, 1]]) ** 2).sum(axis=1)
-    weights = np.exp(-d2 / sigma)
     rag.add_edges_from((int(a), int(b), {"weight": float(wt)}) for (a, b), wt in zip(pairs, weights))
     return rag
+
+
+def normalized_cut(labels: np.ndarray, image: np.ndarray, thresh: float, num_cuts: int,
+                   rng: np.random.Generator, max_edge: float = 1.0, sigma: float = 255.0) -> np.ndarray:
+    """scikit-image's ``graph.cut_normalized(labels, rag_mean_color(image, labels), thresh, num_cuts,
+    max_edge, rng=rng)`` without networkx: the same weight matrices (CSC, nodes in label order, self edges of
+    ``max_edge``), the same ARPACK calls with the same start vectors in the same (depth-first) order, the
+    same cut search -- so the same labels -- at a fraction of the time (networkx graph building and
+    subgraph copies were most of the clustering time on real frames). Label 0 takes no part.
+    """
+    nodes, pairs, weights, _, _ = _rag_arrays(image, labels, sigma)
+    m = len(nodes)
+    out_map = np.zeros(int(labels.max()) + 1, dtype=labels.dtype)
+    if m == 0:
+        return out_map[labels]
+    pos = np.zeros(int(labels.max()) + 1, dtype=np.int64)
+    pos[nodes] = np.arange(m)
+    a, b = pos[pairs[:, 0]], pos[pairs[:, 1]]
+    diag = np.arange(m)
+    # as networkx.to_scipy_sparse_array of the RAG with self edges: symmetric entries, diagonal max_edge
+    rows = np.concatenate([a, b, diag])
+    cols = np.concatenate([b, a, diag])
+    data = np.concatenate([weights, weights, np.full(m, float(max_edge))])
+    w_all = sparse.coo_array((data, (rows, cols)), shape=(m, m), dtype=np.float64).tocsc()
+
+    def relabel(idx: np.ndarray) -> None:
+        k = len(idx)
+        if k > 2:
+            w = w_all if k == m else w_all[idx][:, idx].tocsc()
+            w.sort_indices()
+            entries = w.sum(axis=0)  # D's diagonal
+            cols = np.repeat(np.arange(k), np.diff(w.indptr))
+            off = w.indices != cols
+            diag_w = np.zeros(k)
+            diag_w[w.indices[~off]] = w.data[~off]
+            # scikit-image's "(D != W).nnz > 0" (a cut exists): a non-zero edge, or a degree other than the self edge
+            if (w.data[off] != 0).any() or (entries != diag_w).any():
+                d = sparse.dia_array((entries, 0), shape=w.shape).tocsc()
+                d2 = np.reciprocal(np.sqrt(entries))
+                # D^-1/2 (D - W) D^-1/2 with scikit-image's sparse structure and arithmetic, built directly:
+                # entries (d2_i * (D - W)_ij) * d2_j, exact zeros of D - W dropped (as the sparse difference does)
+                x = np.where(off, -w.data, entries[cols] - w.data)
+                keep = x != 0
+                vals_ = (d2[w.indices[keep]] * x[keep]) * d2[cols[keep]]
+                indptr = np.concatenate([[0], np.cumsum(np.bincount(cols[keep], minlength=k))])
+                mat = sparse.csc_array((vals_, w.indices[keep], indptr), shape=(k, k))
+                v0 = rng.random(k)
+                rng_kw = {"rng": rng} if SCIPY_GE_1_17_0_DEV0 else {}
+                vals, vectors = sparse_linalg.eigsh(mat, which="SM", v0=v0, k=min(100, k - 2), **rng_kw)
+                vals, vectors = np.real(vals), np.real(vectors)
+                ev = vectors[:, _ncut_cy.argmin2(vals)]
+                cut_mask, mcut = _graph_cut.get_min_ncut(ev, d, w, num_cuts)
+                if mcut < thresh:
+                    relabel(idx[cut_mask])
+                    relabel(idx[~cut_mask])
+                    return
+        out_map[nodes[idx]] = nodes[idx[0]]  # the group takes its smallest label (as scikit-image)
+
+    relabel(np.arange(m))
+    return out_map[labels]
 
 
 def _ncut_labels(color: np.ndarray, moving: np.ndarray, n_segments: int, config: ClusterConfig) -> np.ndarray:
@@ -122,9 +200,8 @@ def _ncut_labels(color: np.ndarray, moving: np.ndarray, n_segments: int, config:
     n_sp = int(sp.max())
     if n_sp <= 1:
         return sp.astype(np.int32)
-    rag = rag_mean_color(color, sp)  # background (label 0, masked out) takes no part in the cut
-    cut = graph.cut_normalized(sp, rag, thresh=config.ncut_threshold, num_cuts=config.ncut_num_cuts,
-                               rng=np.random.default_rng(config.seed))
+    # background (label 0, masked out) takes no part in the cut
+    cut = normalized_cut(sp, color, config.ncut_threshold, config.ncut_num_cuts, np.random.default_rng(config.seed))
     # Relabel the cut to 1..K on moving pixels, 0 elsewhere.
     _, inv = np.unique(cut[moving], return_inverse=True)
     out = np.zeros(moving.shape, dtype=np.int32)

@@ -36,7 +36,8 @@ Pipeline of :meth:`FlowMaskLabeler.label` on one :class:`InteractionSample`:
    (:func:`fit_table_plane`); flow is zeroed at before pixels that are on/below the
    plane (height < ``table_height``) or have invalid depth, and at pixels whose
    flow end point p + f lands on the table / invalid depth / outside the image in
-   the *after* frame (the plane is applied to the after depth). So both frames'
+   the *after* frame (the plane is applied to the after depth; it is fitted on every ``plane_decimation``-th
+   depth row and column, for speed). So both frames'
    depth is used. Deviation (depth holes): a missing height takes the lowest valid height within
    ``hole_fill_px`` (:func:`fill_height_holes`), so a dark or shiny object with a few valid returns is
    not table, while the band a stereo camera cannot see beside an object stays table. Deviation: an end point within ``end_point_tolerance_px`` (6 px at
@@ -185,6 +186,10 @@ class FlowLabelerConfig:
     depth_fallback: bool = True
     depth_jump_m: float = 0.015
     min_vacated_fraction: float = 0.6
+    # The table plane is fitted on every plane_decimation-th pixel (row and column) of the before depth
+    # (speed: its full-image steps are 4x cheaper at 2; the plane is a 3-D quantity and is then applied at
+    # full resolution). 1 = every pixel.
+    plane_decimation: int = 2
 
     def __post_init__(self) -> None:
         if not 0 < self.max_area_fraction <= 1:
@@ -197,6 +202,8 @@ class FlowLabelerConfig:
                              f"got {self.mean_flow_region!r}")
         if self.min_area_px < 0 or self.prior_samples < 0:
             raise ValueError("min_area_px and prior_samples must be non-negative")
+        if self.plane_decimation < 1:
+            raise ValueError(f"plane_decimation must be >= 1, got {self.plane_decimation}")
 
 
 def sample_data_problem(sample: InteractionSample) -> Optional[str]:
@@ -255,6 +262,20 @@ def check_sample(sample: InteractionSample) -> tuple[int, int]:
     if not (np.isfinite(u) and np.isfinite(v)):
         raise ValueError(f"action pixel {sample.action_pixel} is not finite")
     return h, w
+
+
+def decimated_frame(frame: RgbdFrame, step: int) -> RgbdFrame:
+    """``frame`` with every ``step``-th row and column (pixel (u, v) -> (step u, step v) of the original), with
+    matching intrinsics and the same pose; ``frame`` itself for ``step`` 1. For fitting 3-D quantities (the
+    table plane) at a fraction of the cost."""
+    if step <= 1:
+        return frame
+    depth = np.asarray(frame.depth)[::step, ::step]
+    k = frame.intrinsics
+    h, w = depth.shape
+    intr = dataclasses.replace(k, fx=k.fx / step, fy=k.fy / step, cx=k.cx / step, cy=k.cy / step, width=w, height=h)
+    rgb = None if frame.rgb is None else np.asarray(frame.rgb)[::step, ::step]
+    return dataclasses.replace(frame, rgb=rgb, depth=depth, intrinsics=intr)
 
 
 def fill_mask_holes(mask: np.ndarray) -> np.ndarray:
@@ -606,7 +627,8 @@ class FlowMaskLabeler:
         max_area = cfg.max_area_fraction * h * w
 
         if plane is None:
-            found = find_table_plane(sample.before, cfg.table, np.random.default_rng(cfg.seed))
+            found = find_table_plane(decimated_frame(sample.before, cfg.plane_decimation), cfg.table,
+                                     np.random.default_rng(cfg.seed))
             if not found.found:
                 return skipped_label(sample, self.name, found.reason, t0)
             plane = found.plane
