@@ -19,11 +19,17 @@ id is unique: the same sample again is ignored, a different sample under a store
 and logged, and a stored sample or label is never rewritten. A sample the labeler cannot label
 (an exception) gets a *failed* label (``kept: false`` with the reason), so it is not retried on
 every restart.
+
+The sample store, not the topic, is the record of what needs a label: a sample the interaction
+node stored in the same ``dataset_dir`` but whose message never arrived (published before the
+subscription matched; dropped from a full queue) is found by a rescan every ``rescan_interval_s``
+while the worker is idle, and labelled then.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,7 +65,10 @@ class LabelerParams:
     labeler: str = field_with_help("flow", "flow (optical flow, paper 003) | frame_difference (baseline)")
     dataset_dir: str = field_with_help("data/interactions", "sample store; labels go to labels/<labeler>/")
     label_stored_on_start: bool = field_with_help(True, "label stored samples that have no label yet")
-    queue_size: int = field_with_help(16, "samples waiting to be labeled (oldest dropped when full)")
+    queue_size: int = field_with_help(16, "samples waiting to be labeled (oldest dropped when full; a rescan "
+                                      "finds them again)")
+    rescan_interval_s: float = field_with_help(5.0, "look for stored samples without a label this often while "
+                                               "idle (messages lost or dropped); 0 = only at start")
     max_mean_flow_px: float = field_with_help(7.0, "discard interactions with more mean flow (px at 640x480)")
     max_area_fraction: float = field_with_help(0.025, "discard masks larger than this fraction of the image")
     min_area_px: float = field_with_help(100.0, "discard masks smaller than this (px at 640x480)")
@@ -75,6 +84,8 @@ class LabelerParams:
             raise ValueError(f"grasp_labeler must be grasp_outcome or push, got {self.grasp_labeler!r}")
         if self.queue_size < 1:
             raise ValueError("queue_size must be >= 1")
+        if not (math.isfinite(self.rescan_interval_s) and self.rescan_interval_s >= 0):
+            raise ValueError(f"rescan_interval_s must be finite and >= 0, got {self.rescan_interval_s}")
 
 
 def make_labeler(p: LabelerParams):
@@ -106,12 +117,24 @@ class LabelerNode(GuardedNodeMixin, Node):
         self._queue = WorkQueue(self._label_one, self.params.queue_size, on_error=self._on_error, name="labeler")
         self.create_subscription(InteractionSampleMsg, "interaction/samples", self._on_sample, RELIABLE)
         if self.params.label_stored_on_start:
-            pending = self.store.unlabeled_ids(self.labeler_name)
-            if pending:
-                self.get_logger().info(f"labeling {len(pending)} stored samples without a {self.labeler_name} label")
-            for sample_id in pending:
-                self._queue.put(sample_id)
+            self._queue_unlabeled("stored samples without a label at start")
+        if self.params.rescan_interval_s > 0:
+            self.create_timer(self.params.rescan_interval_s, self._rescan)
         self.get_logger().info(f"labeler '{self.labeler_name}' ready on {self.params.dataset_dir}")
+
+    def _queue_unlabeled(self, why: str) -> int:
+        """Queue stored samples that have no label (oldest first, at most a queue's worth); returns how many."""
+        pending = self.store.unlabeled_ids(self.labeler_name)[:self.params.queue_size]
+        if pending:
+            self.get_logger().info(f"labeling {len(pending)} {why}")
+        for sample_id in pending:
+            self._queue.put(sample_id)
+        return len(pending)
+
+    def _rescan(self) -> None:
+        """Timer: with nothing queued or running, every stored sample without a label was missed; label it."""
+        if self._queue.idle():
+            self._queue_unlabeled("stored samples whose message was lost or dropped")
 
     @property
     def labeler_name(self) -> str:

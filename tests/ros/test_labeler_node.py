@@ -89,6 +89,18 @@ def test_resumes_stored_samples_and_survives_a_bad_one(spinner, tmp_path, pushes
     assert "bad" not in store.sample_ids()
 
 
+def test_a_sample_stored_without_a_message_is_found_by_the_rescan(spinner, tmp_path, pushes):
+    """The interaction node stores a sample whose message the labeler never gets (published before the
+    subscription matched): the idle labeler's rescan of the store labels it anyway."""
+    store = SampleStore(tmp_path)
+    labeler = spinner.add(LabelerNode(parameter_overrides=[Parameter("dataset_dir", value=str(tmp_path)),
+                                                           Parameter("rescan_interval_s", value=0.5)]))
+    assert wait_for(lambda: labeler.idle(), 10)
+    store.write_sample(pushes[0][0])  # stored, never published
+    assert wait_for(lambda: not store.unlabeled_ids("flow"), 30), "a stored sample without a message stayed unlabeled"
+    assert store.read_label(pushes[0][0].sample_id, "flow").provenance
+
+
 def test_grasps_go_to_the_grasp_outcome_labeler_and_pushes_stay_with_flow(spinner, tmp_path, pushes):
     """A real simulated pick-and-place over DDS: labelled by the grasp outcome, stored in the configured label set
     with its own provenance; a push beside it keeps the flow labeler."""
