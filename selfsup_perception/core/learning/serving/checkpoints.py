@@ -139,6 +139,15 @@ def version_of(path: str | os.PathLike) -> int:
     return int(m.group(1))
 
 
+def version_dirs(directory: str | os.PathLike, task: str) -> list[tuple[int, Path]]:
+    """(version, directory) of every version directory of ``task`` under ``directory``, oldest first; reads
+    no metadata (``[]`` when the task has none)."""
+    task_dir = Path(directory) / task
+    if not task_dir.is_dir():
+        return []
+    return sorted((int(m.group(1)), p) for p in task_dir.iterdir() if (m := _VERSION_RE.match(p.name)) and p.is_dir())
+
+
 def _remove_stale_temp_dirs(task_dir: Path) -> None:
     for p in task_dir.glob(".tmp-v*"):
         parts = p.name.split("-")
@@ -320,14 +329,8 @@ def list_versions(directory: str | os.PathLike, task: str, *, valid_only: bool =
     warning. Temporary ``.tmp-*`` directories are never listed. Reads metadata and weight-file
     headers only, never the weights.
     """
-    task_dir = Path(directory) / task
-    if not task_dir.is_dir():
-        return []
     out = []
-    for p in sorted(task_dir.iterdir()):
-        m = _VERSION_RE.match(p.name)
-        if not m or not p.is_dir():
-            continue
+    for version, p in version_dirs(directory, task):
         if valid_only:
             try:
                 meta = validate_version(p, task)
@@ -339,8 +342,8 @@ def list_versions(directory: str | os.PathLike, task: str, *, valid_only: bool =
                 meta = read_meta(p)
             except CheckpointError:
                 meta = {}
-        out.append(CheckpointInfo(p, int(m.group(1)), meta))
-    return sorted(out, key=lambda c: c.version)
+        out.append(CheckpointInfo(p, version, meta))
+    return out
 
 
 def latest_version(directory: str | os.PathLike, task: str) -> CheckpointInfo | None:

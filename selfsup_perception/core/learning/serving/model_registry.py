@@ -146,14 +146,7 @@ class ModelRegistry:
         Returns (the activated model or None, [(version, reason)] of every newer version skipped).
         """
         skipped: list[tuple[int, str]] = []
-        task_dir = self.checkpoint_dir / task
-        candidates = []
-        if task_dir.is_dir():
-            for p in task_dir.iterdir():
-                m = ckpt._VERSION_RE.match(p.name)
-                if m and p.is_dir():
-                    candidates.append((int(m.group(1)), p))
-        for version, p in sorted(candidates, reverse=True):
+        for version, p in reversed(ckpt.version_dirs(self.checkpoint_dir, task)):
             if eligible is not None and not eligible(version):
                 continue
             try:

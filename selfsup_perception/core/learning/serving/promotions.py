@@ -69,10 +69,10 @@ class PromotionLedger:
             except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError) as exc:
                 # never happens with atomic writes; a hand-edited file must not silently serve candidates
                 raise PromotionError(f"promotion ledger {path} is unreadable: {exc}") from exc
-        ledger._reconcile(Path(checkpoint_dir) / task)
+        ledger._reconcile(checkpoint_dir)
         return ledger
 
-    def _reconcile(self, task_dir: Path) -> None:
+    def _reconcile(self, checkpoint_dir: str | os.PathLike) -> None:
         """Append promotions recorded in meta.json after the ledger's newest event (a crash in between).
 
         Reads the metadata of the versions newer than that event only (not of every version on disk).
@@ -80,11 +80,11 @@ class PromotionLedger:
         if not self.exists:
             return
         newest_known = max((int(e["version"]) for e in self.events), default=0)
-        newer = sorted(int(m.group(1)) for p in task_dir.iterdir()
-                       if (m := ckpt._VERSION_RE.match(p.name)) and int(m.group(1)) > newest_known and p.is_dir())
-        for version in newer:
+        for version, path in ckpt.version_dirs(checkpoint_dir, self.task):
+            if version <= newest_known:
+                continue
             try:
-                meta = ckpt.read_meta(ckpt.version_dir(task_dir.parent, self.task, version))
+                meta = ckpt.read_meta(path)
             except ckpt.CheckpointError:
                 continue
             if meta.get("promoted") is True:
