@@ -245,7 +245,7 @@ def evaluation(checkpoint_dir: Path, num_scenes: int, seed: int,
     from selfsup_perception.core.learning.models.instance_segmentation import build_instance_model
 
     scenes = render_test_scenes(num_scenes, seed=seed, world=world)
-    depth_segments = [depth_bottom_up(s.frame).instances for s in scenes]
+    depth_segments = {id(s): depth_bottom_up(s.frame).instances for s in scenes}  # by scene object
     versions = ckpt.list_versions(checkpoint_dir, TASK)
     ledger = PromotionLedger.load(checkpoint_dir, TASK)
     served = served_version(checkpoint_dir, TASK)
@@ -264,14 +264,13 @@ def evaluation(checkpoint_dir: Path, num_scenes: int, seed: int,
             rows.append((f"v{info.version} (step {meta['step']}, {meta.get('dataset_size')} labels) {gate}",
                          model, meta))
     table, curve, evaluated, with_depth, combined_rows = [], [], {}, {}, []
-    index = {id(s): k for k, s in enumerate(scenes)}
     for i, (name, model, meta) in enumerate(rows):
         size = ckpt.serving_input_size(meta)
-        cache: dict[int, list] = {}
+        cache: dict[int, list] = {}  # this model's instances by scene object, reused with depth
 
         def segment(s, m=model, size=size):  # as the inference node serves them
-            cache[index[id(s)]] = segment_instances(m, s.rgb, size, refinement=MaskRefinementConfig())
-            return cache[index[id(s)]]
+            cache[id(s)] = segment_instances(m, s.rgb, size, refinement=MaskRefinementConfig())
+            return cache[id(s)]
 
         metrics = evaluate_segmenter(segment, scenes)
         table.append((name, metrics))
@@ -281,12 +280,12 @@ def evaluation(checkpoint_dir: Path, num_scenes: int, seed: int,
             evaluated[version] = metrics
             if version in promoted:
                 with_depth[version] = evaluate_segmenter(
-                    lambda s: combine_with_depth(cache[index[id(s)]], depth_segments[index[id(s)]]), scenes)
+                    lambda s: combine_with_depth(cache[id(s)], depth_segments[id(s)]), scenes)
                 combined_rows.append((f"v{version} + depth-aware segments", with_depth[version]))
     table.extend(combined_rows)
     colour = evaluate_segmenter(lambda s: bottom_up_instances(s.frame), scenes)
     table.append(("bottom-up baseline (graph-based RGB-D)", colour))
-    depth = evaluate_segmenter(lambda s: depth_segments[index[id(s)]], scenes)
+    depth = evaluate_segmenter(lambda s: depth_segments[id(s)], scenes)
     table.append(("bottom-up baseline (depth, above the table)", depth))
     bottom_up = max((colour, depth), key=lambda m: m["AP50"])  # the best baseline is the bar
     return {"table": table, "curve": curve, "evaluated": evaluated, "with_depth": with_depth,
