@@ -100,8 +100,9 @@ def main() -> None:
                                                    frame.intrinsics, frame.camera_to_world))
             store.register_view(vid, pairs)
         kept = sum(0.3 <= i <= 0.9 for i in ious)
-        record.table("views", [{"world": args.world, "views": len(frames), "size": "640x480", "pairs_compared": len(ious),
-                                "pairs_kept": kept, "iou_min": min(ious), "iou_max": max(ious)}],
+        record.table("views", [{"world": args.world, "views": len(frames), "size": "640x480",
+                                "pairs_compared": len(ious), "pairs_kept": kept, "iou_min": min(ious),
+                                "iou_max": max(ious)}],
                      [Column("world"), Column("views", fmt="d"), Column("size"),
                       Column("pairs_compared", "pairs compared", "d"), Column("pairs_kept", "kept (IoU 0.3-0.9)", "d"),
                       Column("iou_min", "IoU min", ".2f"), Column("iou_max", "IoU max", ".2f")],
