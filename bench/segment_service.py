@@ -84,14 +84,17 @@ def main() -> None:
     batches = (collate_samples([items[i] for i in rng.choice(len(items), 8, replace=False)], rng=rng)
                for _ in range(args.train_steps + 3))
     trainer.train_steps(batches, 3)  # warm-up
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     trainer.train_steps(batches, args.train_steps)
     sps = args.train_steps / (time.perf_counter() - t)
+    cpu_ms = 1000 * (time.process_time() - c) / args.train_steps
     record.table("training", [{
         "losses": f"{task.config.mask_loss} + {task.config.objectness_loss}", "batch": 8, "input": f"{w}x{h}",
-        "threads": args.threads, "device": str(trainer.device), "steps": args.train_steps, "steps_per_s": sps}],
+        "threads": args.threads, "device": str(trainer.device), "steps": args.train_steps, "steps_per_s": sps,
+        "cpu_ms_per_step": cpu_ms}],
         [Column("losses"), Column("batch", fmt="d"), Column("input"), Column("threads", fmt="d"), Column("device"),
-         Column("steps", fmt="d"), Column("steps_per_s", "steps/s", ".2f")],
+         Column("steps", fmt="d"), Column("steps_per_s", "steps/s", ".2f"),
+         Column("cpu_ms_per_step", "CPU ms/step (all threads)", ".0f")],
         title="training speed (toy scenes)")
 
     rows = []
