@@ -375,6 +375,27 @@ def flow_match_fraction(mask: np.ndarray, before_rgb: np.ndarray, after_rgb: np.
     return float((err[mask[y0:y1, x0:x1]] < max_error).mean())
 
 
+def depth_jumps(depth: np.ndarray, jump_m: float, hole_px: int = 3) -> np.ndarray:
+    """(H, W) bool: pixels whose 3x3 neighbourhood holds depths more than ``jump_m`` apart.
+
+    Missing depth (NaN, <= 0) first takes the *farthest* valid depth within ``hole_px`` (the lowest
+    surface, as :func:`fill_height_holes`); wider holes are no jump. Without the fill every hole counted as a
+    jump, so a line of holes across an object (a dark band, a shiny ridge; realistic world) cut it into
+    pieces; with it, a hole between two objects at different depths still cuts them apart."""
+    z = np.asarray(depth, np.float32)
+    with np.errstate(invalid="ignore"):
+        valid = np.isfinite(z) & (z > 0)
+    z = np.where(valid, z, np.float32(0)).astype(np.float32)
+    if hole_px > 0 and not valid.all():
+        far = cv2.dilate(z, np.ones((2 * hole_px + 1, 2 * hole_px + 1), np.uint8))
+        z = np.where(valid, z, far)
+        valid = z > 0
+    k = np.ones((3, 3), np.uint8)
+    hi = cv2.dilate(np.where(valid, z, np.float32(-1e6)).astype(np.float32), k)
+    lo = cv2.erode(np.where(valid, z, np.float32(1e6)).astype(np.float32), k)
+    return (hi - lo) > jump_m  # a window without a valid depth gives hi - lo < 0
+
+
 def vacated_object(height_before: np.ndarray, height_after_seen_before: np.ndarray, depth_before: np.ndarray,
                    action_pixel: tuple[float, float], table_height: float, depth_jump_m: float,
                    search_px: int, merge_vacated: Optional[float] = None) -> tuple[np.ndarray, float]:
@@ -392,9 +413,8 @@ def vacated_object(height_before: np.ndarray, height_after_seen_before: np.ndarr
     with np.errstate(invalid="ignore"):
         above = height_before >= table_height
         table_after = height_after_seen_before < table_height
-    z = np.where(np.isfinite(depth_before), depth_before, 0).astype(np.float32)
     k = np.ones((3, 3), np.uint8)
-    jump = (cv2.dilate(z, k) - cv2.erode(z, k)) > depth_jump_m
+    jump = depth_jumps(depth_before, depth_jump_m)
     inner = above & ~jump
     u, v = int(round(action_pixel[0])), int(round(action_pixel[1]))
     u0, u1, v0, v1 = max(u - search_px, 0), min(u + search_px + 1, w), max(v - search_px, 0), min(v + search_px + 1, h)
