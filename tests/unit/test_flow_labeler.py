@@ -439,3 +439,29 @@ def test_the_pushed_object_is_the_moved_one_under_or_nearest_the_action_pixel():
     # nothing moved, or the moved object is out of view
     assert pushed_instance(inst, [], (8.0, 8.0)) == (0, float("inf"))
     assert pushed_instance(inst, [7], (8.0, 8.0)) == (0, float("inf"))
+
+
+def test_a_moving_segment_on_a_neighbour_is_not_the_pushed_object():
+    # The pushed object A (plain) jumps far: DIS sees nothing on it (zero flow). Its textured neighbour B, 4 px
+    # away, slid 6 px (a chain, or a flow artefact at its edge). The Gaussian search around the action pixel
+    # (on A) finds B's segment; the object check sees that it covers none of A and the depth fallback labels A.
+    plain = np.full((H, W, 3), 90, np.uint8)
+    a0 = _square(140, 100, 36)
+    b_tex = _texture(5, blur=1.0)
+    b0 = _square(180, 100, 24)
+    sample = _sample([(plain, a0), (b_tex, b0)], [(plain, _shift(a0, 0, 70)), (_shift(b_tex, 6, 0), _shift(b0, 6, 0))],
+                     (174.0, 118.0))
+    flow = np.zeros((H, W, 2), np.float32)
+    flow[b0] = (6.0, 0.0)
+    unchecked = FlowMaskLabeler(FlowLabelerConfig(min_object_cover=0.0)).label(sample, flow=flow)
+    assert unchecked.kept and _iou(unchecked.mask, b0) > 0.8, unchecked.reason  # the neighbour, wrongly
+    label = FlowMaskLabeler().label(sample, flow=flow)
+    assert label.kept and label.stats["source"] == "depth", label.reason
+    assert label.stats["object_cover"] == 0.0 and _iou(label.mask, a0) > 0.9
+    # without the depth fallback the interaction is discarded with the reason
+    alone = FlowMaskLabeler(FlowLabelerConfig(depth_fallback=False)).label(sample, flow=flow)
+    assert not alone.kept and "not the object at the action pixel" in alone.reason
+    # a segment that is the object at the action pixel passes the check
+    before, after, gt = _moving_square()
+    ok = FlowMaskLabeler().label(_sample([before], [after], (158.0, 118.0)))
+    assert ok.kept and ok.stats["source"] == "flow" and ok.stats["object_cover"] > 0.9
