@@ -34,7 +34,10 @@ Columns (per labeler):
 Real frames (``--real DIR``, e.g. ``../shared/realdata/ucn_tabletop``): synthetic pushes and shake-only
 pairs on real RGB-D frames (see ``bench/real_label_quality.py``), printed after the simulator's table;
 ``--no-sim`` skips the simulator. ``--json PATH`` writes ``{"real": {labeler: {...}}, "sim": {clutter:
-{labeler: {...}}}, "sim_settings": {world, shake, sensor noise, ...}}``.
+{labeler: {...}}}, "sim_settings": {world, shake, sensor noise, ...}}``; a simulator entry's top-level
+figures use the pushed object, ``by_ground_truth`` holds the summary under each definition
+(``miou_moved_most``, ``miou_best_moved`` for short), and ``pushes_moving_several`` /
+``pushes_pushed_not_moved_most`` count the pushes where the definitions can differ.
 
 Usage: PYTHONPATH=. python bench/label_quality.py [--world simple|realistic] [--quick] [--scenes N]
        [--width 640 --height 480] [--real DIR [--no-sim]] [--json PATH]
