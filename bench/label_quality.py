@@ -46,7 +46,6 @@ Usage: PYTHONPATH=. python bench/label_quality.py [--world simple|realistic] [--
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -128,8 +127,9 @@ def main() -> None:
         print(real_table(figures["real"], [lab.name for lab in labelers]))
         print(f"# load average {os.getloadavg()[0]:.1f}")
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(figures, fh, indent=1, default=float)
+        from bench_report import write_json  # bench/ is on sys.path when run as a script
+
+        write_json(args.json, figures)  # atomic, strict JSON (NaN as null)
 
 
 def run_sim(args, labelers) -> tuple[dict, dict]:
