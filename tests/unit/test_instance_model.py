@@ -231,3 +231,25 @@ def test_every_peak_proposes_a_mask_without_greedy_cover():
         inst = predict_instances(net, rgb, config=InferenceConfig(min_area=10, greedy_cover=cover, peak_window=3))
         assert len(inst) == 1
         assert inst[0].box[0] <= 10 and inst[0].box[2] >= 32  # the whole object, from either peak
+
+
+def test_small_loss_selection_drops_the_worst_samples_of_the_batch():
+    """With small_loss_forget_rate the task's loss is the mean of its k smallest per-sample losses."""
+    items = synthetic_items(8, height=32, width=40, negative_fraction=0.25, seed=1)
+    batch = collate_samples(items, hflip_prob=0.0, rng=np.random.default_rng(0))
+    plain_task = InstanceSegmentationTask(InstanceTaskConfig(model=TINY))
+    torch.manual_seed(0)
+    net = plain_task.build_model()
+    torch.manual_seed(1)  # same random query pixels in both calls
+    per_sample, _ = plain_task._per_sample_loss(net, batch["rgb"], None, batch, plain_task._sample_queries(batch))
+    task = InstanceSegmentationTask(InstanceTaskConfig(model=TINY, small_loss_forget_rate=0.25, forget_ramp_steps=100))
+    torch.manual_seed(1)
+    loss, metrics = task.compute_loss(net, {**batch, "step": 200})  # ramp done: rate 0.25, int(0.75 * 8) = 6 kept
+    assert metrics["kept"] == 6 and metrics["forget_rate"] == pytest.approx(0.25)
+    expected = torch.sort(per_sample.detach()).values[:6].mean()
+    assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+    torch.manual_seed(1)
+    loss0, metrics0 = task.compute_loss(net, {**batch, "step": 0})  # ramp start: nothing forgotten
+    assert metrics0["kept"] == 8 and float(loss0) == pytest.approx(float(per_sample.mean()), rel=1e-5)
+    with pytest.raises(ValueError, match="small_loss_forget_rate"):
+        InstanceTaskConfig(small_loss_forget_rate=1.0)

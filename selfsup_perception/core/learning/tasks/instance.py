@@ -28,7 +28,8 @@ Training signal per sample, at stride 4 (targets are area-downsampled masks > 0.
   the soft-IoU hinge. A negative's mask is not trained: with embedding masks the query pixel
   is always in its own mask, so "no object here" is the objectness head's job.
 * per-sample loss = objectness_weight * L_obj + mask_weight * L_mask; with co-teaching two
-  networks exchange their (1 - forget) small-loss samples (Han et al. 2018).
+  networks exchange their (1 - forget) small-loss samples (Han et al. 2018); with
+  ``small_loss_forget_rate`` one network keeps its own (1 - forget) small-loss samples.
 """
 
 from __future__ import annotations
@@ -45,8 +46,10 @@ from selfsup_perception.core.learning.losses.noisy_labels import (
     CoTeachingLoss,
     SoftIoUHingeLoss,
     binary_iou,
+    forget_rate_schedule,
     hard_bootstrap_targets,
     robust_set_refine,
+    small_loss_mean,
     weighted_bce,
 )
 from selfsup_perception.core.learning.models.instance_segmentation import (  # noqa: F401 - re-exported
@@ -73,6 +76,10 @@ class InstanceTaskConfig:
     co_teaching: bool = False
     forget_rate: float = 0.1  # aeitel/self_deepmask
     forget_ramp_steps: int = 500  # linear ramp from 0 (Han et al.: over 10 epochs)
+    # one network, small-loss selection: each step trains on the int((1 - r) * B) samples of the batch with
+    # the smallest loss, r ramped from 0 like co-teaching's (losses/noisy_labels.small_loss_mean); 0 = off.
+    # Ignored with co_teaching (which selects by the peer's losses).
+    small_loss_forget_rate: float = 0.0
     queries_per_sample: int = 4
     objectness_weight: float = 1.0
     mask_weight: float = 1.0
@@ -102,6 +109,8 @@ class InstanceTaskConfig:
             raise ValueError(f"objectness_loss must be 'bce' or 'bootstrap', got {self.objectness_loss!r}")
         if self.queries_per_sample < 1:
             raise ValueError("queries_per_sample must be >= 1")
+        if not 0.0 <= self.small_loss_forget_rate < 1.0:
+            raise ValueError(f"small_loss_forget_rate must be in [0, 1), got {self.small_loss_forget_rate}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -170,6 +179,12 @@ class InstanceSegmentationTask:
             return loss, m_a
         net = model.net_a if isinstance(model, CoTeachingPair) else model
         per_sample, metrics = self._per_sample_loss(net, rgb, depth, batch, queries)
+        if c.small_loss_forget_rate > 0:
+            rate = forget_rate_schedule(int(batch.get("step", 0)), forget_rate=c.small_loss_forget_rate,
+                                        ramp_steps=c.forget_ramp_steps)
+            loss, picks = small_loss_mean(per_sample, rate)
+            metrics.update(forget_rate=float(rate), kept=float(picks.numel()))
+            return loss, metrics
         return per_sample.mean(), metrics
 
     def _noisy_losses_on(self, batch: dict) -> bool:
