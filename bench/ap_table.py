@@ -59,6 +59,10 @@ from selfsup_perception.core.learning.training.trainer import Trainer, TrainerCo
 from selfsup_perception.sim.tabletop import WORLDS, SimConfig, TabletopSim, replace_camera
 
 LABEL_SETS = ("frame_difference", "flow", "ground_truth")
+# where does the flow/GT gap come from? (--label-sets; they look at the ground truth, so diagnostics only)
+#   ground_truth_flow_kept: the true masks of the pushes whose flow label was kept (fewer labels, none wrong)
+#   flow_iou50: the kept flow labels whose IoU with the true mask is >= 0.5 (the wholly wrong ones left out)
+DIAGNOSTIC_SETS = ("ground_truth_flow_kept", "flow_iou50")
 CACHE_VERSION = 2  # 2: flow labels with hole filling, completion, flow check and depth fallback
 
 
@@ -152,7 +156,15 @@ def label_set(pushes: list[dict], name: str, size: tuple[int, int]) -> list[dict
     """Training items (resized to ``size`` = (w, h)) of one label set; see module doc."""
     items = []
     for p in pushes:
-        if name == "ground_truth":
+        if name in DIAGNOSTIC_SETS:
+            flow_mask, kept, neg = p["labels"]["flow"]
+            gt = p["gt_mask"] if p["gt_mask"] is not None else np.zeros(p["rgb"].shape[:2], bool)
+            if not kept or neg != (p["gt_mask"] is None):
+                continue
+            if name == "flow_iou50" and not neg and (flow_mask & gt).sum() < 0.5 * (flow_mask | gt).sum():
+                continue
+            mask = gt if name == "ground_truth_flow_kept" else flow_mask
+        elif name == "ground_truth":
             neg = p["gt_mask"] is None
             mask = np.zeros(p["rgb"].shape[:2], bool) if neg else p["gt_mask"]
         else:
@@ -221,7 +233,14 @@ def main() -> None:
     ap.add_argument("--objectness-loss", default=d.objectness_loss, choices=["bce", "bootstrap"])
     ap.add_argument("--unlabelled-weight", type=float, default=d.unlabelled_weight)
     ap.add_argument("--noisy-warmup", type=int, default=d.noisy_loss_warmup_steps, help="noisy_loss_warmup_steps")
-    ap.add_argument("--label-sets", nargs="+", default=list(LABEL_SETS), choices=LABEL_SETS)
+    ap.add_argument("--small-loss-forget-rate", type=float, default=d.small_loss_forget_rate,
+                    help="small_loss_forget_rate: each step leaves out this share of the batch with the largest loss")
+    ap.add_argument("--forget-ramp", type=int, default=d.forget_ramp_steps, help="forget_ramp_steps")
+    ap.add_argument("--train-seeds", type=int, nargs="+", default=[0],
+                    help="one model per label set and seed (initial weights, batches); the table shows mean +- std")
+    ap.add_argument("--json", default="", help="write settings, per-seed and summary figures to this path")
+    ap.add_argument("--label-sets", nargs="+", default=list(LABEL_SETS), choices=LABEL_SETS + DIAGNOSTIC_SETS,
+                    help=f"label sets to train on (diagnostics that look at the ground truth: {', '.join(DIAGNOSTIC_SETS)})")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     ap.add_argument("--seed", type=int, default=1000, help="first training-scene seed")
     ap.add_argument("--cache-dir", default="", help="default: bench/results/ap_table_cache_<world>")
@@ -233,11 +252,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(1)
     size = (args.input[0], args.input[1])
-    t_start, c_start = time.perf_counter(), cpu_s()
+    t_start, c_start, load0 = time.perf_counter(), cpu_s(), os.getloadavg()[0]
     print(f"# AP table, world {args.world}: {args.pushes} pushes (train objects, low+medium clutter, {args.pushes_per_scene} per scene, "
           f"seed {args.seed}); {args.steps} steps, batch {args.batch_size}, lr {args.lr}, input {size[0]}x{size[1]}, "
           f"mask loss {args.mask_loss}, objectness loss {args.objectness_loss} (balanced, unlabelled weight "
-          f"{args.unlabelled_weight}), noisy warm-up {args.noisy_warmup}; {InferenceConfig()}; "
+          f"{args.unlabelled_weight}), noisy warm-up {args.noisy_warmup}, small-loss forget rate "
+          f"{args.small_loss_forget_rate} (ramp {args.forget_ramp}); training seeds {args.train_seeds}; {InferenceConfig()}; "
           f"{args.test_scenes} test scenes (novel objects, 640x480, low/medium/high); torch threads {args.threads}; "
           f"load average {os.getloadavg()[0]:.1f}", flush=True)
 
@@ -257,11 +277,11 @@ def main() -> None:
 
     task_config = InstanceTaskConfig(mask_loss=args.mask_loss, objectness_loss=args.objectness_loss,
                                      unlabelled_weight=args.unlabelled_weight,
-                                     noisy_loss_warmup_steps=args.noisy_warmup)
-    trainer_config = TrainerConfig(lr=args.lr, warmup_steps=20, schedule="cosine", total_steps=args.steps,
-                                   log_every=0, seed=0)
+                                     noisy_loss_warmup_steps=args.noisy_warmup,
+                                     small_loss_forget_rate=args.small_loss_forget_rate,
+                                     forget_ramp_steps=args.forget_ramp)
     infer = InferenceConfig()
-    rows: list[tuple[str, str, dict, float, float]] = []
+    rows: list[dict] = []  # one per (method, seed)
 
     def evaluate(model) -> tuple[dict, float]:
         t = time.perf_counter()
@@ -270,38 +290,78 @@ def main() -> None:
 
     t = time.perf_counter()
     r = evaluate_segmenter(lambda s: bottom_up_instances(s.frame), scenes)
-    rows.append(("bottom-up (Felzenszwalb on RGB above the table)", "-", r, 0.0,
-                 1000 * (time.perf_counter() - t) / len(scenes)))
-    print(rows[-1][0], {k: round(v, 3) for k, v in r.items()}, flush=True)
-    random_model = Trainer(InstanceSegmentationTask(task_config), trainer_config).model.eval()
-    r, ms = evaluate(random_model)
-    rows.append(("random weights", "-", r, 0.0, ms))
-    print(rows[-1][0], {k: round(v, 3) for k, v in r.items()}, flush=True)
-    for name in args.label_sets:
-        items = label_set(pushes, name, size)
-        n_pos = sum(not it["is_negative"] for it in items)
-        t, c = time.perf_counter(), cpu_s()
-        model, records = train_model(items, task_config, trainer_config, args.steps, args.batch_size, seed=0)
-        train_s, train_cpu = time.perf_counter() - t, cpu_s() - c
-        r, ms = evaluate(model)
-        last = records[-20:]
-        tail = {k: float(np.mean([x[k] for x in last if k in x])) for k in ("loss", "mask_iou") if any(k in x for x in last)}
-        rows.append((f"{name} labels", f"{n_pos}+{len(items) - n_pos}", r, train_s, ms))
-        print(f"{rows[-1][0]}: {len(items)} items, train {train_s:.0f} s wall / {train_cpu:.0f} s CPU, "
-              f"last-20 {tail}", {k: round(v, 3) for k, v in r.items()}, flush=True)
+    rows.append({"method": "bottom-up (Felzenszwalb on RGB above the table)", "labels": "-", "seed": None, **r,
+                 "train_s": 0.0, "ms_per_image": 1000 * (time.perf_counter() - t) / len(scenes)})
+    print(rows[-1]["method"], {k: round(v, 3) for k, v in r.items()}, flush=True)
+    for seed in args.train_seeds:
+        trainer_config = TrainerConfig(lr=args.lr, warmup_steps=20, schedule="cosine", total_steps=args.steps,
+                                       log_every=0, seed=seed)
+        random_model = Trainer(InstanceSegmentationTask(task_config), trainer_config).model.eval()
+        r, ms = evaluate(random_model)
+        rows.append({"method": "random weights", "labels": "-", "seed": seed, **r, "train_s": 0.0, "ms_per_image": ms})
+        print(rows[-1]["method"], f"seed {seed}", {k: round(v, 3) for k, v in r.items()}, flush=True)
+        for name in args.label_sets:
+            items = label_set(pushes, name, size)
+            n_pos = sum(not it["is_negative"] for it in items)
+            t, c = time.perf_counter(), cpu_s()
+            model, records = train_model(items, task_config, trainer_config, args.steps, args.batch_size, seed=seed)
+            train_s, train_cpu = time.perf_counter() - t, cpu_s() - c
+            r, ms = evaluate(model)
+            last = records[-20:]
+            tail = {k: float(np.mean([x[k] for x in last if k in x])) for k in ("loss", "mask_iou") if any(k in x for x in last)}
+            rows.append({"method": f"{name} labels", "labels": f"{n_pos}+{len(items) - n_pos}", "seed": seed, **r,
+                         "train_s": train_s, "train_cpu_s": train_cpu, "ms_per_image": ms})
+            print(f"{rows[-1]['method']} seed {seed}: {len(items)} items, train {train_s:.0f} s wall / {train_cpu:.0f} s CPU, "
+                  f"last-20 {tail}", {k: round(v, 3) for k, v in r.items()}, flush=True)
 
-    print("\n| method | train labels (pos+neg) | AP@0.3 | AP@0.5 | AP@0.75 | AP@[.5:.95] | train s | ms/image |")
+    summary = summarize(rows)
+    seeds = ", ".join(str(x) for x in args.train_seeds)
+    print(f"\n| method | train labels (pos+neg) | AP@0.3 | AP@0.5 | AP@0.75 | AP@[.5:.95] | train s | ms/image |"
+          f"   (mean +- sample std over training seeds {seeds})")
     print("|---|---|---|---|---|---|---|---|")
-    for name, n, r, ts, ms in rows:
-        print(f"| {name} | {n} | {r['AP30']:.3f} | {r['AP50']:.3f} | {r['AP75']:.3f} | {r['AP']:.3f} | "
-              f"{ts:.0f} | {ms:.0f} |")
-    byname = {name: r for name, _, r, _, _ in rows}
-    if "flow labels" in byname and "ground_truth labels" in byname and byname["ground_truth labels"]["AP50"] > 0:
-        ratio = byname["flow labels"]["AP50"] / byname["ground_truth labels"]["AP50"]
-        print(f"\nflow / GT-label AP@0.5 = {ratio:.2f} (target >= 0.9)")
-    print(f"# total {time.perf_counter() - t_start:.0f} s wall, {cpu_s() - c_start:.0f} s CPU, "
-          f"load average {os.getloadavg()[0]:.1f}")
+    for m in summary:
+        cols = " | ".join(f"{m[k]:.3f}" if m["n"] < 2 else f"{m[k]:.3f} ± {m[k + '_std']:.3f}"
+                          for k in ("AP30", "AP50", "AP75", "AP"))
+        print(f"| {m['method']} | {m['labels']} | {cols} | {m['train_s']:.0f} | {m['ms_per_image']:.0f} |")
+    ratio = flow_gt_ratio(rows)
+    if ratio is not None:
+        per_seed = ", ".join(f"{x:.2f}" for x in ratio["per_seed"])
+        print(f"\nflow / GT-label AP@0.5 = {ratio['of_means']:.2f} (ratio of the means; per seed {per_seed}; target >= 0.9)")
+    total = {"wall_s": time.perf_counter() - t_start, "cpu_s": cpu_s() - c_start, "load_average_end": os.getloadavg()[0]}
+    print(f"# total {total['wall_s']:.0f} s wall, {total['cpu_s']:.0f} s CPU, load average {total['load_average_end']:.1f}")
+    if args.json:
+        settings = {k: v for k, v in vars(args).items() if k != "json"}
+        label_stats = {n: dict(zip(("positives", "negatives", "miou"), label_quality(pushes, n)))
+                       for n in ("frame_difference", "flow")}
+        Path(args.json).write_text(json.dumps({"settings": settings, "task_config": task_config.to_dict(),
+                                               "label_quality": label_stats, "rows": rows, "summary": summary,
+                                               "flow_gt_ap50": ratio, "total": total, "load_average_start": load0},
+                                              indent=1))
+        print(f"wrote {args.json}")
 
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Mean and sample std over the seeds of each method, in the order the methods first appear."""
+    out = []
+    for method in dict.fromkeys(r["method"] for r in rows):
+        rs = [r for r in rows if r["method"] == method]
+        m = {"method": method, "labels": rs[0]["labels"], "n": len(rs)}
+        for k in ("AP30", "AP50", "AP75", "AP", "train_s", "ms_per_image"):
+            x = np.array([r[k] for r in rs], float)
+            m[k], m[k + "_std"] = float(x.mean()), float(x.std(ddof=1)) if len(x) > 1 else 0.0
+        out.append(m)
+    return out
+
+
+def flow_gt_ratio(rows: list[dict]) -> dict | None:
+    """AP@0.5 of flow labels / ground-truth labels: of the means over seeds, and per seed."""
+    flow = {r["seed"]: r["AP50"] for r in rows if r["method"] == "flow labels"}
+    gt = {r["seed"]: r["AP50"] for r in rows if r["method"] == "ground_truth labels"}
+    seeds = [s for s in flow if s in gt]
+    if not seeds or np.mean([gt[s] for s in seeds]) <= 0:
+        return None
+    return {"of_means": float(np.mean([flow[s] for s in seeds]) / np.mean([gt[s] for s in seeds])),
+            "per_seed": [flow[s] / gt[s] if gt[s] > 0 else float("nan") for s in seeds], "seeds": seeds}
 
 if __name__ == "__main__":
     main()
