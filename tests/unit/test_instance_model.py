@@ -10,6 +10,7 @@ from selfsup_perception.core.learning.tasks.instance import (
     InstanceSegmentationTask,
     InstanceTaskConfig,
     collate_samples,
+    jitter_colors,
     synthetic_items,
 )
 from selfsup_perception.core.learning.models.instance_segmentation import (
@@ -253,3 +254,27 @@ def test_small_loss_selection_drops_the_worst_samples_of_the_batch():
     assert metrics0["kept"] == 8 and float(loss0) == pytest.approx(float(per_sample.mean()), rel=1e-5)
     with pytest.raises(ValueError, match="small_loss_forget_rate"):
         InstanceTaskConfig(small_loss_forget_rate=1.0)
+
+
+def test_color_jitter_changes_colours_only():
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(40, 200, (24, 32, 3), dtype=np.uint8)
+    assert jitter_colors(rgb, 0.0, rng) is rgb
+    out = jitter_colors(rgb, 0.3, np.random.default_rng(1))
+    assert out.shape == rgb.shape and out.dtype == np.uint8 and not np.array_equal(out, rgb)
+    # the same draws as the formula: exposure x white balance gain, then contrast about the mean
+    r = np.random.default_rng(1)
+    gain = r.uniform(0.7, 1.3) * r.uniform(0.85, 1.15, 3)
+    x = rgb.astype(np.float32) * gain.astype(np.float32)
+    x = (x - x.mean()) * np.float32(r.uniform(0.7, 1.3)) + x.mean()
+    np.testing.assert_array_equal(out, np.clip(x + 0.5, 0, 255).astype(np.uint8))
+    # a jittered image keeps the order of its pixels' brightness within a channel (a monotone map)
+    a, b = rgb[..., 0].astype(int).ravel(), out[..., 0].astype(int).ravel()
+    assert np.all(np.diff(b[np.argsort(a, kind="stable")]) >= 0)
+    with pytest.raises(ValueError, match="jitter"):
+        jitter_colors(rgb, 1.0, rng)
+    items = synthetic_items(3, height=32, width=40, seed=2)
+    plain = collate_samples(items, hflip_prob=0.0, rng=np.random.default_rng(5))
+    jittered = collate_samples(items, hflip_prob=0.0, rng=np.random.default_rng(5), color_jitter=0.3)
+    assert torch.equal(plain["mask"], jittered["mask"]) and torch.equal(plain["action_pixel"], jittered["action_pixel"])
+    assert not torch.equal(plain["rgb"], jittered["rgb"])

@@ -302,6 +302,7 @@ def collate_samples(
     hflip_prob: float = 0.5,
     vflip_prob: float = 0.0,
     rng: np.random.Generator | None = None,
+    color_jitter: float = 0.0,
 ) -> dict[str, torch.Tensor]:
     """Stack labelled samples into a training batch, with random flips and crops.
 
@@ -311,6 +312,8 @@ def collate_samples(
         crop_size: (h, w) of a random crop that keeps the action pixel inside; images smaller
             than it are padded (``valid`` False there). None: all images must share one size.
         hflip_prob / vflip_prob: probability of a horizontal / vertical flip (u -> W-1-u / v -> H-1-v).
+        color_jitter: strength s of a photometric jitter per image (:func:`jitter_colors`: exposure,
+            contrast and white balance as a camera changes them); 0 = off.
     Returns:
         the batch dict documented in the module docstring.
     """
@@ -339,6 +342,8 @@ def collate_samples(
         depth = np.asarray(it["depth"], dtype=np.float32) if has_depth else None
         if depth is not None and depth.shape != (h, w):
             raise ValueError(f"depth {depth.shape} does not match rgb {rgb.shape[:2]}")
+        if color_jitter > 0:
+            rgb = jitter_colors(rgb, color_jitter, rng)
         if rng.random() < hflip_prob:
             rgb, mask, u = rgb[:, ::-1], mask[:, ::-1], (w - 1) - u
             depth = depth[:, ::-1] if depth is not None else None
@@ -376,6 +381,24 @@ def collate_samples(
     if has_depth:
         batch["depth"] = torch.from_numpy(np.stack(depths))
     return batch
+
+
+def jitter_colors(rgb: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """(H, W, 3) uint8 with a random exposure, contrast and white balance, as a camera changes them.
+
+    out = clip((g_c * x - m) * k + m),  x in [0, 255], gain g_c = e * w_c per channel with exposure
+    e ~ U(1 - s, 1 + s) and white balance w_c ~ U(1 - s/2, 1 + s/2), contrast k ~ U(1 - s, 1 + s)
+    about the image mean m of g_c * x. Masks and geometry are unchanged. s = 0 returns the image.
+    """
+    if not 0.0 <= strength < 1.0:
+        raise ValueError(f"color jitter strength must be in [0, 1), got {strength}")
+    if strength == 0:
+        return rgb
+    gain = rng.uniform(1 - strength, 1 + strength) * rng.uniform(1 - strength / 2, 1 + strength / 2, 3)
+    x = rgb.astype(np.float32) * gain.astype(np.float32)  # (H, W, 3)
+    m = x.mean()
+    x = (x - m) * np.float32(rng.uniform(1 - strength, 1 + strength)) + m
+    return np.clip(x + 0.5, 0, 255).astype(np.uint8)
 
 
 def _crop_start(size: int, crop: int, centre: float, rng: np.random.Generator) -> int:
