@@ -278,3 +278,45 @@ def test_color_jitter_changes_colours_only():
     jittered = collate_samples(items, hflip_prob=0.0, rng=np.random.default_rng(5), color_jitter=0.3)
     assert torch.equal(plain["mask"], jittered["mask"]) and torch.equal(plain["action_pixel"], jittered["action_pixel"])
     assert not torch.equal(plain["rgb"], jittered["rgb"])
+
+
+def _point_batch(action=(10.0, 10.0)):
+    rgb = np.full((32, 32, 3), 100, np.uint8)
+    item = {"rgb": rgb, "mask": np.zeros((32, 32), bool), "action_pixel": action, "is_negative": False, "is_point": True}
+    return collate_samples([item], hflip_prob=0.0, rng=np.random.default_rng(0))
+
+
+def test_point_label_trains_objectness_at_the_action_pixel_only():
+    batch = _point_batch()
+    assert batch["is_point"].tolist() == [True]
+    cfg = InstanceTaskConfig(model=TINY, objectness_loss="bce", point_radius=3.0)
+    for logit in (-1.0, 0.5):
+        torch.manual_seed(0)
+        task = InstanceSegmentationTask(cfg)
+        net = task.build_model()
+        real_forward = net.forward
+        obj = torch.full((1, 1, 8, 8), -20.0)  # "background" everywhere: huge loss if any such cell had a target of 1
+        # the cells whose centres (4 i + 1.5) lie within 3 px of (10, 10): only (2, 2) at (9.5, 9.5)
+        obj[0, 0, 2, 2] = logit
+
+        def forward(x, depth=None, obj=obj):
+            out = real_forward(x, depth)
+            return {**out, "objectness": obj.clone().requires_grad_(True)}
+
+        net.forward = forward
+        _, metrics = task.compute_loss(net, {**batch, "step": 0})
+        assert metrics["loss_objectness"] == pytest.approx(float(-np.log(1 / (1 + np.exp(-logit)))), rel=1e-5)
+        assert metrics["loss_mask"] == 0.0 and "mask_iou" not in metrics  # no mask is trained
+    # a radius below the cell spacing still takes the nearest cell; a mixed batch trains and backpropagates
+    items = synthetic_items(3, height=32, width=40, negative_fraction=0.0, seed=4)
+    items.append({**items[0], "mask": np.zeros((32, 40), bool), "is_point": True})
+    mixed = collate_samples(items, hflip_prob=0.0, rng=np.random.default_rng(0))
+    assert mixed["is_point"].tolist() == [False, False, False, True]
+    task = InstanceSegmentationTask(InstanceTaskConfig(model=TINY, point_radius=0.0))
+    torch.manual_seed(0)
+    model = task.build_model()
+    loss, _ = task.compute_loss(model, {**mixed, "step": 5})
+    assert torch.isfinite(loss)
+    loss.backward()
+    with pytest.raises(ValueError, match="is_point"):
+        task.compute_loss(model, {**mixed, "is_point": mixed["is_point"][:2]})

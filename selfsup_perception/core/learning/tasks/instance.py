@@ -10,6 +10,9 @@ key                shape / dtype          meaning
 ``action_pixel``   (B, 2) float32         (u, v) where the robot acted, in this (cropped) image
 ``is_negative``    (B,) bool              nothing moved: the action pixel is background
 ``valid``          (B, H, W) bool         pixels to train on (False = padding); optional
+``is_point``       (B,) bool              point label: an object lies at the action pixel, its mask is
+                                          unknown (a push that moved something, discarded by the
+                                          labeler); optional
 ``depth``          (B, H, W) float32      metres, NaN invalid; only if the model uses depth
 ``step``           int                    added by the trainer (co-teaching ramp)
 =================  ====================  ===========================================================
@@ -27,6 +30,11 @@ Training signal per sample, at stride 4 (targets are area-downsampled masks > 0.
   predict the whole labelled mask; BCE, robust set loss (Pathak et al. Sec. 3.1), or BCE plus
   the soft-IoU hinge. A negative's mask is not trained: with embedding masks the query pixel
   is always in its own mask, so "no object here" is the objectness head's job.
+* point labels (``is_point``): objectness target 1 at the stride-4 cells within ``point_radius``
+  of the action pixel (at least the nearest cell), every other pixel unweighted; no mask loss.
+  A push moves the object under its start pixel (118 of the 120 pushes of ``bench/ap_table.py``'s
+  realistic collection), so a push whose mask the labeler could not trust still says where an
+  object is.
 * per-sample loss = objectness_weight * L_obj + mask_weight * L_mask; with co-teaching two
   networks exchange their (1 - forget) small-loss samples (Han et al. 2018); with
   ``small_loss_forget_rate`` one network keeps its own (1 - forget) small-loss samples.
@@ -85,6 +93,7 @@ class InstanceTaskConfig:
     mask_weight: float = 1.0
     negative_radius: float = 12.0  # px, full resolution
     negative_weight: float = 4.0
+    point_radius: float = 3.0  # px of the training image: objectness target 1 around a point label's action pixel
     # objectness class balance: labelled-mask pixels of a positive are up-weighted so that they
     # carry as much total weight as the rest of that image (one object is ~1 % of the pixels;
     # unbalanced BCE learns "nothing is an object" and no query point reaches the peak threshold)
@@ -109,6 +118,8 @@ class InstanceTaskConfig:
             raise ValueError(f"objectness_loss must be 'bce' or 'bootstrap', got {self.objectness_loss!r}")
         if self.queries_per_sample < 1:
             raise ValueError("queries_per_sample must be >= 1")
+        if self.point_radius < 0:
+            raise ValueError(f"point_radius must be >= 0, got {self.point_radius}")
         if not 0.0 <= self.small_loss_forget_rate < 1.0:
             raise ValueError(f"small_loss_forget_rate must be in [0, 1), got {self.small_loss_forget_rate}")
 
@@ -134,6 +145,8 @@ def _check_batch(batch: dict) -> None:
         raise ValueError("batch['action_pixel'] must be (B, 2) and batch['is_negative'] (B,)")
     if "valid" in batch and batch["valid"].shape != (b, h, w):
         raise ValueError(f"batch['valid'] {tuple(batch['valid'].shape)} does not match rgb")
+    if "is_point" in batch and batch["is_point"].shape != (b,):
+        raise ValueError(f"batch['is_point'] must be (B,), got {tuple(batch['is_point'].shape)}")
 
 
 class InstanceSegmentationTask:
@@ -226,16 +239,21 @@ class InstanceSegmentationTask:
             else (F.interpolate(valid.float()[:, None], size=(h4, w4), mode="area")[:, 0] > 0.5).float()
         )
         neg = batch["is_negative"].bool()
-        labelled = neg | mask4.flatten(1).any(1)  # positives whose mask vanished at stride 4 carry no signal
+        point = batch["is_point"].bool() & ~neg if "is_point" in batch else torch.zeros_like(neg)  # (B,)
+        labelled = neg | point | mask4.flatten(1).any(1)  # positives whose mask vanished at stride 4 carry no signal
         # known background: disk around a negative's action pixel
         ys = (torch.arange(h4, device=obj.device, dtype=torch.float32) + 0.5) * (h / h4) - 0.5
         xs = (torch.arange(w4, device=obj.device, dtype=torch.float32) + 0.5) * (w / w4) - 0.5
         ap = batch["action_pixel"].float()
         d2 = (xs[None, None, :] - ap[:, 0, None, None]) ** 2 + (ys[None, :, None] - ap[:, 1, None, None]) ** 2
         known_bg = (d2 <= c.negative_radius**2) & neg[:, None, None]  # (B, h4, w4)
-        target = mask4 & ~neg[:, None, None]
+        # known object: the cells around a point label's action pixel (at least the nearest one)
+        reach2 = d2.flatten(1).min(1).values.clamp_min(c.point_radius**2)  # (B,)
+        known_fg = (d2 <= reach2[:, None, None]) & point[:, None, None]  # (B, h4, w4)
+        target = (mask4 & ~neg[:, None, None] & ~point[:, None, None]) | known_fg
         pos_px = target & (valid4 > 0)  # (B, h4, w4)
         unl_w = torch.where(neg[:, None, None], torch.ones_like(valid4), torch.full_like(valid4, c.unlabelled_weight))
+        unl_w = torch.where(point[:, None, None], torch.zeros_like(unl_w), unl_w)  # a point label says nothing else
         base_w = valid4 * torch.where(target, torch.ones_like(valid4), unl_w)
         base_w = base_w * (1.0 + c.negative_weight * known_bg.float()) * labelled[:, None, None].float()
         if c.balance_objectness:
@@ -255,7 +273,7 @@ class InstanceSegmentationTask:
             loss_obj = weighted_bce(obj, target.float(), base_w, "none")
 
         # -- point-conditioned mask (positives only)
-        pos = ~neg & labelled
+        pos = ~neg & ~point & labelled
         loss_mask = torch.zeros(b, device=obj.device)
         metrics: dict[str, float] = {}
         if pos.any():
@@ -308,7 +326,8 @@ def collate_samples(
 
     Args:
         items: each a dict {'rgb' (H,W,3) uint8, 'mask' (H,W) bool, 'action_pixel' (u,v),
-            'is_negative' bool[, 'depth' (H,W) float32]} or a tuple (rgb, mask, action_pixel, is_negative).
+            'is_negative' bool[, 'depth' (H,W) float32][, 'is_point' bool]} or a tuple (rgb, mask,
+            action_pixel, is_negative).
         crop_size: (h, w) of a random crop that keeps the action pixel inside; images smaller
             than it are padded (``valid`` False there). None: all images must share one size.
         hflip_prob / vflip_prob: probability of a horizontal / vertical flip (u -> W-1-u / v -> H-1-v).
@@ -329,6 +348,7 @@ def collate_samples(
     ch, cw = crop_size
     has_depth = all("depth" in it and it["depth"] is not None for it in items)
     rgbs, masks, valids, aps, negs, depths = [], [], [], [], [], []
+    has_points = any("is_point" in it for it in items)
     for it in items:
         rgb, mask = np.asarray(it["rgb"]), np.asarray(it["mask"]).astype(bool)
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or rgb.size == 0:
@@ -380,6 +400,8 @@ def collate_samples(
     }
     if has_depth:
         batch["depth"] = torch.from_numpy(np.stack(depths))
+    if has_points:
+        batch["is_point"] = torch.tensor([bool(it.get("is_point", False)) for it in items], dtype=torch.bool)
     return batch
 
 
