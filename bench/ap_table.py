@@ -10,9 +10,14 @@ Steps (issue 4's evaluation bench; the table structure of Eitel et al. Table I /
    ``bench/results/ap_table_cache_<world>/`` (one .npz per push), so a
    rerun with the same collection settings skips the simulator.
 2. Three label sets from the same interactions: frame differencing (``FrameDifferenceLabeler``),
-   optical flow (``FlowMaskLabeler``) -- kept labels and negatives only, as the online trainer
-   (``LabeledDataset``) uses them -- and the ground-truth masks of the moved objects (upper bound;
-   every executed push, true negatives included).
+   optical flow (``FlowMaskLabeler``) -- kept labels and negatives only -- and the ground-truth masks
+   of the moved objects (upper bound; every executed push, true negatives included). Optional
+   (``--label-sets``): ``flow_points``, the flow labels plus point labels of the pushes the flow
+   labeler discarded although the object at the action pixel moved, as the online trainer
+   (``LabeledDataset``, ``point_labels``) uses them; diagnostics that look at the ground truth,
+   ``ground_truth_flow_kept`` (true masks of the pushes flow kept) and ``flow_iou50`` (flow labels
+   with IoU >= 0.5). ``--train-seeds`` trains one model per label set and seed: the table shows
+   mean +- sample std, and the flow/GT ratio of the means and per seed.
 3. One model per label set, same budget: same steps, batch, input size (160x120 as
    config/trainer.yaml; images resized with ``online_training.resize_item`` and batched with
    ``collate_samples`` as ``LabeledDataset.batches``), the shared ``Trainer``.
@@ -54,16 +59,21 @@ from selfsup_perception.core.learning.tasks.instance import (
     collate_samples,
 )
 from selfsup_perception.core.learning.models.instance_segmentation import InferenceConfig
-from selfsup_perception.core.learning.training.online import resize_item
+from selfsup_perception.core.learning.training.online import point_label_evidence, resize_item
+from selfsup_perception.core.types import MaskLabel
 from selfsup_perception.core.learning.training.trainer import Trainer, TrainerConfig
 from selfsup_perception.sim.tabletop import WORLDS, SimConfig, TabletopSim, replace_camera
 
 LABEL_SETS = ("frame_difference", "flow", "ground_truth")
+# flow_points: the flow labels plus point labels of the pushes the flow labeler discarded although the object
+# at the action pixel moved (online.point_label_evidence, as the online trainer's point_labels): what the robot
+# trains on by default
+SELF_SUPERVISED_EXTRA = ("flow_points",)
 # where does the flow/GT gap come from? (--label-sets; they look at the ground truth, so diagnostics only)
 #   ground_truth_flow_kept: the true masks of the pushes whose flow label was kept (fewer labels, none wrong)
 #   flow_iou50: the kept flow labels whose IoU with the true mask is >= 0.5 (the wholly wrong ones left out)
 DIAGNOSTIC_SETS = ("ground_truth_flow_kept", "flow_iou50")
-CACHE_VERSION = 2  # 2: flow labels with hole filling, completion, flow check and depth fallback
+CACHE_VERSION = 3  # 2: flow labels with hole filling, completion, flow check and depth fallback; 3: labels' reasons and stats
 
 
 def cpu_s() -> float:
@@ -96,14 +106,16 @@ def collect_pushes(num_pushes: int, *, seed0: int, pushes_per_scene: int, clutte
                 sample, gt, moved_m = result
                 if sample is None:
                     continue
-                labels = {}
+                labels, info = {}, {}
                 for name, lab in labelers.items():
                     label = lab.label(sample)
                     labels[name] = (label.mask.astype(bool), bool(label.kept), bool(label.is_negative))
+                    info[name] = (label.reason, {k: float(v) for k, v in label.stats.items()
+                                                 if isinstance(v, (bool, int, float, np.number))})
                 done += 1
                 yield {"rgb": sample.before.rgb, "gt_mask": gt,
                        "action_pixel": tuple(float(x) for x in sample.action_pixel),
-                       "moved_m": moved_m, "labels": labels, "scene": f"{clutter}-{seed}"}
+                       "moved_m": moved_m, "labels": labels, "label_info": info, "scene": f"{clutter}-{seed}"}
 
 
 def _save_push(path: Path, p: dict) -> None:
@@ -112,15 +124,20 @@ def _save_push(path: Path, p: dict) -> None:
               "gt_mask": p["gt_mask"] if p["gt_mask"] is not None else np.zeros(p["rgb"].shape[:2], bool)}
     for name, (mask, kept, neg) in p["labels"].items():
         arrays[f"{name}_mask"], arrays[f"{name}_kept"], arrays[f"{name}_negative"] = mask, np.bool_(kept), np.bool_(neg)
+        reason, stats = p["label_info"][name]
+        arrays[f"{name}_reason"], arrays[f"{name}_stats"] = np.str_(reason), np.str_(json.dumps(stats))
     atomic_write_bytes(path, lambda f: np.savez_compressed(f, **arrays))
 
 
 def _load_push(path: Path) -> dict:
     z = np.load(path)
-    labels = {n: (z[f"{n}_mask"], bool(z[f"{n}_kept"]), bool(z[f"{n}_negative"])) for n in ("flow", "frame_difference")}
+    names = ("flow", "frame_difference")
+    labels = {n: (z[f"{n}_mask"], bool(z[f"{n}_kept"]), bool(z[f"{n}_negative"])) for n in names}
+    info = {n: (str(z[f"{n}_reason"]), json.loads(str(z[f"{n}_stats"]))) if f"{n}_reason" in z else ("", {})
+            for n in names}  # ("", {}): a file written before cache version 3
     return {"rgb": z["rgb"], "gt_mask": z["gt_mask"] if bool(z["has_gt"]) else None,
             "action_pixel": tuple(float(x) for x in z["action_pixel"]), "moved_m": float(z["moved_m"]),
-            "labels": labels}
+            "labels": labels, "label_info": info}
 
 
 def load_or_collect(cache_dir: Path, num_pushes: int, seed0: int, pushes_per_scene: int,
@@ -164,6 +181,15 @@ def label_set(pushes: list[dict], name: str, size: tuple[int, int]) -> list[dict
             if name == "flow_iou50" and not neg and (flow_mask & gt).sum() < 0.5 * (flow_mask | gt).sum():
                 continue
             mask = gt if name == "ground_truth_flow_kept" else flow_mask
+        elif name == "flow_points":
+            mask, kept, neg = p["labels"]["flow"]
+            if not kept:
+                reason, stats = p["label_info"]["flow"]
+                label = MaskLabel(mask, neg, kept, reason, "flow", stats)
+                if point_label_evidence(label):
+                    item = resize_item(p["rgb"], np.zeros_like(mask), p["action_pixel"], size)
+                    items.append({**item, "is_negative": False, "is_point": True})
+                continue
         elif name == "ground_truth":
             neg = p["gt_mask"] is None
             mask = np.zeros(p["rgb"].shape[:2], bool) if neg else p["gt_mask"]
@@ -239,7 +265,7 @@ def main() -> None:
     ap.add_argument("--train-seeds", type=int, nargs="+", default=[0],
                     help="one model per label set and seed (initial weights, batches); the table shows mean +- std")
     ap.add_argument("--json", default="", help="write settings, per-seed and summary figures to this path")
-    ap.add_argument("--label-sets", nargs="+", default=list(LABEL_SETS), choices=LABEL_SETS + DIAGNOSTIC_SETS,
+    ap.add_argument("--label-sets", nargs="+", default=list(LABEL_SETS), choices=LABEL_SETS + SELF_SUPERVISED_EXTRA + DIAGNOSTIC_SETS,
                     help=f"label sets to train on (diagnostics that look at the ground truth: {', '.join(DIAGNOSTIC_SETS)})")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     ap.add_argument("--seed", type=int, default=1000, help="first training-scene seed")
@@ -302,14 +328,16 @@ def main() -> None:
         print(rows[-1]["method"], f"seed {seed}", {k: round(v, 3) for k, v in r.items()}, flush=True)
         for name in args.label_sets:
             items = label_set(pushes, name, size)
-            n_pos = sum(not it["is_negative"] for it in items)
+            n_point = sum(bool(it.get("is_point")) for it in items)
+            n_pos = sum(not it["is_negative"] for it in items) - n_point
             t, c = time.perf_counter(), cpu_s()
             model, records = train_model(items, task_config, trainer_config, args.steps, args.batch_size, seed=seed)
             train_s, train_cpu = time.perf_counter() - t, cpu_s() - c
             r, ms = evaluate(model)
             last = records[-20:]
             tail = {k: float(np.mean([x[k] for x in last if k in x])) for k in ("loss", "mask_iou") if any(k in x for x in last)}
-            rows.append({"method": f"{name} labels", "labels": f"{n_pos}+{len(items) - n_pos}", "seed": seed, **r,
+            rows.append({"method": f"{name} labels", "labels": f"{n_pos}+{len(items) - n_pos - n_point}"
+                         + (f" + {n_point} points" if n_point else ""), "seed": seed, **r,
                          "train_s": train_s, "train_cpu_s": train_cpu, "ms_per_image": ms})
             print(f"{rows[-1]['method']} seed {seed}: {len(items)} items, train {train_s:.0f} s wall / {train_cpu:.0f} s CPU, "
                   f"last-20 {tail}", {k: round(v, 3) for k, v in r.items()}, flush=True)
