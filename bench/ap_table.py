@@ -59,7 +59,7 @@ from selfsup_perception.core.learning.tasks.instance import (
     collate_samples,
 )
 from selfsup_perception.core.learning.models.instance_segmentation import InferenceConfig
-from selfsup_perception.core.learning.training.online import point_label_evidence, resize_item
+from selfsup_perception.core.learning.training.online import OnlineTrainingConfig, point_label_evidence, resize_item
 from selfsup_perception.core.types import MaskLabel
 from selfsup_perception.core.learning.training.trainer import Trainer, TrainerConfig
 from selfsup_perception.sim.tabletop import WORLDS, SimConfig, TabletopSim, replace_camera
@@ -226,17 +226,18 @@ def label_quality(pushes: list[dict], name: str) -> tuple[int, int, float]:
 # --------------------------------------------------------------------------- 3. training
 
 
-def batches(items: list[dict], batch_size: int, rng: np.random.Generator):
-    """As ``LabeledDataset.batches``: random batches with horizontal flips of the whole resized images."""
+def batches(items: list[dict], batch_size: int, rng: np.random.Generator, color_jitter: float = 0.0):
+    """As ``LabeledDataset.batches``: random batches with horizontal flips (and ``color_jitter``) of the whole
+    resized images."""
     while True:
         idx = rng.choice(len(items), size=min(batch_size, len(items)), replace=False)
-        yield collate_samples([items[i] for i in idx], rng=rng)
+        yield collate_samples([items[i] for i in idx], rng=rng, color_jitter=color_jitter)
 
 
 def train_model(items: list[dict], task_config: InstanceTaskConfig, trainer_config: TrainerConfig, steps: int,
-                batch_size: int, seed: int):
+                batch_size: int, seed: int, color_jitter: float = 0.0):
     trainer = Trainer(InstanceSegmentationTask(task_config), trainer_config)
-    records = trainer.train_steps(batches(items, batch_size, np.random.default_rng(seed)), steps)
+    records = trainer.train_steps(batches(items, batch_size, np.random.default_rng(seed), color_jitter), steps)
     return trainer.model.eval(), records
 
 
@@ -262,6 +263,8 @@ def main() -> None:
     ap.add_argument("--small-loss-forget-rate", type=float, default=d.small_loss_forget_rate,
                     help="small_loss_forget_rate: each step leaves out this share of the batch with the largest loss")
     ap.add_argument("--forget-ramp", type=int, default=d.forget_ramp_steps, help="forget_ramp_steps")
+    ap.add_argument("--color-jitter", type=float, default=OnlineTrainingConfig().color_jitter,
+                    help="photometric jitter of the training images (collate_samples; the online trainer's default)")
     ap.add_argument("--train-seeds", type=int, nargs="+", default=[0],
                     help="one model per label set and seed (initial weights, batches); the table shows mean +- std")
     ap.add_argument("--json", default="", help="write settings, per-seed and summary figures to this path")
@@ -283,7 +286,7 @@ def main() -> None:
           f"seed {args.seed}); {args.steps} steps, batch {args.batch_size}, lr {args.lr}, input {size[0]}x{size[1]}, "
           f"mask loss {args.mask_loss}, objectness loss {args.objectness_loss} (balanced, unlabelled weight "
           f"{args.unlabelled_weight}), noisy warm-up {args.noisy_warmup}, small-loss forget rate "
-          f"{args.small_loss_forget_rate} (ramp {args.forget_ramp}); training seeds {args.train_seeds}; {InferenceConfig()}; "
+          f"{args.small_loss_forget_rate} (ramp {args.forget_ramp}); colour jitter {args.color_jitter}; training seeds {args.train_seeds}; {InferenceConfig()}; "
           f"{args.test_scenes} test scenes (novel objects, 640x480, low/medium/high); torch threads {args.threads}; "
           f"load average {os.getloadavg()[0]:.1f}", flush=True)
 
@@ -331,7 +334,8 @@ def main() -> None:
             n_point = sum(bool(it.get("is_point")) for it in items)
             n_pos = sum(not it["is_negative"] for it in items) - n_point
             t, c = time.perf_counter(), cpu_s()
-            model, records = train_model(items, task_config, trainer_config, args.steps, args.batch_size, seed=seed)
+            model, records = train_model(items, task_config, trainer_config, args.steps, args.batch_size, seed=seed,
+                                         color_jitter=args.color_jitter)
             train_s, train_cpu = time.perf_counter() - t, cpu_s() - c
             r, ms = evaluate(model)
             last = records[-20:]

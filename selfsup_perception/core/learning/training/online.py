@@ -80,6 +80,8 @@ class OnlineTrainingConfig:
     negative_fraction: float = 0.25  # replay: share of drawn items that are negatives (when there are any)
     # discarded flow labels whose push moved the object at the action pixel train objectness there (module doc)
     point_labels: bool = True
+    # photometric jitter of the training images (tasks/instance.jitter_colors: exposure, contrast, white balance)
+    color_jitter: float = 0.25
     promotion: PromotionConfig = field(default_factory=PromotionConfig)
 
     def __post_init__(self) -> None:
@@ -89,6 +91,8 @@ class OnlineTrainingConfig:
             raise ValueError("batch_size, steps_per_round and min_samples must be >= 1")
         if not (0.0 <= self.new_fraction <= 1.0 and 0.0 <= self.negative_fraction <= 1.0):
             raise ValueError("new_fraction and negative_fraction must be in [0, 1]")
+        if not 0.0 <= self.color_jitter < 1.0:
+            raise ValueError(f"color_jitter must be in [0, 1), got {self.color_jitter}")
 
 
 class RoundInterrupted(Exception):
@@ -304,7 +308,7 @@ class LabeledDataset:
         return int(pool[int(rng.integers(len(pool)))])
 
     def batches(self, batch_size: int, rng: np.random.Generator, new_fraction: float = 0.5,
-                negative_fraction: float = 0.25) -> Iterator[dict]:
+                negative_fraction: float = 0.25, color_jitter: float = 0.0) -> Iterator[dict]:
         """Endless batches (with flips) of distinct training items, balanced as the module docstring says."""
         while True:
             size = min(batch_size, len(self.items))
@@ -318,7 +322,7 @@ class LabeledDataset:
             if len(chosen) < size:  # a tiny stratum: fill uniformly
                 rest = [i for i in range(len(self.items)) if i not in chosen]
                 chosen += [int(i) for i in rng.choice(rest, size=size - len(chosen), replace=False)]
-            yield collate_samples([self.items[i] for i in chosen], rng=rng)
+            yield collate_samples([self.items[i] for i in chosen], rng=rng, color_jitter=color_jitter)
 
 
 class OnlineTrainer:
@@ -441,7 +445,7 @@ class OnlineInstanceTrainer(OnlineTrainer):
 
     def _batches(self) -> Iterator[dict]:
         c = self.config
-        return self.dataset.batches(c.batch_size, self._rng, c.new_fraction, c.negative_fraction)
+        return self.dataset.batches(c.batch_size, self._rng, c.new_fraction, c.negative_fraction, c.color_jitter)
 
     def served_scores(self, version: int) -> ValidationScores:
         """Validation scores of stored ``version`` on the current validation labels (cached per set size)."""

@@ -1,8 +1,9 @@
-"""Point labels: discarded flow labels whose push moved the object at the action pixel train objectness there."""
+"""How the online trainer uses its labels: point labels from discarded pushes, photometric jitter."""
 
 import numpy as np
+import pytest
 
-from selfsup_perception.core.learning.training.online import LabeledDataset, point_label_evidence
+from selfsup_perception.core.learning.training.online import LabeledDataset, OnlineTrainingConfig, point_label_evidence
 from selfsup_perception.core.types import InteractionOutcome, MaskLabel
 
 from tests.promotion_factory import H, W, toy_store
@@ -59,3 +60,21 @@ def test_dataset_trains_on_point_labels_but_never_counts_or_validates_them(tmp_p
     split.refresh()
     assert all(not it.get("is_point") for it in split.validation)
     assert split.num_point == sum(bool(it.get("is_point")) for it in split.items) <= 3
+
+
+def torch_free_all_differ(a, b):
+    return all(not np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_online_batches_jitter_colours_by_default(tmp_path):
+    store, _ = toy_store(tmp_path / "data", n=8, seed=5)
+    ds = LabeledDataset(store, "flow", (W, H))
+    ds.refresh()
+    plain = next(ds.batches(4, np.random.default_rng(1)))
+    jittered = next(ds.batches(4, np.random.default_rng(1), color_jitter=OnlineTrainingConfig().color_jitter))
+    assert OnlineTrainingConfig().color_jitter == 0.25 and OnlineTrainingConfig().point_labels
+    # the same items (drawn before collation); flips keep an image's colour histogram, the jitter changes it
+    values = [np.sort(b["rgb"].numpy().reshape(len(b["rgb"]), -1), axis=1) for b in (plain, jittered)]
+    assert torch_free_all_differ(values[0], values[1])
+    with pytest.raises(ValueError, match="color_jitter"):
+        OnlineTrainingConfig(color_jitter=1.0)
