@@ -62,7 +62,7 @@ def test_dataset_trains_on_point_labels_but_never_counts_or_validates_them(tmp_p
     assert split.num_point == sum(bool(it.get("is_point")) for it in split.items) <= 3
 
 
-def torch_free_all_differ(a, b):
+def _all_differ(a, b):
     return all(not np.array_equal(x, y) for x, y in zip(a, b))
 
 
@@ -75,6 +75,6 @@ def test_online_batches_jitter_colours_by_default(tmp_path):
     assert OnlineTrainingConfig().color_jitter == 0.25 and OnlineTrainingConfig().point_labels
     # the same items (drawn before collation); flips keep an image's colour histogram, the jitter changes it
     values = [np.sort(b["rgb"].numpy().reshape(len(b["rgb"]), -1), axis=1) for b in (plain, jittered)]
-    assert torch_free_all_differ(values[0], values[1])
+    assert _all_differ(values[0], values[1])
     with pytest.raises(ValueError, match="color_jitter"):
         OnlineTrainingConfig(color_jitter=1.0)
