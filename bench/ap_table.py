@@ -73,7 +73,9 @@ SELF_SUPERVISED_EXTRA = ("flow_points",)
 #   ground_truth_flow_kept: the true masks of the pushes whose flow label was kept (fewer labels, none wrong)
 #   flow_iou50: the kept flow labels whose IoU with the true mask is >= 0.5 (the wholly wrong ones left out)
 DIAGNOSTIC_SETS = ("ground_truth_flow_kept", "flow_iou50")
-CACHE_VERSION = 3  # 2: flow labels with hole filling, completion, flow check and depth fallback; 3: labels' reasons and stats
+# 2: flow labels with hole filling, completion, flow check and depth fallback. Files written since also keep the
+# labels' reasons and numeric stats (same labels, so the version stayed); older files load without them.
+CACHE_VERSION = 2
 
 
 def cpu_s() -> float:
@@ -185,6 +187,8 @@ def label_set(pushes: list[dict], name: str, size: tuple[int, int]) -> list[dict
             mask, kept, neg = p["labels"]["flow"]
             if not kept:
                 reason, stats = p["label_info"]["flow"]
+                if not stats:  # a file without the label's stats: its candidate mask's area is stats['area']
+                    stats = {"area": float(mask.sum())}
                 label = MaskLabel(mask, neg, kept, reason, "flow", stats)
                 if point_label_evidence(label):
                     item = resize_item(p["rgb"], np.zeros_like(mask), p["action_pixel"], size)
