@@ -45,7 +45,6 @@ import cv2
 import numpy as np
 
 from selfsup_perception.core.dataset.sample_store import CorruptSampleError, SampleStore
-from selfsup_perception.core.types import InteractionOutcome, MaskLabel
 from selfsup_perception.core.evaluation.bottom_up import depth_bottom_up
 from selfsup_perception.core.learning.serving import checkpoints as ckpt
 from selfsup_perception.core.learning.serving.promotions import PromotionLedger, served_version
@@ -60,6 +59,7 @@ from selfsup_perception.core.learning.training.promotion import (
     validation_scores,
 )
 from selfsup_perception.core.learning.training.trainer import Trainer, TrainerConfig
+from selfsup_perception.core.types import InteractionOutcome, MaskLabel
 
 LOG = logging.getLogger(__name__)
 
