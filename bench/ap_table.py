@@ -30,6 +30,9 @@ Usage::
 
     PYTHONPATH=. python bench/ap_table.py            # full (~15 min on 2 shared cores)
     PYTHONPATH=. python bench/ap_table.py --quick    # < 3 min (fewer pushes, steps, test scenes)
+    # issue 12's comparison: 3 training seeds (27 min wall / 10 min CPU at load average 9 with a warm cache)
+    PYTHONPATH=. python bench/ap_table.py --label-sets flow flow_points ground_truth frame_difference \
+        --train-seeds 0 1 2 --json bench/results/ap_table_realistic_3seeds.json
 """
 
 from __future__ import annotations
