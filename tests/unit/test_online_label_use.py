@@ -78,3 +78,21 @@ def test_online_batches_jitter_colours_by_default(tmp_path):
     assert _all_differ(values[0], values[1])
     with pytest.raises(ValueError, match="color_jitter"):
         OnlineTrainingConfig(color_jitter=1.0)
+
+
+def test_point_labels_do_not_start_the_validation_quota_early(tmp_path):
+    """The quota waits for ``reserve_after`` training *labels*; a point label is not one (found by the e2e test:
+    1 label + 1 point sent every later positive to validation and the trainer never became ready)."""
+    store, ids = toy_store(tmp_path / "data", n=12, seed=6)
+    positives = [sid for sid in ids if not store.read_label(sid, "flow").is_negative]
+    first = positives[0]
+    mask = store.read_label(first, "flow").mask
+    store.write_label(first, MaskLabel(mask, False, False, "rotation: ...", "flow", {"area": float(mask.sum())}),
+                      overwrite=True)
+    ds = LabeledDataset(store, "flow", (W, H), validation_fraction=1e-9, min_validation_positives=2, reserve_after=2,
+                        point_labels=True)
+    ds.refresh()
+    assert ds.num_point == 1
+    labels = [it["sample_id"] for it in ds.items if not it.get("is_point")]
+    assert labels[:2] == [sid for sid in ids if sid != first][:2]  # the first two labels trained, then the quota
+    assert sum(not it["is_negative"] for it in ds.validation) == 2

@@ -289,7 +289,7 @@ class LabeledDataset:
         if key in self._reserved_keys or is_validation(key, self.validation_fraction):
             return True
         positives = sum(not it["is_negative"] for it in self.validation)
-        if not is_negative and positives < self.min_validation_positives and len(self.items) >= self.reserve_after:
+        if not is_negative and positives < self.min_validation_positives and len(self) >= self.reserve_after:
             self._reserved_keys.add(key)
             return True
         return False
