@@ -22,7 +22,7 @@ else from all labels of its kind.
 Point labels (``point_labels``, on by default): a push whose flow label was discarded although the flow or
 the depth saw the object at the action pixel move (:func:`point_label_evidence`) still says where an object
 is; it trains the objectness head at the action pixel only (``is_point``, :mod:`..tasks.instance`). They
-are training items only (never validation) and are not counted as labels for ``min_samples``.
+are training items only (never validation) and are not counted as labels (``min_samples``, the quota).
 
 Every item is validated when it is loaded (:func:`check_item`: image, mask and action pixel
 agree in size and are finite); a bad one is quarantined (its label file moved to
