@@ -65,13 +65,15 @@ def pretraining_overrides(with_simulator: bool = True, data_dir: str | Path = "d
 
 
 # Where the nodes hand data to each other: {node: {parameter: folder under the data root}}.
-# interactions/ (interaction -> labeler -> trainer), registration/ (registration -> pre-training),
+# interactions/ (interaction -> labeler -> trainer), registration/ (registration -> pre-training and the
+# trainer's auxiliary tasks),
 # checkpoints/ (trainer -> inference), bags/ (recorded interactions).
 DATA_LAYOUT: dict[str, dict[str, str]] = {
     "interaction": {"dataset_dir": "interactions", "bag_dir": "bags"},
     "labeler": {"dataset_dir": "interactions"},
     "registration": {"dataset_dir": "registration"},
-    "trainer": {"dataset_dir": "interactions", "checkpoint_dir": "checkpoints"},
+    # auxiliary_dataset_dir: the camera moves' view pairs the shared backbone also trains on (auxiliary_tasks)
+    "trainer": {"dataset_dir": "interactions", "checkpoint_dir": "checkpoints", "auxiliary_dataset_dir": "registration"},
     "inference": {"checkpoint_dir": "checkpoints"},
 }
 
