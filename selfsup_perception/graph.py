@@ -39,9 +39,11 @@ def interaction_graph(with_simulator: bool = True) -> list[NodeSpec]:
     return ([SIM_WORLD] if with_simulator else []) + [CAMERA_CAPTURE, INTERACTION, LABELER]
 
 
-def learning_graph(with_simulator: bool = True) -> list[NodeSpec]:
-    """The whole self-supervised loop: interaction, labels, online training, inference."""
-    return interaction_graph(with_simulator) + [TRAINER, INFERENCE]
+def learning_graph(with_simulator: bool = True, with_registration: bool = False) -> list[NodeSpec]:
+    """The whole self-supervised loop: interaction, labels, online training, inference; ``with_registration``
+    adds the registration node, whose view pairs of the camera moves train the backbone too (the trainer's
+    ``auxiliary_tasks``)."""
+    return interaction_graph(with_simulator) + ([REGISTRATION] if with_registration else []) + [TRAINER, INFERENCE]
 
 
 def pretraining_graph(with_simulator: bool = True) -> list[NodeSpec]:

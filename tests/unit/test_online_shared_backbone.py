@@ -88,6 +88,7 @@ def test_camera_moves_pretrain_then_alternate_with_the_instance_task_and_resume(
     # a restart now keeps the pre-trained backbone (no instance checkpoint overrides it)
     early = make_online_trainer(_settings(tmp_path))
     assert early.resume() is None and early.auxiliary["descriptors"].trainer.step == 3
+    assert early.auxiliary["descriptors"].total_pretraining_steps == 3
     assert _same(_state(backbones(early.trainer.model)[0]), _state(backbones(online.trainer.model)[0]))
 
     # 2. labels arrive: instance steps alternate with descriptor steps; the gate judges the instance version
@@ -96,7 +97,7 @@ def test_camera_moves_pretrain_then_alternate_with_the_instance_task_and_resume(
     assert path is not None and path.parent.name == "instance_segmentation" and online.version == 1
     assert online.trainer.step == 4 and desc.step == 3 + 2
     aux = online.last_auxiliary["descriptors"]
-    assert aux["version"] == 2 and aux["steps"] == 2 and not aux["pretraining"]
+    assert aux["version"] == 2 and aux["steps"] == 2 and not aux["pretraining"] and aux["pretraining_steps"] == 3
     assert online.last_round["descriptors_steps"] == 2.0 and np.isfinite(online.last_round["descriptors_loss"])
     meta = ckpt.read_meta(path)
     assert isinstance(meta["promoted"], bool) and meta["validation"]  # the gate's decision, as without auxiliaries

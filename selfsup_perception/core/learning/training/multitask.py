@@ -203,7 +203,7 @@ class AuxiliaryState:
     version: Optional[int] = None  # newest checkpoint version written or resumed
     steps_this_round: int = 0
     losses_this_round: list = field(default_factory=list)
-    total_pretraining_steps: int = 0  # steps taken in rounds without enough labels (this process)
+    total_pretraining_steps: int = 0  # steps taken in rounds without enough labels (kept in meta.json across resumes)
     _batches: Optional[Iterator[dict]] = None
 
     @property
@@ -267,6 +267,7 @@ class OnlineSharedBackboneTrainer(OnlineInstanceTrainer):
         for aux in self.auxiliary.values():
             info = aux.trainer.resume(self.config.checkpoint_dir)
             aux.version = info.version if info is not None else None
+            aux.total_pretraining_steps = int((info.meta.get("pretraining_steps") or 0) if info is not None else 0)
         return super().resume()  # last: the instance checkpoint's backbone wins
 
     # ------------------------------------------------------------------ rounds
@@ -317,12 +318,14 @@ class OnlineSharedBackboneTrainer(OnlineInstanceTrainer):
                 continue
             aux_path = aux.trainer.save_checkpoint(self.config.checkpoint_dir, extra_meta={
                 **self._checkpoint_meta(), "auxiliary_of": self.task_name,
-                "view_pairs": len(aux.dataset), "pretraining": path is None})
+                "view_pairs": len(aux.dataset), "pretraining": path is None,
+                "pretraining_steps": aux.total_pretraining_steps})
             aux.version = ckpt.version_of(aux_path)
             self.last_auxiliary[aux.name] = {
                 "task": aux.task_name, "version": aux.version, "path": str(aux_path), "step": aux.trainer.step,
                 "steps": aux.steps_this_round, "loss": float(np.mean(aux.losses_this_round)),
-                "view_pairs": len(aux.dataset), "pretraining": path is None}
+                "view_pairs": len(aux.dataset), "pretraining": path is None,
+                "pretraining_steps": aux.total_pretraining_steps}
         return path
 
     def _checkpoint_meta(self) -> dict:
