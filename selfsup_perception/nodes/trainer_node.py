@@ -233,6 +233,8 @@ class TrainerNode(GuardedNodeMixin, LifecycleNode):
             self.params = params
             return
         online.trainer.config = dataclasses.replace(online.trainer.config, lr=params.learning_rate)
+        for aux in getattr(online, "auxiliary", {}).values():  # the shared backbone's other tasks follow
+            aux.trainer.config = dataclasses.replace(aux.trainer.config, lr=params.learning_rate)
         online.config = dataclasses.replace(online.config, steps_per_round=params.steps_per_round,
                                             batch_size=params.batch_size)
         self.params = params

@@ -26,9 +26,10 @@ H, W = 48, 64
 def params(tmp_path, **extra):
     values = dict(dataset_dir=str(tmp_path / "ds"), checkpoint_dir=str(tmp_path / "ck"), input_width=W,
                   input_height=H, steps_per_round=2, batch_size=2, min_samples=2, update_interval_s=0.0,
-                  max_rounds=1, mask_loss="bce", auxiliary_tasks="descriptors",
+                  mask_loss="bce", auxiliary_tasks="descriptors",
                   auxiliary_dataset_dir=str(tmp_path / "reg"), auxiliary_steps_per_round=1,
-                  pretraining_steps_per_round=2, auxiliary_batch_size=2, **extra)
+                  pretraining_steps_per_round=2, auxiliary_batch_size=2)
+    values.update({"max_rounds": 1, **extra})
     return [Parameter(k, value=v) for k, v in values.items()]
 
 
@@ -95,3 +96,16 @@ def test_camera_moves_pretrain_the_instance_backbone_then_alternate_and_resume(s
 def test_auxiliary_tasks_are_refused_beside_another_task(spinner, tmp_path):
     with pytest.raises(ValueError, match="auxiliary_tasks train beside instance_segmentation"):
         TrainerNode(parameter_overrides=params(tmp_path) + [Parameter("task", value="descriptors")])
+
+
+def test_learning_rate_reaches_every_task_and_auxiliary_tasks_are_read_only(spinner, tmp_path):
+    from test_node_parameters import set_param
+
+    node = spinner.add(TrainerNode(parameter_overrides=params(tmp_path, max_rounds=0)))
+    client = spinner.add(rclpy.create_node("shared_param_client"))
+    ok = set_param(client, "trainer", "learning_rate", 0.02)
+    assert ok.successful, ok.reason
+    assert wait_for(lambda: node.online.auxiliary["descriptors"].trainer.config.lr == 0.02)
+    assert node.online.trainer.config.lr == 0.02
+    refused = set_param(client, "trainer", "auxiliary_tasks", "")
+    assert not refused.successful and "read-only" in refused.reason
