@@ -109,3 +109,21 @@ def test_learning_rate_reaches_every_task_and_auxiliary_tasks_are_read_only(spin
     assert node.online.trainer.config.lr == 0.02
     refused = set_param(client, "trainer", "auxiliary_tasks", "")
     assert not refused.successful and "read-only" in refused.reason
+
+
+def test_an_empty_string_override_from_the_launcher_reaches_the_node():
+    """`-p name:=` with nothing after it makes rcl refuse the whole command line (the trainer died at start)."""
+    from selfsup_perception.graph import TRAINER
+    from selfsup_perception.launcher import node_command
+
+    cmd = node_command(TRAINER, {"labeler": ""})  # trainer.yaml says flow: the override must win
+    assert "labeler:=\"\"" in cmd
+    context = rclpy.Context()
+    rclpy.init(args=["trainer_node"] + cmd[cmd.index("--ros-args"):], context=context)
+    try:
+        node = rclpy.create_node("trainer", context=context)
+        node.declare_parameter("labeler", "flow")
+        assert node.get_parameter("labeler").value == ""
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
