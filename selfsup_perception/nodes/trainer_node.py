@@ -273,7 +273,7 @@ class TrainerNode(GuardedNodeMixin, LifecycleNode):
                 if pretraining:  # a pre-training round counts towards max_rounds
                     self.rounds += 1
                     if p.max_rounds and self.rounds >= p.max_rounds:
-                        self.message += f"; max_rounds {p.max_rounds} reached"
+                        self.state, self.message = "paused", f"{self.message}; max_rounds {p.max_rounds} reached"
                         return
             else:
                 self.rounds += 1

@@ -50,9 +50,9 @@ def test_camera_moves_pretrain_the_instance_backbone_then_alternate_and_resume(s
 
     # 1. no labels yet: one pre-training round on the view pairs, no instance version
     trainer = spinner.add(TrainerNode(parameter_overrides=params(tmp_path)))
-    assert wait_for(lambda: statuses and statuses[-1].state == "pretraining" and "max_rounds" in statuses[-1].message,
-                    120), [s.message for s in statuses[-3:]]
-    assert "descriptors v1 (2 steps" in statuses[-1].message and "3 view pairs" in statuses[-1].message
+    assert wait_for(lambda: statuses and "max_rounds" in statuses[-1].message, 120), [s.message for s in statuses[-3:]]
+    assert statuses[-1].state == "paused" and "pre-training the backbone: descriptors v1 (2 steps" in \
+        statuses[-1].message and "3 view pairs" in statuses[-1].message
     assert not versions  # only instance versions are published, after the gate
     meta = ckpt.read_meta(tmp_path / "ck" / "descriptors" / "v00001")
     assert meta["pretraining"] is True and meta["shared_backbone"]["tasks"] == ["instance_segmentation", "descriptors"]
