@@ -75,8 +75,9 @@ def main() -> None:
     i, d = out["tasks"]["instance_segmentation"]["cpu_ms"], out["tasks"]["descriptors"]["cpu_ms"]
     out["round_cpu_ratio"] = (args.round * i + args.aux * d) / (args.round * i)
     out["load_after"] = os.getloadavg()[0]
-    print(f"{args.width}x{args.height}, {args.threads} thread(s), load average {load[0]:.1f} -> {out['load_after']:.1f}")
-    print(f"| task | per step | wall ms | CPU ms |\n|---|---|---|---|")
+    print(f"{args.width}x{args.height}, {args.threads} thread(s), "
+          f"load average {load[0]:.1f} -> {out['load_after']:.1f}")
+    print("| task | per step | wall ms | CPU ms |\n|---|---|---|---|")
     for name, what in (("instance_segmentation", f"{args.batch} items"), ("descriptors", f"{args.pairs} view pairs")):
         t = out["tasks"][name]
         print(f"| {name} | {what} | {t['wall_ms']:.0f} | {t['cpu_ms']:.0f} |")

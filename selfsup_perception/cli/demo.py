@@ -180,7 +180,8 @@ class CameraMoves:
         while self._registered() < before + self.views and time.monotonic() < deadline:
             time.sleep(0.2)
         added = self._registered() - before
-        res = call_service(self.client.set_camera, SimSetCamera.Request(camera_pose=matrix_to_pose_msg(self.home)), 10.0)
+        home = SimSetCamera.Request(camera_pose=matrix_to_pose_msg(self.home))
+        res = call_service(self.client.set_camera, home, 10.0)
         if not res.success:
             raise RuntimeError(f"/sim/set_camera could not bring the camera home: {res.message}")
         dt = time.monotonic() - t0

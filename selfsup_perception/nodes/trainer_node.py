@@ -112,8 +112,8 @@ class TrainerParams:
     first_version_bar: str = field_with_help("min_score", "instance: the first version is served when its validation "
                                              "score reaches the gate's minimum (min_score) or also beats the "
                                              "depth-aware segments on the same labels (bottom_up)")
-    auxiliary_tasks: str = field_with_help("", "instance: auxiliary tasks on the instance net's backbone, trained on the "
-                                           "registered view pairs of the camera moves (training/multitask.py); "
+    auxiliary_tasks: str = field_with_help("", "instance: auxiliary tasks on the instance net's backbone, trained on "
+                                           "the registered view pairs of the camera moves (training/multitask.py); "
                                            "comma-separated: descriptors, region_consistency; \"\" = none")
     auxiliary_dataset_dir: str = field_with_help("data/registration", "instance: the registration node's pair store "
                                                  "the auxiliary tasks train on")
