@@ -39,9 +39,11 @@ def interaction_graph(with_simulator: bool = True) -> list[NodeSpec]:
     return ([SIM_WORLD] if with_simulator else []) + [CAMERA_CAPTURE, INTERACTION, LABELER]
 
 
-def learning_graph(with_simulator: bool = True) -> list[NodeSpec]:
-    """The whole self-supervised loop: interaction, labels, online training, inference."""
-    return interaction_graph(with_simulator) + [TRAINER, INFERENCE]
+def learning_graph(with_simulator: bool = True, with_registration: bool = False) -> list[NodeSpec]:
+    """The whole self-supervised loop: interaction, labels, online training, inference; ``with_registration``
+    adds the registration node, whose view pairs of the camera moves train the backbone too (the trainer's
+    ``auxiliary_tasks``)."""
+    return interaction_graph(with_simulator) + ([REGISTRATION] if with_registration else []) + [TRAINER, INFERENCE]
 
 
 def pretraining_graph(with_simulator: bool = True) -> list[NodeSpec]:
@@ -65,13 +67,15 @@ def pretraining_overrides(with_simulator: bool = True, data_dir: str | Path = "d
 
 
 # Where the nodes hand data to each other: {node: {parameter: folder under the data root}}.
-# interactions/ (interaction -> labeler -> trainer), registration/ (registration -> pre-training),
+# interactions/ (interaction -> labeler -> trainer), registration/ (registration -> pre-training and the
+# trainer's auxiliary tasks),
 # checkpoints/ (trainer -> inference), bags/ (recorded interactions).
 DATA_LAYOUT: dict[str, dict[str, str]] = {
     "interaction": {"dataset_dir": "interactions", "bag_dir": "bags"},
     "labeler": {"dataset_dir": "interactions"},
     "registration": {"dataset_dir": "registration"},
-    "trainer": {"dataset_dir": "interactions", "checkpoint_dir": "checkpoints"},
+    # auxiliary_dataset_dir: the camera moves' view pairs the shared backbone also trains on (auxiliary_tasks)
+    "trainer": {"dataset_dir": "interactions", "checkpoint_dir": "checkpoints", "auxiliary_dataset_dir": "registration"},
     "inference": {"checkpoint_dir": "checkpoints"},
 }
 

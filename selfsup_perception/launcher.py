@@ -44,6 +44,8 @@ def _format_value(v) -> str:
         return "true" if v else "false"
     if isinstance(v, (list, tuple)):
         return "[" + ",".join(_format_value(x) for x in v) + "]"
+    if isinstance(v, str) and not v:
+        return '""'  # rcl refuses `-p name:=` with nothing after it
     return str(v)
 
 

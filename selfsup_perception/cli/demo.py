@@ -1,5 +1,11 @@
 """`make demo`: the self-supervised loop on the simulated tabletop, end to end.
 
+0. camera moves (``--camera-move-scenes``, default the first 4 scenes): before the pushes of a
+   scene the registration node moves the simulated camera on an arc over it
+   (``registration/collect``, ``drive_sim_camera``) and stores registered view pairs; the trainer
+   pre-trains the instance net's own backbone on them (``auxiliary_tasks``, descriptors by default)
+   until enough labels exist, then alternates that task with the instance task. The camera goes
+   back to its home pose before the robot pushes.
 1. interaction: the simulated world, camera capture, interaction, labeler, trainer and
    inference nodes run as separate processes over DDS. The robot pushes objects through the
    ExecuteInteraction action on fresh random scenes; once the trainer has published a model,
@@ -33,12 +39,13 @@ from rclpy.parameter import Parameter
 from rcl_interfaces.srv import SetParameters
 
 from selfsup_perception.action import ExecuteInteraction
-from selfsup_perception.cli.demo_report import build_report, promotion_table
+from selfsup_perception.cli.demo_report import build_report, camera_move_summary, camera_move_text, promotion_table
 from selfsup_perception.core.dataset.sample_store import SampleStore
 from selfsup_perception.graph import data_overrides, learning_graph, merge_overrides
 from selfsup_perception.launcher import GraphProcess, exit_on_sigterm, parse_overrides
 from selfsup_perception.ros.service_calls import call_service
-from selfsup_perception.srv import SimGroundTruth, SimResetScene
+from selfsup_perception.srv import SimGroundTruth, SimResetScene, SimSetCamera
+from std_srvs.srv import Trigger
 
 TASK = "instance_segmentation"
 
@@ -65,6 +72,8 @@ class DemoClient:
         self.reset = self.node.create_client(SimResetScene, "/sim/reset_scene")
         self.ground_truth = self.node.create_client(SimGroundTruth, "/sim/ground_truth")
         self.interaction_params = self.node.create_client(SetParameters, "/interaction/set_parameters")
+        self.collect_views = self.node.create_client(Trigger, "registration/collect")
+        self.set_camera = self.node.create_client(SimSetCamera, "/sim/set_camera")
 
     def set_scene_id(self, scene_id: str) -> None:
         """Tell the interaction node which scene its next samples belong to (label provenance, validation split)."""
@@ -141,14 +150,55 @@ def record_evaluation(client: DemoClient, result, before, after, run_dir: Path) 
         f.write(json.dumps(record) + "\n")
 
 
+class CameraMoves:
+    """The camera-move phase: the registration node moves the simulated camera over a scene and registers
+    ``views`` views (view pairs for the trainer's auxiliary tasks); then the camera goes back home."""
+
+    def __init__(self, client: DemoClient, pair_dir: Path, scenes: int, views: int, timeout_s: float = 120.0):
+        from selfsup_perception.ros.conversions import view_msg_to_frame
+
+        self.client, self.scenes, self.views, self.timeout_s = client, scenes, views, timeout_s
+        self.pair_dir = pair_dir
+        self.home = view_msg_to_frame(client.sim_ground_truth().view).camera_to_world  # before any push
+        self.records: list[dict] = []
+
+    def _registered(self) -> int:
+        from selfsup_perception.core.registration.pair_store import PairStore
+
+        return len(PairStore(self.pair_dir).registered_view_ids())
+
+    def over_scene(self, scene: int, log=print) -> None:
+        from selfsup_perception.ros.conversions import matrix_to_pose_msg
+
+        if len(self.records) >= self.scenes:
+            return
+        t0, before = time.monotonic(), self._registered()
+        res = call_service(self.client.collect_views, Trigger.Request(), 10.0)
+        if not res.success:
+            raise RuntimeError(f"registration/collect refused: {res.message}")
+        deadline = t0 + self.timeout_s
+        while self._registered() < before + self.views and time.monotonic() < deadline:
+            time.sleep(0.2)
+        added = self._registered() - before
+        home = SimSetCamera.Request(camera_pose=matrix_to_pose_msg(self.home))
+        res = call_service(self.client.set_camera, home, 10.0)
+        if not res.success:
+            raise RuntimeError(f"/sim/set_camera could not bring the camera home: {res.message}")
+        dt = time.monotonic() - t0
+        self.records.append({"scene": scene, "views_added": added, "seconds": dt})
+        log(f"  camera moves over scene {scene}: {added} of {self.views} views registered ({dt:.1f} s)")
+
+
 def run_interactions(client: DemoClient, num_pushes: int, scene_every: int, clutter: str, seed: int,
-                     run_dir: Path, log=print) -> list[dict]:
+                     run_dir: Path, log=print, camera_moves: Optional[CameraMoves] = None) -> list[dict]:
     records = []
     for i in range(num_pushes):
         if i % scene_every == 0:
             res = call_service(client.reset, SimResetScene.Request(seed=seed + i, split="train", clutter=clutter), 30.0)
             client.set_scene_id(f"train-{seed + i}")
             log(f"  scene {seed + i}: {res.message}")
+            if camera_moves is not None:
+                camera_moves.over_scene(seed + i, log)
         t0 = time.monotonic()
         before = client.sim_ground_truth()
         result = client.push()
@@ -365,6 +415,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--train-minutes", type=float, default=5.0, help="... or for at most this long")
     parser.add_argument("--eval-scenes", type=int, default=12, help="held-out scenes of novel objects")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--camera-move-scenes", type=int, default=4,
+                        help="camera-move phase: the camera moves over the first N scenes before their pushes; the "
+                        "view pairs pre-train the instance net's backbone (0 = no phase)")
+    parser.add_argument("--views-per-scene", type=int, default=6, help="views registered per camera-move scene")
+    parser.add_argument("--auxiliary-tasks", default="descriptors",
+                        help="the trainer's auxiliary tasks on the view pairs (descriptors, region_consistency)")
     parser.add_argument("--out", default="data/demo", help="runs are stored under OUT/run_<time>/")
     parser.add_argument("-p", "--param", action="append", default=[],
                         help="node.param:=value override on top of the demo's (e.g. trainer.validation_split_by:=sample)")
@@ -381,25 +437,40 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     bag_dir, checkpoint_dir = Path(layout["interaction"]["bag_dir"]), Path(layout["inference"]["checkpoint_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
     print(f"selfsup_perception demo -> {run_dir}")
+    camera_phase = args.camera_move_scenes > 0 and args.views_per_scene > 0
+    pair_dir = Path(layout["registration"]["dataset_dir"])
     overrides = merge_overrides(data_overrides(run_dir), {
         "sim_world": {"width": args.width, "height": args.height, "seed": args.seed, "clutter": args.clutter,
                       "world": args.world},
         "interaction": {"record_bag": True, "seed": args.seed, "use_model_hypotheses": True},
-        "trainer": {"torch_threads": 1, "steps_per_round": 20, "update_interval_s": 1.0},
+        "trainer": {"torch_threads": 1, "steps_per_round": 20, "update_interval_s": 1.0,
+                    "auxiliary_tasks": args.auxiliary_tasks if camera_phase else ""},
         "inference": {"torch_threads": 1},
+        "registration": {"drive_sim_camera": True, "views_per_collection": args.views_per_scene,
+                         "seed": args.seed, "compute_regions": "region_consistency" in args.auxiliary_tasks},
     }, parse_overrides(args.param))
     t0 = time.monotonic()
     sections: dict[str, str] = {}
     with rclpy.init():
-        graph = GraphProcess(learning_graph(with_simulator=True), overrides, log_dir=run_dir / "logs", echo=False)
+        graph = GraphProcess(learning_graph(with_simulator=True, with_registration=camera_phase), overrides,
+                             log_dir=run_dir / "logs", echo=False)
+        camera_moves = None
         with graph:
             client = DemoClient()
             try:
                 client.wait_ready()
+                if camera_phase:
+                    if not client.collect_views.wait_for_service(timeout_sec=60.0):
+                        raise TimeoutError("the registration node did not come up within 60 s")
+                    camera_moves = CameraMoves(client, pair_dir, args.camera_move_scenes, args.views_per_scene)
+                    print(f"[0/4] camera moves: over the first {args.camera_move_scenes} scenes, "
+                          f"{args.views_per_scene} views each; the trainer pre-trains the instance backbone "
+                          f"({args.auxiliary_tasks}) on the view pairs")
                 print(f"[1/4] interaction: {args.pushes} pushes on the {args.world} simulated tabletop "
                       f"({args.width}x{args.height}),"
                       " labeled, trained on and served while the robot works")
-                records = run_interactions(client, args.pushes, args.scene_every, args.clutter, args.seed, run_dir)
+                records = run_interactions(client, args.pushes, args.scene_every, args.clutter, args.seed, run_dir,
+                                           camera_moves=camera_moves)
                 store = SampleStore(dataset_dir)
                 wait_for_labels(store, "flow", timeout_s=120.0)
                 print(f"  the trainer keeps training until step {args.train_steps} "
@@ -460,6 +531,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sections["evaluation"] = format_ap_table(ev["table"])
     print(sections["evaluation"])
     result = run_result(checkpoint_dir, ev, args.eval_scenes, 10_000 + args.seed)
+    if camera_moves is not None:
+        result["camera_moves"] = camera_move_summary(
+            camera_moves.records, pair_dir, checkpoint_dir,
+            [t.strip() for t in args.auxiliary_tasks.split(",") if t.strip()])
+        sections["camera moves"] = camera_move_text(result["camera_moves"])
+        print("  camera-move phase:")
+        print(sections["camera moves"])
     sections["promotion gate"] = promotion_table(result)
     print("  promotion gate (validation on held-out self-labels; AP on the held-out scenes):")
     print(sections["promotion gate"])

@@ -16,6 +16,8 @@ Keys::
                     (core/evaluation/hypotheses.combine_with_depth; the robot's hypotheses), null if not evaluated;
                     versions[i].ap50_with_depth and max_served_with_depth_ap50_drop likewise
     eval_scenes, seed
+    camera_moves    (runs with the camera-move phase) what it did: scenes, views, view_pairs, seconds and
+                    the auxiliary tasks' steps on the shared backbone (camera_move_summary)
 """
 
 from __future__ import annotations
@@ -99,4 +101,46 @@ def promotion_table(report: dict) -> str:
                  f"between promotions {report['max_served_ap50_drop']:.3f}"
                  + ("" if report.get("served_with_depth_ap50") is None
                     else f" (with depth {report['max_served_with_depth_ap50_drop']:.3f})"))
+    return "\n".join(lines)
+
+
+def camera_move_summary(collections: list[dict], pair_dir, checkpoint_dir, auxiliary_tasks: list[str]) -> dict:
+    """``report.json`` ``camera_moves``: what the camera-move phase did and what the trainer made of it.
+
+    ``collections``: one record per scene the camera moved over ({'scene', 'views_added', 'seconds'}).
+    Keys: scenes, views (registered), view_pairs (stored), seconds (the phase's wall time in all),
+    auxiliary ({task: {versions, steps, pretraining_steps, view_pairs}}, from its newest checkpoint),
+    instance_first_version and instance_first_version_backbone_steps (the oldest instance version on disk
+    and the steps each task had taken on the shared backbone when it was saved; None without one).
+    """
+    from selfsup_perception.core.learning.serving import checkpoints as ckpt
+    from selfsup_perception.core.registration.pair_store import PairStore
+
+    store = PairStore(pair_dir)
+    out = {"scenes": len(collections), "views": len(store.registered_view_ids()), "view_pairs": len(store),
+           "seconds": float(sum(c.get("seconds", 0.0) for c in collections)), "auxiliary": {}}
+    folders = {"descriptors": "descriptors", "region_consistency": "semantic_segmentation"}
+    for name in auxiliary_tasks:
+        versions = ckpt.list_versions(checkpoint_dir, folders[name])
+        newest = versions[-1].meta if versions else {}
+        out["auxiliary"][name] = {"versions": versions[-1].version if versions else 0,
+                                  "steps": int(newest.get("step", 0)),
+                                  "pretraining_steps": int(newest.get("pretraining_steps", 0)),
+                                  "view_pairs": int(newest.get("view_pairs", 0))}
+    instance = ckpt.list_versions(checkpoint_dir, "instance_segmentation")
+    shared = instance[0].meta.get("shared_backbone") if instance else None
+    out["instance_first_version"] = instance[0].version if instance else None
+    out["instance_first_version_backbone_steps"] = dict(shared["steps"]) if shared else None
+    return out
+
+
+def camera_move_text(summary: dict) -> str:
+    lines = [f"  scenes the camera moved over   {summary['scenes']} ({summary['seconds']:.0f} s in all)",
+             f"  views registered / view pairs  {summary['views']} / {summary['view_pairs']}"]
+    for name, a in summary["auxiliary"].items():
+        lines.append(f"  {name:30s} {a['steps']} steps on the shared backbone ({a['pretraining_steps']} before "
+                     f"enough labels existed), {a['versions']} versions, {a['view_pairs']} view pairs")
+    if summary.get("instance_first_version_backbone_steps"):
+        lines.append(f"  first instance version on disk (v{summary['instance_first_version']}): backbone steps "
+                     f"{summary['instance_first_version_backbone_steps']}")
     return "\n".join(lines)

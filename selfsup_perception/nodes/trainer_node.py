@@ -24,6 +24,15 @@ its validation scores on held-out self-labels; only promoted versions are served
 inference node, the others stay candidates on disk. ``trainer/rollback`` (RollbackModel)
 serves an earlier promoted version again and announces it with ``rolled_back``. On start
 the served version (not the newest) is announced.
+
+Shared backbone (instance segmentation, ``auxiliary_tasks``: descriptors and/or region_consistency):
+the registered view pairs of the robot's camera moves (the registration node's store,
+``auxiliary_dataset_dir``) train auxiliary heads on the instance net's own backbone
+(core/learning/training/multitask.py ``OnlineSharedBackboneTrainer``): before ``min_samples``
+labels exist a round pre-trains the backbone alone (state ``pretraining``), afterwards auxiliary
+steps alternate with the instance steps. Every task writes its own checkpoints
+(``<checkpoint_dir>/descriptors``, ``.../semantic_segmentation``); only the instance versions go
+through the gate and are published here.
 """
 
 from __future__ import annotations
@@ -81,7 +90,7 @@ class TrainerParams:
     pretrained_backbone: str = field_with_help("", "instance: start the backbone from this checkpoint (a version or "
                                                "task directory of a pre-training run, e.g. "
                                                "data/checkpoints/semantic_segmentation); \"\" = random weights")
-    max_rounds: int = field_with_help(0, "stop after this many rounds (0 = never)")
+    max_rounds: int = field_with_help(0, "stop after this many rounds, pre-training rounds included (0 = never)")
     seed: int = field_with_help(0, "seed of initialisation and batch sampling")
     torch_threads: int = field_with_help(2, "CPU threads for training (leave cores to the robot's other work)")
     niceness: int = field_with_help(10, "the training thread runs this much nicer (Linux), so serving and the "
@@ -103,6 +112,16 @@ class TrainerParams:
     first_version_bar: str = field_with_help("min_score", "instance: the first version is served when its validation "
                                              "score reaches the gate's minimum (min_score) or also beats the "
                                              "depth-aware segments on the same labels (bottom_up)")
+    auxiliary_tasks: str = field_with_help("", "instance: auxiliary tasks on the instance net's backbone, trained on "
+                                           "the registered view pairs of the camera moves (training/multitask.py); "
+                                           "comma-separated: descriptors, region_consistency; \"\" = none")
+    auxiliary_dataset_dir: str = field_with_help("data/registration", "instance: the registration node's pair store "
+                                                 "the auxiliary tasks train on")
+    auxiliary_steps_per_round: int = field_with_help(10, "instance: auxiliary steps alternated with the instance "
+                                                     "steps of each round (0 = none)")
+    pretraining_steps_per_round: int = field_with_help(20, "instance: auxiliary steps of a round while there are "
+                                                       "fewer than min_samples labels (pre-training; 0 = none)")
+    auxiliary_batch_size: int = field_with_help(4, "instance: view pairs per auxiliary step")
 
     def __post_init__(self) -> None:
         if self.task not in ("instance_segmentation", "semantic_segmentation", "descriptors"):
@@ -129,7 +148,10 @@ def settings_from_params(p: TrainerParams) -> OnlineTrainerSettings:
         ema_decay=p.ema_decay, lr_schedule=p.lr_schedule,
         validation_fraction=p.validation_fraction,
         promotion_margin=p.promotion_margin, min_validation_labels=p.min_validation_labels,
-        validation_split_by=p.validation_split_by, first_version_bar=p.first_version_bar)
+        validation_split_by=p.validation_split_by, first_version_bar=p.first_version_bar,
+        auxiliary_tasks=p.auxiliary_tasks, auxiliary_dataset_dir=p.auxiliary_dataset_dir,
+        auxiliary_steps_per_round=p.auxiliary_steps_per_round,
+        pretraining_steps_per_round=p.pretraining_steps_per_round, auxiliary_batch_size=p.auxiliary_batch_size)
 
 
 class TrainerNode(GuardedNodeMixin, LifecycleNode):
@@ -211,6 +233,8 @@ class TrainerNode(GuardedNodeMixin, LifecycleNode):
             self.params = params
             return
         online.trainer.config = dataclasses.replace(online.trainer.config, lr=params.learning_rate)
+        for aux in getattr(online, "auxiliary", {}).values():  # the shared backbone's other tasks follow
+            aux.trainer.config = dataclasses.replace(aux.trainer.config, lr=params.learning_rate)
         online.config = dataclasses.replace(online.config, steps_per_round=params.steps_per_round,
                                             batch_size=params.batch_size)
         self.params = params
@@ -241,9 +265,16 @@ class TrainerNode(GuardedNodeMixin, LifecycleNode):
                 self.get_logger().error(self.message)
                 self._stop.wait(max(p.update_interval_s, 1.0))
                 continue
+            pretraining = self._auxiliary_versions(p)
             if path is None:
-                self.state = "waiting_for_data"
-                self.message = f"{len(self.online.dataset)} of {p.min_samples} labels needed"
+                self.state = "pretraining" if pretraining else "waiting_for_data"
+                self.message = (f"{pretraining}; " if pretraining else "") + \
+                    f"{len(self.online.dataset)} of {p.min_samples} labels needed"
+                if pretraining:  # a pre-training round counts towards max_rounds
+                    self.rounds += 1
+                    if p.max_rounds and self.rounds >= p.max_rounds:
+                        self.state, self.message = "paused", f"{self.message}; max_rounds {p.max_rounds} reached"
+                        return
             else:
                 self.rounds += 1
                 self.state, self.message = "training", f"version {self.online.version} written to {path}"
@@ -269,6 +300,23 @@ class TrainerNode(GuardedNodeMixin, LifecycleNode):
                     self.state, self.message = "paused", f"max_rounds {p.max_rounds} reached"
                     return
             self._stop.wait(p.update_interval_s)
+
+    def _auxiliary_versions(self, p: TrainerParams) -> str:
+        """Log and prune the auxiliary versions the last round wrote (shared backbone); '' if none."""
+        done = getattr(self.online, "last_auxiliary", None) or {}
+        parts = []
+        for name, a in done.items():
+            parts.append(f"{name} v{a['version']} ({a['steps']} steps, loss {a['loss']:.4f}, "
+                         f"{a['view_pairs']} view pairs)")
+            removed = prune_versions(p.checkpoint_dir, a["task"], keep_last=p.keep_versions)
+            if removed:
+                self.get_logger().info(f"retention: removed {a['task']} versions {removed}")
+        if not parts:
+            return ""
+        what = ("pre-training the backbone: " if any(a["pretraining"] for a in done.values())
+                else "shared backbone: ") + ", ".join(parts)
+        self.get_logger().info(what)
+        return what if any(a["pretraining"] for a in done.values()) else ""
 
     def _publish_version(self) -> None:
         o = self.online

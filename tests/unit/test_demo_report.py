@@ -69,3 +69,29 @@ def test_report_carries_both_baselines_and_the_served_version_with_depth(tmp_pat
 def test_versions_to_evaluate_include_every_promoted_and_the_served_one():
     assert versions_to_evaluate(list(range(1, 21)), [3, 7, 8], 7, max_spread=3) == [1, 3, 7, 8, 11, 20]
     assert versions_to_evaluate([], [], None) == []
+
+
+def test_camera_move_summary_reads_the_pair_store_and_the_auxiliary_checkpoints(tmp_path):
+    from view_factory import add_plane_view
+
+    from selfsup_perception.cli.demo_report import camera_move_summary, camera_move_text
+    from selfsup_perception.core.registration.pair_store import PairStore
+
+    store = PairStore(tmp_path / "reg")
+    for tx in (0.0, 0.1, 0.2):
+        add_plane_view(store, tx, with_regions=False)
+    model = torch.nn.Linear(2, 1)
+    for step, pre in ((20, True), (40, True), (50, False)):
+        ckpt.save_checkpoint(tmp_path / "ck", task="descriptors", model=model, model_config={}, step=step,
+                             extra_meta={"pretraining": pre, "pretraining_steps": min(step, 40), "view_pairs": 3})
+    ckpt.save_checkpoint(tmp_path / "ck", task=TASK, model=model, model_config={}, step=20,
+                         extra_meta={"shared_backbone": {"tasks": [TASK, "descriptors"],
+                                                         "steps": {TASK: 20, "descriptors": 50}}})
+    records = [{"scene": 0, "views_added": 2, "seconds": 10.0}, {"scene": 3, "views_added": 1, "seconds": 5.5}]
+    s = camera_move_summary(records, tmp_path / "reg", tmp_path / "ck", ["descriptors"])
+    assert (s["scenes"], s["views"], s["view_pairs"], s["seconds"]) == (2, 3, 3, 15.5)
+    assert s["auxiliary"]["descriptors"] == {"versions": 3, "steps": 50, "pretraining_steps": 40, "view_pairs": 3}
+    assert s["instance_first_version"] == 1
+    assert s["instance_first_version_backbone_steps"] == {TASK: 20, "descriptors": 50}
+    json.dumps(s)  # report.json
+    assert "50 steps on the shared backbone (40 before enough labels existed)" in camera_move_text(s)

@@ -48,3 +48,16 @@ def test_trainer_yaml_reaches_the_online_trainer_settings():
     assert settings.promotion_config().first_version_bar == "bottom_up"
     with pytest.raises(ValueError, match="first_version_bar"):
         dataclasses.replace(params, first_version_bar="always")
+
+
+def test_trainer_yaml_names_every_shared_backbone_parameter():
+    values = yaml.safe_load((CONFIG / "trainer.yaml").read_text())["trainer"]["ros__parameters"]
+    aux = {f.name for f in dataclasses.fields(TrainerParams)
+           if f.name.startswith("auxiliary_") or f.name == "pretraining_steps_per_round"}
+    assert aux <= set(values)
+    settings = settings_from_params(dataclasses.replace(TrainerParams(**values), auxiliary_tasks="descriptors",
+                                                        auxiliary_steps_per_round=7))
+    assert settings.auxiliary_config().tasks == ("descriptors",)
+    assert settings.auxiliary_config().steps_per_round == 7
+    with pytest.raises(ValueError, match="unknown auxiliary tasks"):
+        dataclasses.replace(TrainerParams(**values), auxiliary_tasks="descriptor")

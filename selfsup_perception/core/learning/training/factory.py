@@ -45,12 +45,31 @@ class OnlineTrainerSettings:
     min_validation_labels: int = 2
     validation_split_by: str = "scene"  # 'scene' | 'sample' (training/promotion.py)
     first_version_bar: str = "min_score"  # 'min_score' | 'bottom_up' (training/promotion.py)
+    # instance segmentation: auxiliary tasks on the same backbone, trained on the registered view pairs of the
+    # robot's camera moves (training/multitask.py): "" = none, else comma-separated names of AUXILIARY_TASKS
+    auxiliary_tasks: str = ""
+    auxiliary_dataset_dir: str = "data/registration"
+    auxiliary_steps_per_round: int = 10
+    pretraining_steps_per_round: int = 20
+    auxiliary_batch_size: int = 4
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
         self.trainer_config()  # raises on bad values
         self.promotion_config()
+        aux = self.auxiliary_config()
+        if aux.tasks and self.task != "instance_segmentation":
+            raise ValueError(f"auxiliary_tasks train beside instance_segmentation, not {self.task}; "
+                             f"set auxiliary_tasks to \"\" or task to instance_segmentation")
+
+    def auxiliary_config(self):
+        from selfsup_perception.core.learning.training.multitask import AuxiliaryConfig, parse_auxiliary_tasks
+
+        return AuxiliaryConfig(tasks=parse_auxiliary_tasks(self.auxiliary_tasks),
+                               dataset_dir=self.auxiliary_dataset_dir, steps_per_round=self.auxiliary_steps_per_round,
+                               pretraining_steps_per_round=self.pretraining_steps_per_round,
+                               batch_size=self.auxiliary_batch_size)
 
     def trainer_config(self) -> TrainerConfig:
         if self.lr_schedule not in ("constant", "cyclic_cosine"):
@@ -97,11 +116,15 @@ def make_online_trainer(s: OnlineTrainerSettings):
     from selfsup_perception.core.learning.tasks.instance import InstanceTaskConfig
     from selfsup_perception.core.learning.training.online import OnlineInstanceTrainer, OnlineTrainingConfig
 
-    return OnlineInstanceTrainer(
-        OnlineTrainingConfig(dataset_dir=s.dataset_dir, labeler=s.labeler, checkpoint_dir=s.checkpoint_dir,
-                             input_width=s.input_width, input_height=s.input_height, batch_size=s.batch_size,
-                             steps_per_round=s.steps_per_round, min_samples=s.min_samples, seed=s.seed,
-                             promotion=s.promotion_config()),
-        InstanceTaskConfig(mask_loss=s.mask_loss, objectness_loss=s.objectness_loss, co_teaching=s.co_teaching,
-                           pretrained_backbone=s.pretrained_backbone),
-        trainer_config)
+    online_config = OnlineTrainingConfig(
+        dataset_dir=s.dataset_dir, labeler=s.labeler, checkpoint_dir=s.checkpoint_dir, input_width=s.input_width,
+        input_height=s.input_height, batch_size=s.batch_size, steps_per_round=s.steps_per_round,
+        min_samples=s.min_samples, seed=s.seed, promotion=s.promotion_config())
+    task_config = InstanceTaskConfig(mask_loss=s.mask_loss, objectness_loss=s.objectness_loss,
+                                     co_teaching=s.co_teaching, pretrained_backbone=s.pretrained_backbone)
+    auxiliary = s.auxiliary_config()
+    if auxiliary.tasks:
+        from selfsup_perception.core.learning.training.multitask import OnlineSharedBackboneTrainer
+
+        return OnlineSharedBackboneTrainer(online_config, task_config, trainer_config, auxiliary)
+    return OnlineInstanceTrainer(online_config, task_config, trainer_config)

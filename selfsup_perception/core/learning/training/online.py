@@ -379,6 +379,10 @@ class OnlineTrainer:
         """Extra entries of ``last_round`` (e.g. dataset counts)."""
         return {}
 
+    def _checkpoint_meta(self) -> dict:
+        """Extra ``meta.json`` entries of every version this trainer writes (e.g. ``shared_backbone``)."""
+        return {}
+
     def train_round(self, stop: Optional[threading.Event] = None) -> Optional[Path]:
         """Refresh the dataset, train one round and checkpoint it; None when there is not enough data yet.
 
@@ -404,7 +408,8 @@ class OnlineTrainer:
             path = self.trainer.save_checkpoint(self.config.checkpoint_dir, extra_meta={
                 "promoted": decision.promoted, "promotion_reason": decision.reason, "validation": validation,
                 "served_validation": decision.served.as_dict() if decision.served is not None else {},
-                "bottom_up_validation": decision.bottom_up.as_dict() if decision.bottom_up is not None else {}})
+                "bottom_up_validation": decision.bottom_up.as_dict() if decision.bottom_up is not None else {},
+                **self._checkpoint_meta()})
             self.version = ckpt.version_of(path)
             self.version_path = path
             if decision.promoted:
