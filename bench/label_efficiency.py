@@ -206,7 +206,7 @@ def main() -> None:
                          "(for choosing settings)")
     ap.add_argument("--variants", nargs="+", default=["random", "pretrained"],
                     help="NAME[:key=value,...] (module doc); default: random and pretrained")
-    ap.add_argument("--pretrain", choices=["region_consistency", "descriptors"], default="region_consistency")
+    ap.add_argument("--pretrain", choices=["region_consistency", "descriptors"], default="descriptors")
     ap.add_argument("--pretrain-scenes", type=int, default=8)
     ap.add_argument("--views", type=int, default=12, help="camera views per pre-training scene")
     ap.add_argument("--pretrain-steps", type=int, default=300)

@@ -141,7 +141,11 @@ def test_instance_trainer_starts_from_the_pretrained_backbone_and_records_proven
     assert same_state(trainer.model.backbone.state_dict(), source.backbone.state_dict())
     assert same_state(trainer.serving_model.backbone.state_dict(), source.backbone.state_dict())  # the EMA too
     assert len(trainer.train_steps(batches(items, 3), 3)) == 3
-    assert not same_state(trainer.model.backbone.state_dict(), source.backbone.state_dict())  # it fine-tunes
+    # default fine-tuning (FineTuneConfig): the backbone's weights are held for the first 100 steps, its
+    # BatchNorm statistics follow the new images; the heads learn
+    params = dict(trainer.model.backbone.named_parameters())
+    assert all(torch.equal(v, source.backbone.state_dict()[k]) for k, v in params.items())
+    assert not torch.equal(trainer.model.backbone.stem[1].running_mean, source.backbone.stem[1].running_mean)
     out = trainer.save_checkpoint(tmp_path / "ft")
     meta = json.loads((out / "meta.json").read_text())
     init = meta["initialization"]
@@ -178,6 +182,10 @@ def test_online_trainer_factory_passes_the_pretrained_backbone(tmp_path):
         pretrained_backbone=str(path.parent)))
     assert same_state(online.trainer.model.backbone.state_dict(), source.backbone.state_dict())
     assert online.trainer.task.initialization()["source"]["version"] == 1
+    # the node's trainer fine-tunes it with the measured default: backbone held still for the first 100 steps
+    groups = {g["name"]: g for g in online.trainer.optimizer.param_groups}
+    assert groups["backbone"]["frozen_steps"] == 100 and groups["backbone"]["lr_scale"] == 1.0
+    assert groups["heads"]["frozen_steps"] == 0
 
 
 def test_train_offline_refuses_an_incompatible_backbone(tmp_path, caplog):

@@ -60,7 +60,9 @@ class FineTuneConfig:
     """How a pre-trained backbone is fine-tuned (nothing here applies to a network from random weights)."""
 
     backbone_lr_scale: float = 1.0  # backbone learning rate = this x the trainer's (the heads': 1x)
-    freeze_backbone_steps: int = 0  # backbone learning rate 0 for the first steps: the random heads learn first
+    # backbone learning rate 0 for the first steps: the random heads learn on the pre-trained features first.
+    # 100: chosen on validation scenes (bench/label_efficiency.py --eval-split validation, docs/learning.md)
+    freeze_backbone_steps: int = 100
     # stages after the stem that are transferred: -1 all; k >= 0 the stem and stages.0 .. stages.(k-1),
     # the later stages keep their random initialisation
     transfer_stages: int = -1
