@@ -172,6 +172,8 @@ def parse_variant(spec: str, args) -> dict:
             v["objective"] not in ("region_consistency", "descriptors"):
         raise SystemExit(f"variant {spec!r}: needs a name, init random|pretrained, "
                          f"objective region_consistency|descriptors")
+    if v["init"] == "random":  # pre-training and fine-tuning settings do not apply to random weights
+        return {"name": name, "init": "random"}
     FineTuneConfig(backbone_lr_scale=v["blr"], freeze_backbone_steps=v["freeze"], transfer_stages=v["stages"])
     return v
 
@@ -308,8 +310,8 @@ def main() -> None:
                 t, c = time.perf_counter(), cpu_s()
                 task = InstanceSegmentationTask(InstanceTaskConfig(
                     pretrained_backbone=backbone_of.get(v["name"], ""),
-                    fine_tune=FineTuneConfig(backbone_lr_scale=v["blr"], freeze_backbone_steps=v["freeze"],
-                                             transfer_stages=v["stages"])))
+                    fine_tune=FineTuneConfig() if v["init"] == "random" else FineTuneConfig(
+                        backbone_lr_scale=v["blr"], freeze_backbone_steps=v["freeze"], transfer_stages=v["stages"])))
                 trainer = Trainer(task, TrainerConfig(lr=args.lr, warmup_steps=20, schedule="cosine",
                                                       total_steps=args.steps, log_every=0, seed=seed))
                 records = trainer.train_steps(batches(items, args.batch_size, np.random.default_rng([seed, n])),
