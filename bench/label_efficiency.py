@@ -11,11 +11,12 @@ make the interaction labels go further? Steps:
 2. Pre-training, once per seed, without labels: ``--views`` views of each of ``--pretrain-scenes``
    train-object scenes (the robot's own tables; ``sim/multiview.py``, camera on an arc) at the
    training input size, view pairs with overlap IoU in [0.3, 0.9], registered by depth and pose.
-   ``--pretrain region_consistency`` (default): Barlow Twins on pixel pairs of matched
-   Felzenszwalb regions (balanced sampling, region matching: the best row of
-   ``bench/region_consistency.py``) training a semantic network whose backbone has the instance
-   network's config; ``--pretrain descriptors``: the cycle-correspondence + identical-view
-   descriptor loss on the same view pairs. The checkpoint is written with the shared ``Trainer``
+   ``--pretrain descriptors`` (default): the cycle-correspondence + identical-view descriptor loss
+   on the view pairs, training a descriptor network whose backbone has the instance network's
+   config; ``--pretrain region_consistency``: Barlow Twins on pixel pairs of matched Felzenszwalb
+   regions (balanced sampling, region matching: the best row of ``bench/region_consistency.py``)
+   training a semantic network with that backbone. Pre-trained checkpoints are cached under
+   ``bench/results/label_efficiency_pretrain/`` by their settings. The checkpoint is written with the shared ``Trainer``
    and read back through ``InstanceTaskConfig.pretrained_backbone``, the path the trainer node and
    ``train_offline --pretrained-backbone`` take.
 3. For each seed and label count N: N labels drawn from the pool (nested: the first N of a
