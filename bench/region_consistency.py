@@ -12,10 +12,13 @@ all views without labels; view pairs have IoU in [0.3, 0.9]. Fine-tuning uses th
   objects), balanced sampling + region matching (the paper's BaR row of Table I).
 
 Every run starts from the same random weights and sees the same labelled views and step counts.
-Also measures registration throughput at 640x480 on simulated views.
+Also measures registration throughput at 640x480 on simulated views. Prints tables (times as wall
+clock, runs also as this process's CPU time); ``--json PATH`` writes the same figures with the
+settings, load average, wall and CPU time (``bench/bench_report.py``).
 
     PYTHONPATH=. python bench/region_consistency.py            # full, ~10 min on 2 cores
     PYTHONPATH=. python bench/region_consistency.py --quick    # < 2 min
+    PYTHONPATH=. python bench/region_consistency.py --quick --json /tmp/region_consistency.json
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ from selfsup_perception.core.registration.view_pairs import ViewPair
 from selfsup_perception.sim.multiview import MultiViewConfig, capture_scene
 from selfsup_perception.sim.realistic import REALISTIC_SEMANTIC_CLASSES
 from selfsup_perception.sim.tabletop import SEMANTIC_CLASSES, WORLDS, SimConfig, TabletopSim, replace_camera
+
+from bench_report import BenchRecord, Column, add_json_argument  # bench/ is on sys.path when run as a script
 
 
 def train(task, model, next_batch, steps: int, lr: float, warmup: int = 0, clip: float = 5.0) -> list[float]:
@@ -134,10 +139,12 @@ def main() -> None:
     ap.add_argument("--finetune-lr", type=float, default=2e-3)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: OpenMP spinning on a shared 2-core machine is very slow)")
     ap.add_argument("--seed", type=int, default=0)
+    add_json_argument(ap)
     args = ap.parse_args()
     if args.quick:
         args.scenes, args.views, args.width, args.height = 2, 10, 96, 72
         args.pretrain_steps, args.finetune_steps, args.pairs_per_view = 25, 40, 512
+    record = BenchRecord("region_consistency", args)
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
 
@@ -192,7 +199,7 @@ def main() -> None:
     felz = FelzenszwalbConfig(scale=100.0, sigma=0.8, min_size=max(10, int(30 * args.width * args.height / 19200)))
     results = []
     for name, sampling, matching, regions in runs:
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         model = sem_task.build_model()
         model.load_state_dict(init_state)
         pre_loss = (float("nan"), float("nan"))
@@ -209,7 +216,7 @@ def main() -> None:
             k = max(1, len(losses) // 10)
             pre_loss = (float(np.mean(losses[:k])), float(np.mean(losses[-k:])))
         miou, per_class = finetune_and_eval(model)
-        results.append((name, miou, per_class, pre_loss, time.perf_counter() - t))
+        results.append((name, miou, per_class, pre_loss, time.perf_counter() - t, time.process_time() - c))
         print(f"  done: {name:40s} mIoU {100 * miou:5.1f}  ({time.perf_counter() - t:.0f} s)", flush=True)
 
     # ---------------------------------------------------------------- report
@@ -220,23 +227,39 @@ def main() -> None:
           f"(lr {args.pretrain_lr}), fine-tune {args.finetune_steps} steps (lr {args.finetune_lr}), "
           f"Felzenszwalb scale={felz.scale} sigma={felz.sigma} min_size={felz.min_size}, threads {args.threads}, "
           f"seed {args.seed}")
+    record.add(views=len(views), view_pairs=len(pairs), labelled_views=int(n_lab), test_views=len(test),
+               felzenszwalb=felz, classes=list(classes))
     present = [c for c in range(1, num_classes) if (test_sem == c).any()]
-    header = f"{'run':42s} {'mIoU':>6s} " + " ".join(f"{classes[c][:6]:>6s}" for c in present)
-    print(header + f" {'BT loss first->last':>20s} {'time':>6s}")
-    for name, miou, per_class, (l0, l1), dt in results:
-        cls = " ".join(f"{100 * per_class[c]:6.1f}" for c in present)
-        bt = f"{l0:8.2f} -> {l1:7.2f}" if not math.isnan(l0) else f"{'-':>20s}"
-        print(f"{name:42s} {100 * miou:6.1f} {cls} {bt:>20s} {dt:5.0f}s")
-    print("\nregistration at 640x480 (one simulated view pair, numpy, 1 process):")
-    print(f"  correspondences A->B: {1e3 * reg['t_corr']:.1f} ms ({1 / reg['t_corr']:.1f} directed pairs/s, "
-          f"{reg['n_corr']} correspondences)")
-    print(f"  view_overlap (both directions), stride 1: {1e3 * reg['t_iou1']:.1f} ms ({1 / reg['t_iou1']:.1f} pairs/s), "
-          f"IoU {reg['iou']:.3f}; stride 4: {1e3 * reg['t_iou4']:.1f} ms ({1 / reg['t_iou4']:.1f} pairs/s), "
-          f"IoU {reg['iou4']:.3f}")
-    print(f"  region_overlap + match_regions (Cantor + unique): {1e3 * reg['t_match']:.1f} ms for "
-          f"{reg['n_regions'][0]}x{reg['n_regions'][1]} regions")
-    print(f"  felzenszwalb_regions: {1e3 * reg['t_felz']:.0f} ms per image")
+    rows = []
+    for name, miou, per_class, (l0, l1), dt, dc in results:
+        rows.append({"run": name, "miou_pct": 100 * miou,
+                     **{f"iou_pct.{classes[c]}": 100 * per_class[c] for c in present},
+                     "bt_loss_first": l0, "bt_loss_last": l1, "time_s": dt, "cpu_s": dc})
+    record.table("runs", rows, [Column("run"), Column("miou_pct", "mIoU %", ".1f")]
+                 + [Column(f"iou_pct.{classes[c]}", classes[c][:6], ".1f") for c in present]
+                 + [Column("bt_loss_first", "BT loss first", ".2f"), Column("bt_loss_last", "BT loss last", ".2f"),
+                    Column("time_s", "time s", ".0f"), Column("cpu_s", "CPU s", ".0f")],
+                 title="mIoU after fine-tuning on the labelled views (IoU per class present in the test views, %)")
+
+    def rate(seconds: float) -> float:
+        return 1 / seconds if seconds > 0 else float("nan")
+
+    record.table("registration", [
+        {"step": "correspondences A->B", "ms": 1e3 * reg["t_corr"], "per_s": rate(reg["t_corr"]),
+         "detail": f"directed pairs; {reg['n_corr']} correspondences"},
+        {"step": "view_overlap (both directions), stride 1", "ms": 1e3 * reg["t_iou1"], "per_s": rate(reg["t_iou1"]),
+         "detail": f"pairs; IoU {reg['iou']:.3f}"},
+        {"step": "view_overlap (both directions), stride 4", "ms": 1e3 * reg["t_iou4"], "per_s": rate(reg["t_iou4"]),
+         "detail": f"pairs; IoU {reg['iou4']:.3f}"},
+        {"step": "region_overlap + match_regions (Cantor + unique)", "ms": 1e3 * reg["t_match"],
+         "per_s": rate(reg["t_match"]), "detail": f"pairs; {reg['n_regions'][0]}x{reg['n_regions'][1]} regions"},
+        {"step": "felzenszwalb_regions", "ms": 1e3 * reg["t_felz"], "per_s": rate(reg["t_felz"]),
+         "detail": "images"}],
+        [Column("step"), Column("ms", fmt=".1f"), Column("per_s", "per s", ".1f"), Column("detail", "what per s")],
+        title=f"registration at 640x480 (one simulated view pair, {args.world} world, numpy, 1 process; mean time)")
+    record.add(registration=reg, data_capture_s=t_data)
     print(f"total time {time.perf_counter() - t0:.0f} s (data capture {t_data:.0f} s)")
+    record.finish(args.json)
 
 
 if __name__ == "__main__":

@@ -50,6 +50,8 @@ from selfsup_perception.ros.service_calls import ServiceCallError, call_service
 from selfsup_perception.sim.tabletop import CameraConfig, SimConfig, TabletopSim
 from selfsup_perception.srv import ComputeDescriptors, FindCorrespondences, LoadModel, SegmentImage
 
+from bench_report import write_json  # bench/ is on sys.path when run as a script
+
 W, H = 640, 480
 
 
@@ -285,7 +287,7 @@ def main() -> None:
           f"response {out['find_correspondences.response_bytes']} bytes")
     print(f"inference RSS growth over {args.versions} explicit-version requests: {out['rss_growth_mb']:.1f} MB")
     if args.json:
-        args.json.write_text(json.dumps(out, indent=2, sort_keys=True))
+        write_json(args.json, out)  # atomic, strict JSON (a service without calls: null, not NaN)
         print(f"wrote {args.json}")
 
 

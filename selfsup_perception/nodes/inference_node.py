@@ -14,7 +14,9 @@ starts serving, deactivate stops, cleanup frees the models (and the CUDA cache).
 for the checkpoint folder to appear when the trainer has not created it yet.
 
 Services: ``segment_image`` (SegmentImage), ``compute_descriptors`` (ComputeDescriptors),
-``find_correspondences`` (FindCorrespondences), ``load_model`` (LoadModel).
+``find_correspondences`` (FindCorrespondences), ``load_model`` (LoadModel). A ``segment_image``
+request with depth and ``camera_info`` is answered with the model's instances combined with the
+depth-aware segments (``combine_with_depth``; the depth segments alone before any model exists).
 Only promoted model versions are served (the trainer's promotion gate, with its ledger in
 ``checkpoint_dir``): configure loads the served version of each task, not the newest, and
 ``load_model`` refuses candidates. Topics in: ``trainer/model_versions`` (ModelVersion): a
@@ -62,15 +64,21 @@ from selfsup_perception.core.descriptors.sparse import (
     sample_descriptor_map,
 )
 from selfsup_perception.core.image_conversion import ImageConversionError, array_to_image, to_depth_metres, to_rgb8
+from selfsup_perception.core.types import RgbdFrame
 from selfsup_perception.core.learning.device import release_device_memory, resolve_device
 from selfsup_perception.core.learning.serving import checkpoints as ckpt
 from selfsup_perception.core.learning.serving.checkpoints import CheckpointError, pin_version, unpin_version
-from selfsup_perception.core.learning.serving.inference import label_image, segment_instances, segment_semantic
+from selfsup_perception.core.learning.serving.inference import (
+    label_image,
+    segment_instances,
+    segment_rgbd,
+    segment_semantic,
+)
 from selfsup_perception.core.learning.serving.mask_refinement import MaskRefinementConfig
 from selfsup_perception.core.learning.serving.model_registry import TASKS, ModelNotAvailableError, ModelRegistry
 from selfsup_perception.msg import InstanceSegmentation, ModelVersion
 from selfsup_perception.ros.callback_guard import GuardedNodeMixin
-from selfsup_perception.ros.conversions import instances_to_msgs, rgb_to_msg
+from selfsup_perception.ros.conversions import camera_info_to_intrinsics, instances_to_msgs, rgb_to_msg
 from selfsup_perception.ros.node_runner import run_node
 from selfsup_perception.ros.parameters import declare_config, field_with_help
 from selfsup_perception.ros.work_queue import FairSlots, WorkQueue, lower_thread_priority
@@ -93,6 +101,9 @@ class InferenceParams:
                                          "false: nearest-neighbour upsampling of the network's grid")
     max_concurrent_requests: int = field_with_help(2, "requests served at once; more wait up to request_wait_s")
     request_wait_s: float = field_with_help(10.0, "how long a request may wait for a free slot (s)")
+    combine_with_depth: bool = field_with_help(True, "segment_image with depth + camera_info: combine the model's "
+                                               "instances with the depth-aware segments (objects above the table "
+                                               "split at depth jumps); without an instance model, those alone")
     follow_trainer: bool = field_with_help(True, "activate each version the trainer promotes (or rolls back to)")
     stream: bool = field_with_help(False, "segment the newest image of image_topic continuously")
     image_topic: str = field_with_help("camera/color/image_raw", "input of the stream")
@@ -142,8 +153,8 @@ class InferenceNode(GuardedNodeMixin, LifecycleNode):
     def __init__(self, **kwargs):
         super().__init__("inference", **kwargs)
         self.params = declare_config(self, InferenceParams, on_change=self._apply_params, dynamic=(
-            "score_threshold", "max_instances", "refine_masks", "request_wait_s", "follow_trainer",
-            "correspondence_coarse_stride", "torch_threads", "descriptors_at_training_size"))
+            "score_threshold", "max_instances", "refine_masks", "combine_with_depth", "request_wait_s",
+            "follow_trainer", "correspondence_coarse_stride", "torch_threads", "descriptors_at_training_size"))
         torch.set_num_threads(max(self.params.torch_threads, 1))
         self.registry: ModelRegistry | None = None
         self._active = False
@@ -403,14 +414,33 @@ class InferenceNode(GuardedNodeMixin, LifecycleNode):
                                       score_threshold=score_threshold or p.score_threshold,
                                       max_instances=max_instances or p.max_instances,
                                       refinement=MaskRefinementConfig() if p.refine_masks else None)
-        out = InstanceSegmentation(model_version=loaded.name)
+        return self._segmentation_msg(loaded.name, instances, rgb, with_label_image, header), instances
+
+    def segment_with_depth(self, frame: RgbdFrame, model_version: str = "", score_threshold: float = 0.0,
+                           max_instances: int = 0, with_label_image: bool = True, header=None):
+        """(InstanceSegmentation message, core Instances, note) of one RGB-D frame: the instance model's
+        instances combined with the depth-aware segments (``segment_rgbd``); with no instance model active
+        (and no version asked for), the depth-aware segments alone (``model_version`` "")."""
+        p = self.params
+        loaded = None
+        if model_version or self.registry.active_names().get("instance_segmentation") is not None:
+            loaded = self.registry.get("instance_segmentation", model_version)
+        instances, note = segment_rgbd(
+            loaded.model if loaded else None, frame, loaded.input_size if loaded else None,
+            score_threshold=score_threshold or p.score_threshold, max_instances=max_instances or p.max_instances,
+            refinement=MaskRefinementConfig() if p.refine_masks else None)
+        out = self._segmentation_msg(loaded.name if loaded else "", instances, frame.rgb, with_label_image, header)
+        return out, instances, note
+
+    def _segmentation_msg(self, model_version: str, instances, rgb: np.ndarray, with_label_image: bool, header):
+        out = InstanceSegmentation(model_version=model_version)
         if header is not None:
             out.header = header
         out.instances = instances_to_msgs(instances)
         if with_label_image:
             array_to_image(label_image(instances, rgb.shape[:2]), "mono16", out.label_image)
         self._add_semantic(out, rgb)
-        return out, instances
+        return out
 
     def _add_semantic(self, out: InstanceSegmentation, rgb: np.ndarray) -> None:
         """Fill the semantic image when a semantic segmentation model is active."""
@@ -427,17 +457,34 @@ class InferenceNode(GuardedNodeMixin, LifecycleNode):
             raise ValueError(f"score_threshold must be in [0, 1] (0 = node default), got {request.score_threshold}")
         self._check_size(request.image, "image")
         has_depth = bool(request.depth.width or request.depth.height or len(request.depth.data))
-        if has_depth and (request.depth.width, request.depth.height) != (request.image.width, request.image.height):
+        size = (request.image.width, request.image.height)
+        if has_depth and (request.depth.width, request.depth.height) != size:
             raise ValueError(f"depth is {request.depth.width}x{request.depth.height} but the image is "
-                             f"{request.image.width}x{request.image.height}")
+                             f"{size[0]}x{size[1]}")
+        if has_depth and not (request.camera_info.width or request.camera_info.height):
+            raise ValueError("depth without camera_info: the depth-aware segments need the image's intrinsics "
+                             "(fill camera_info, or send no depth)")
+        if has_depth and (request.camera_info.width, request.camera_info.height) != size:
+            raise ValueError(f"camera_info is for {request.camera_info.width}x{request.camera_info.height} but the "
+                             f"image is {size[0]}x{size[1]}")
         max_instances = min(int(request.max_instances), MAX_INSTANCES_LIMIT)
 
         def work(res):
             rgb = to_rgb8(request.image)
+            frame = None
             if has_depth:
                 depth = to_depth_metres(request.depth)  # validates encoding (32FC1 m / 16UC1 mm) and size
                 if not np.isfinite(depth).any() or not (depth > 0).any():
                     raise ValueError("depth has no valid (finite, positive) value; send an empty depth instead")
+                frame = RgbdFrame(rgb=rgb, depth=depth, intrinsics=camera_info_to_intrinsics(request.camera_info),
+                                  frame_id=request.image.header.frame_id).validate()
+            if frame is not None and self.params.combine_with_depth:
+                res.segmentation, _, note = self.segment_with_depth(
+                    frame, request.model_version, request.score_threshold, max_instances,
+                    request.return_label_image, request.image.header)
+                res.message = (f"{len(res.segmentation.instances)} instances from "
+                               f"{res.segmentation.model_version or 'depth alone (no instance model)'}, {note}")
+                return
             if self.registry.active_names().get("instance_segmentation") is None and not request.model_version:
                 # only a semantic model: answer with the semantic image alone
                 try:
@@ -453,6 +500,8 @@ class InferenceNode(GuardedNodeMixin, LifecycleNode):
             res.segmentation, _ = self.segment(rgb, request.model_version, request.score_threshold,
                                                max_instances, request.return_label_image, request.image.header)
             res.message = f"{len(res.segmentation.instances)} instances from {res.segmentation.model_version}"
+            if frame is not None:
+                res.message += " (depth not used: combine_with_depth is off)"
         return self._serve(response, work)
 
     def _on_descriptors(self, request, response):

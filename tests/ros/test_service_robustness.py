@@ -13,6 +13,7 @@ import pytest
 import rclpy
 import torch
 from rclpy.parameter import Parameter
+from sensor_msgs.msg import CameraInfo
 from ros_helpers import wait_future
 
 from selfsup_perception.core.learning.models.backbone import BackboneConfig
@@ -22,7 +23,10 @@ from selfsup_perception.core.learning.serving import checkpoints as ckpt
 from selfsup_perception.core.learning.tasks.descriptors import DescriptorTask, DescriptorTaskConfig
 from selfsup_perception.core.learning.tasks.instance import InstanceSegmentationTask, InstanceTaskConfig
 from selfsup_perception.nodes.inference_node import InferenceNode
-from selfsup_perception.ros.conversions import depth_to_msg, rgb_to_msg
+from selfsup_perception.core.evaluation.bottom_up import depth_bottom_up
+from selfsup_perception.core.types import CameraIntrinsics
+from selfsup_perception.ros.conversions import depth_to_msg, instance_masks_from_msg, intrinsics_to_camera_info, rgb_to_msg
+from selfsup_perception.sim.tabletop import CameraConfig, SimConfig, TabletopSim
 from selfsup_perception.srv import ComputeDescriptors, FindCorrespondences, LoadModel, SegmentImage
 
 pytestmark = pytest.mark.ros
@@ -65,6 +69,10 @@ def texture(seed=0, h=H, w=W):
     """Blurred noise: a texture whose descriptors are distinctive even with random weights."""
     img = cv2.GaussianBlur(np.random.default_rng(seed).random((h, w, 3)).astype(np.float32), (0, 0), 1.5)
     return ((img - img.min()) / np.ptp(img) * 255).astype(np.uint8)
+
+
+def camera_info(w=W, h=H):
+    return intrinsics_to_camera_info(CameraIntrinsics(0.8 * w, 0.8 * w, w / 2, h / 2, w, h))
 
 
 def call(client, request, timeout=30):
@@ -139,7 +147,13 @@ def test_bad_segment_requests_are_refused_with_a_reason(clients):
         "image too large": (dict(image=rgb_to_msg(rgb(h=H * 5, w=W))), "max_image_pixels"),
         "depth of another size": (dict(depth=depth_to_msg(np.ones((H // 2, W // 2), np.float32))), "depth is"),
         "depth in a wrong encoding": (dict(depth=rgb_to_msg(rgb())), "depth"),
-        "depth without a valid value": (dict(depth=depth_to_msg(np.full((H, W), np.nan, np.float32))), "no valid"),
+        "depth without a valid value": (dict(depth=depth_to_msg(np.full((H, W), np.nan, np.float32)),
+                                             camera_info=camera_info()), "no valid"),
+        "depth without camera_info": (dict(depth=depth_to_msg(np.ones((H, W), np.float32))), "camera_info"),
+        "camera_info of another size": (dict(depth=depth_to_msg(np.ones((H, W), np.float32)),
+                                             camera_info=camera_info(w=W * 2, h=H * 2)), "camera_info is for"),
+        "camera_info without a focal length": (dict(depth=depth_to_msg(np.ones((H, W), np.float32)),
+                                                    camera_info=CameraInfo(width=W, height=H)), "focal"),
     }
     for name, (fields, expected) in cases.items():
         req = SegmentImage.Request(image=rgb_to_msg(rgb()))
@@ -149,8 +163,46 @@ def test_bad_segment_requests_are_refused_with_a_reason(clients):
         assert not res.success and expected in res.message, (name, res.message)
         still_serves(c)
     ok = SegmentImage.Request(image=rgb_to_msg(rgb()), depth=depth_to_msg(np.ones((H, W), np.float32)),
-                              max_instances=10**9)  # clamped to 1000
+                              camera_info=camera_info(), max_instances=10**9)  # clamped to 1000
     assert call(c["segment"], ok).success
+
+
+@pytest.fixture(scope="module")
+def tabletop_view():
+    """One rendered RGB-D view of the simulated tabletop (320x240) and its depth-aware segments."""
+    with TabletopSim(SimConfig(camera=CameraConfig(width=320, height=240))) as sim:
+        sim.reset_scene(7, clutter="medium")
+        frame = sim.render()
+    return frame, depth_bottom_up(frame).instances
+
+
+def _rgbd_request(frame):
+    return SegmentImage.Request(image=rgb_to_msg(frame.rgb), depth=depth_to_msg(frame.depth),
+                                camera_info=intrinsics_to_camera_info(frame.intrinsics))
+
+
+@pytest.mark.parametrize("n_instance", [2, 0])
+def test_segment_image_with_depth_answers_the_model_combined_with_the_depth_aware_segments(
+        clients, tabletop_view, n_instance):
+    frame, depth_segments = tabletop_view
+    assert depth_segments, "the scene has objects on the table"
+    c = clients(n_instance=n_instance)
+    res = call(c["segment"], _rgbd_request(frame))
+    assert res.success and "depth-aware segments" in res.message, res.message
+    assert res.segmentation.model_version == ("instance_segmentation/v2" if n_instance else "")
+    masks, _ = instance_masks_from_msg(res.segmentation, frame.shape)
+    covered = np.any(masks, axis=0) if masks else np.zeros(frame.shape, bool)
+    for mask, _ in depth_segments:  # every object depth sees is answered, whole or split by the model
+        assert (covered & mask).sum() >= 0.5 * mask.sum()
+    if not n_instance:
+        assert len(masks) == len(depth_segments)
+    # the parameter turns it off: the model alone, and the answer says depth was not used
+    c["node"].set_parameters([Parameter("combine_with_depth", value=False)])
+    res = call(c["segment"], _rgbd_request(frame))
+    if n_instance:
+        assert res.success and "depth not used" in res.message, res.message
+    else:
+        assert not res.success  # no model and no depth: nothing to answer with
 
 
 def test_explicit_version_requests_keep_the_model_cache_bounded(clients):

@@ -369,3 +369,99 @@ def test_normalized_cut_equals_scikit_image():
         fast = normalized_cut(sp, img, 0.001, 10, np.random.default_rng(0))
         assert len(np.unique(ref[mask])) > 1  # the cut did split
         np.testing.assert_array_equal(fast, ref)
+
+
+def test_depth_jumps_ignore_holes_inside_an_object_but_not_between_objects():
+    from selfsup_perception.core.labeling.flow_labeler import depth_jumps
+
+    depth = np.ones((40, 60), np.float32)
+    depth[10:30, 5:25] = 0.95  # object A, 5 cm up
+    depth[10:30, 27:50] = 0.90  # object B, 10 cm up, 2 px right of A
+    depth[10:30, 25:27] = np.nan  # the stereo shadow between them
+    holed = depth.copy()
+    holed[10:30, 14:16] = np.nan  # a line of holes across A (a dark band)
+    jumps = depth_jumps(holed, 0.015)
+    # A stays one piece: its hole line is no jump (within hole_px of A's outline the hole takes the table's
+    # depth, so the line's two ends still are)
+    assert not jumps[14:26, 8:22].any()
+    # A and B (5 cm apart in depth) are cut apart along their shadow
+    assert jumps[10:30, 26].all() and jumps[10:30, 27].all()
+    assert jumps[9, 6:24].all()  # A's outline on the table
+    # the old rule (every hole a jump) cut A in two
+    old = np.where(np.isfinite(holed), holed, 0).astype(np.float32)
+    k = np.ones((3, 3), np.uint8)
+    assert ((cv2.dilate(old, k) - cv2.erode(old, k)) > 0.015)[12:28, 14:16].all()
+    # a wide hole is no jump anywhere inside it; an all-missing image has none
+    wide = depth.copy()
+    wide[:, 30:45] = np.nan
+    assert not depth_jumps(wide, 0.015)[:, 35:40].any()
+    assert not depth_jumps(np.full((8, 8), np.nan, np.float32), 0.015).any()
+
+
+def test_the_depth_fallback_labels_an_object_crossed_by_a_line_of_holes_whole():
+    # A plain object pushed far (zero flow, as DIS reports); its depth is missing along a line across it,
+    # as along a dark band or a shiny ridge of a realistic-world mesh. The label is the whole object.
+    plain = np.full((H, W, 3), 90, np.uint8)
+    m0 = _square(140, 100, 36)
+    sample = _sample([(plain, m0)], [(plain, _shift(m0, 60, 0))], (150.0, 110.0))
+    sample.before.depth[100:136, 157:160] = np.nan
+    label = FlowMaskLabeler().label(sample, flow=np.zeros((H, W, 2), np.float32))
+    assert label.kept and label.stats["source"] == "depth", label.reason
+    assert _iou(label.mask, m0) > 0.9, _iou(label.mask, m0)
+    # two objects side by side at different heights, a hole line between them: only the pushed one
+    other = _square(178, 100, 30)
+    rgb, depth = _render([(plain, m0)])
+    depth[other] = 0.90
+    depth[100:136, 176:178] = np.nan
+    after_rgb, after_depth = _render([(plain, _shift(m0, 0, 70))])
+    after_depth[other] = 0.90
+    two = InteractionSample("t", InteractionKind.PUSH, _frame(rgb, depth), _frame(after_rgb, after_depth),
+                            (150.0, 110.0), (0, 0, 0), (0, 0, 0))
+    label = FlowMaskLabeler().label(two, flow=np.zeros((H, W, 2), np.float32))
+    assert label.kept and label.stats["source"] == "depth", label.reason
+    assert _iou(label.mask, m0) > 0.9 and not (label.mask & other).any()
+
+
+def test_the_pushed_object_is_the_moved_one_under_or_nearest_the_action_pixel():
+    from selfsup_perception.core.labeling.quality import pushed_instance
+
+    inst = np.zeros((40, 60), np.uint16)
+    inst[5:15, 5:15] = 1
+    inst[5:15, 20:30] = 2
+    inst[25:35, 40:50] = 3
+    # under the action pixel and moved: that object, however far others moved
+    assert pushed_instance(inst, [1, 3], (8.0, 8.0)) == (1, 0.0)
+    # under the action pixel but it did not move (a chain: it pushed another): the nearest moved one
+    i, d = pushed_instance(inst, [1, 3], (22.0, 10.0))
+    assert i == 1 and d == pytest.approx(8.0)
+    # on the table between objects: the nearest moved one
+    assert pushed_instance(inst, [2, 3], (38.0, 30.0))[0] == 3
+    # nothing moved, or the moved object is out of view
+    assert pushed_instance(inst, [], (8.0, 8.0)) == (0, float("inf"))
+    assert pushed_instance(inst, [7], (8.0, 8.0)) == (0, float("inf"))
+
+
+def test_a_moving_segment_on_a_neighbour_is_not_the_pushed_object():
+    # The pushed object A (plain) jumps far: DIS sees nothing on it (zero flow). Its textured neighbour B, 4 px
+    # away, slid 6 px (a chain, or a flow artefact at its edge). The Gaussian search around the action pixel
+    # (on A) finds B's segment; the object check sees that it covers none of A and the depth fallback labels A.
+    plain = np.full((H, W, 3), 90, np.uint8)
+    a0 = _square(140, 100, 36)
+    b_tex = _texture(5, blur=1.0)
+    b0 = _square(180, 100, 24)
+    sample = _sample([(plain, a0), (b_tex, b0)], [(plain, _shift(a0, 0, 70)), (_shift(b_tex, 6, 0), _shift(b0, 6, 0))],
+                     (174.0, 118.0))
+    flow = np.zeros((H, W, 2), np.float32)
+    flow[b0] = (6.0, 0.0)
+    unchecked = FlowMaskLabeler(FlowLabelerConfig(min_object_cover=0.0)).label(sample, flow=flow)
+    assert unchecked.kept and _iou(unchecked.mask, b0) > 0.8, unchecked.reason  # the neighbour, wrongly
+    label = FlowMaskLabeler().label(sample, flow=flow)
+    assert label.kept and label.stats["source"] == "depth", label.reason
+    assert label.stats["object_cover"] == 0.0 and _iou(label.mask, a0) > 0.9
+    # without the depth fallback the interaction is discarded with the reason
+    alone = FlowMaskLabeler(FlowLabelerConfig(depth_fallback=False)).label(sample, flow=flow)
+    assert not alone.kept and "not the object at the action pixel" in alone.reason
+    # a segment that is the object at the action pixel passes the check
+    before, after, gt = _moving_square()
+    ok = FlowMaskLabeler().label(_sample([before], [after], (158.0, 118.0)))
+    assert ok.kept and ok.stats["source"] == "flow" and ok.stats["object_cover"] > 0.9

@@ -10,6 +10,7 @@ from selfsup_perception.core.learning.tasks.instance import (
     InstanceSegmentationTask,
     InstanceTaskConfig,
     collate_samples,
+    jitter_colors,
     synthetic_items,
 )
 from selfsup_perception.core.learning.models.instance_segmentation import (
@@ -231,3 +232,91 @@ def test_every_peak_proposes_a_mask_without_greedy_cover():
         inst = predict_instances(net, rgb, config=InferenceConfig(min_area=10, greedy_cover=cover, peak_window=3))
         assert len(inst) == 1
         assert inst[0].box[0] <= 10 and inst[0].box[2] >= 32  # the whole object, from either peak
+
+
+def test_small_loss_selection_drops_the_worst_samples_of_the_batch():
+    """With small_loss_forget_rate the task's loss is the mean of its k smallest per-sample losses."""
+    items = synthetic_items(8, height=32, width=40, negative_fraction=0.25, seed=1)
+    batch = collate_samples(items, hflip_prob=0.0, rng=np.random.default_rng(0))
+    plain_task = InstanceSegmentationTask(InstanceTaskConfig(model=TINY))
+    torch.manual_seed(0)
+    net = plain_task.build_model()
+    torch.manual_seed(1)  # same random query pixels in both calls
+    per_sample, _ = plain_task._per_sample_loss(net, batch["rgb"], None, batch, plain_task._sample_queries(batch))
+    task = InstanceSegmentationTask(InstanceTaskConfig(model=TINY, small_loss_forget_rate=0.25, forget_ramp_steps=100))
+    torch.manual_seed(1)
+    loss, metrics = task.compute_loss(net, {**batch, "step": 200})  # ramp done: rate 0.25, int(0.75 * 8) = 6 kept
+    assert metrics["kept"] == 6 and metrics["forget_rate"] == pytest.approx(0.25)
+    expected = torch.sort(per_sample.detach()).values[:6].mean()
+    assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+    torch.manual_seed(1)
+    loss0, metrics0 = task.compute_loss(net, {**batch, "step": 0})  # ramp start: nothing forgotten
+    assert metrics0["kept"] == 8 and float(loss0) == pytest.approx(float(per_sample.mean()), rel=1e-5)
+    with pytest.raises(ValueError, match="small_loss_forget_rate"):
+        InstanceTaskConfig(small_loss_forget_rate=1.0)
+
+
+def test_color_jitter_changes_colours_only():
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(40, 200, (24, 32, 3), dtype=np.uint8)
+    assert jitter_colors(rgb, 0.0, rng) is rgb
+    out = jitter_colors(rgb, 0.3, np.random.default_rng(1))
+    assert out.shape == rgb.shape and out.dtype == np.uint8 and not np.array_equal(out, rgb)
+    # the same draws as the formula: exposure x white balance gain, then contrast about the mean
+    r = np.random.default_rng(1)
+    gain = r.uniform(0.7, 1.3) * r.uniform(0.85, 1.15, 3)
+    x = rgb.astype(np.float32) * gain.astype(np.float32)
+    x = (x - x.mean()) * np.float32(r.uniform(0.7, 1.3)) + x.mean()
+    np.testing.assert_array_equal(out, np.clip(x + 0.5, 0, 255).astype(np.uint8))
+    # a jittered image keeps the order of its pixels' brightness within a channel (a monotone map)
+    a, b = rgb[..., 0].astype(int).ravel(), out[..., 0].astype(int).ravel()
+    assert np.all(np.diff(b[np.argsort(a, kind="stable")]) >= 0)
+    with pytest.raises(ValueError, match="jitter"):
+        jitter_colors(rgb, 1.0, rng)
+    items = synthetic_items(3, height=32, width=40, seed=2)
+    plain = collate_samples(items, hflip_prob=0.0, rng=np.random.default_rng(5))
+    jittered = collate_samples(items, hflip_prob=0.0, rng=np.random.default_rng(5), color_jitter=0.3)
+    assert torch.equal(plain["mask"], jittered["mask"]) and torch.equal(plain["action_pixel"], jittered["action_pixel"])
+    assert not torch.equal(plain["rgb"], jittered["rgb"])
+
+
+def _point_batch(action=(10.0, 10.0)):
+    rgb = np.full((32, 32, 3), 100, np.uint8)
+    item = {"rgb": rgb, "mask": np.zeros((32, 32), bool), "action_pixel": action, "is_negative": False, "is_point": True}
+    return collate_samples([item], hflip_prob=0.0, rng=np.random.default_rng(0))
+
+
+def test_point_label_trains_objectness_at_the_action_pixel_only():
+    batch = _point_batch()
+    assert batch["is_point"].tolist() == [True]
+    cfg = InstanceTaskConfig(model=TINY, objectness_loss="bce", point_radius=3.0)
+    for logit in (-1.0, 0.5):
+        torch.manual_seed(0)
+        task = InstanceSegmentationTask(cfg)
+        net = task.build_model()
+        real_forward = net.forward
+        obj = torch.full((1, 1, 8, 8), -20.0)  # "background" everywhere: huge loss if any such cell had a target of 1
+        # the cells whose centres (4 i + 1.5) lie within 3 px of (10, 10): only (2, 2) at (9.5, 9.5)
+        obj[0, 0, 2, 2] = logit
+
+        def forward(x, depth=None, obj=obj):
+            out = real_forward(x, depth)
+            return {**out, "objectness": obj.clone().requires_grad_(True)}
+
+        net.forward = forward
+        _, metrics = task.compute_loss(net, {**batch, "step": 0})
+        assert metrics["loss_objectness"] == pytest.approx(float(-np.log(1 / (1 + np.exp(-logit)))), rel=1e-5)
+        assert metrics["loss_mask"] == 0.0 and "mask_iou" not in metrics  # no mask is trained
+    # a radius below the cell spacing still takes the nearest cell; a mixed batch trains and backpropagates
+    items = synthetic_items(3, height=32, width=40, negative_fraction=0.0, seed=4)
+    items.append({**items[0], "mask": np.zeros((32, 40), bool), "is_point": True})
+    mixed = collate_samples(items, hflip_prob=0.0, rng=np.random.default_rng(0))
+    assert mixed["is_point"].tolist() == [False, False, False, True]
+    task = InstanceSegmentationTask(InstanceTaskConfig(model=TINY, point_radius=0.0))
+    torch.manual_seed(0)
+    model = task.build_model()
+    loss, _ = task.compute_loss(model, {**mixed, "step": 5})
+    assert torch.isfinite(loss)
+    loss.backward()
+    with pytest.raises(ValueError, match="is_point"):
+        task.compute_loss(model, {**mixed, "is_point": mixed["is_point"][:2]})

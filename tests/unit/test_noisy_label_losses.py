@@ -16,6 +16,7 @@ from selfsup_perception.core.learning.losses import (
     hard_bootstrap_targets,
     num_remembered,
     robust_set_refine,
+    small_loss_mean,
 )
 
 
@@ -258,3 +259,29 @@ def test_coteaching_permutation_invariance():
     assert float(l1) == pytest.approx(float(l2), rel=1e-6)
     with pytest.raises(ValueError, match="empty"):
         coteaching_select(torch.zeros(0), torch.zeros(0), 0.1)
+
+
+# ----------------------------------------------------------------------------- small-loss selection (one network)
+
+
+def test_small_loss_mean_keeps_the_smallest_losses():
+    losses = torch.tensor([0.4, 7.0, 0.1, 0.3, 5.0, 0.2, 0.6, 0.5], requires_grad=True)
+    loss, picks = small_loss_mean(losses, 0.25)  # int(0.75 * 8) = 6 kept: all but 7.0 and 5.0
+    assert sorted(picks.tolist()) == [0, 2, 3, 5, 6, 7]
+    assert float(loss.detach()) == pytest.approx((0.4 + 0.1 + 0.3 + 0.2 + 0.6 + 0.5) / 6)
+    loss.backward()
+    np.testing.assert_allclose(losses.grad.numpy(), [1 / 6, 0, 1 / 6, 1 / 6, 0, 1 / 6, 1 / 6, 1 / 6], rtol=1e-6)
+    # forget rate 0 is the plain mean; a single sample is always kept
+    assert float(small_loss_mean(losses, 0.0)[0].detach()) == pytest.approx(float(losses.detach().mean()))
+    assert small_loss_mean(torch.tensor([3.0]), 0.9)[1].tolist() == [0]
+
+
+def test_small_loss_mean_permutation_invariance_and_validation():
+    torch.manual_seed(3)
+    x = torch.rand(13)
+    perm = torch.randperm(13)
+    assert float(small_loss_mean(x, 0.3)[0]) == pytest.approx(float(small_loss_mean(x[perm], 0.3)[0]), rel=1e-6)
+    with pytest.raises(ValueError, match="1-D"):
+        small_loss_mean(torch.zeros(2, 2), 0.1)
+    with pytest.raises(ValueError, match="forget_rate"):
+        small_loss_mean(torch.zeros(4), 1.0)

@@ -8,6 +8,12 @@ Definitions (shared by ``bench/label_quality.py`` and the demo):
   P = good & kept / kept, R = good & kept / good.
 * neg ok = labelled negative when nothing moved; neg wrong = labelled negative although
   an object moved (an empty mask, so outside R's denominator).
+
+Which object is "the moved object" when a push moves several (a chain, touching clutter, an object
+that slid on its own): :func:`pushed_instance` -- the moved object under the push's action pixel (the
+contact the robot aimed at), else the moved object nearest to it. The benches also report the older
+definition, the object whose position changed most, which in chained pushes is often an object the
+pushed one ran into, or one that toppled far away (``docs/labeling.md``).
 """
 
 from __future__ import annotations
@@ -23,6 +29,26 @@ from selfsup_perception.core.types import MaskLabel
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     union = np.logical_or(a, b).sum()
     return float(np.logical_and(a, b).sum() / union) if union else 0.0
+
+
+def pushed_instance(instance_before: np.ndarray, moved_ids: Iterable[int],
+                    action_pixel: tuple[float, float]) -> tuple[int, float]:
+    """(id, distance px) of the pushed object: of the objects that moved (``moved_ids``), the one whose
+    before-image mask (``instance_before``, (H, W) instance ids) lies under the action pixel (u, v) --
+    distance 0 -- else the one whose mask comes nearest to it. (0, inf) when no moved object is in view."""
+    moved = sorted({int(k) for k in moved_ids} - {0})
+    h, w = instance_before.shape
+    u, v = int(round(float(action_pixel[0]))), int(round(float(action_pixel[1])))
+    if 0 <= u < w and 0 <= v < h and int(instance_before[v, u]) in moved:
+        return int(instance_before[v, u]), 0.0
+    best, best_d = 0, float("inf")
+    for i in moved:
+        ys, xs = np.nonzero(instance_before == i)
+        if len(ys):
+            d = float(np.min(np.hypot(xs - u, ys - v)))
+            if d < best_d:
+                best, best_d = i, d
+    return best, best_d
 
 
 @dataclass

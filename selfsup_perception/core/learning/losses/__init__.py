@@ -12,6 +12,7 @@ from selfsup_perception.core.learning.losses.noisy_labels import (
     hard_bootstrap_targets,
     num_remembered,
     robust_set_refine,
+    small_loss_mean,
     weighted_bce,
 )
 
@@ -27,5 +28,6 @@ __all__ = [
     "hard_bootstrap_targets",
     "num_remembered",
     "robust_set_refine",
+    "small_loss_mean",
     "weighted_bce",
 ]

@@ -375,3 +375,23 @@ class CoTeachingLoss(nn.Module):
         pick_a, pick_b = coteaching_select(loss_a, loss_b, rate)
         loss = loss_a[pick_b].mean() + loss_b[pick_a].mean()
         return loss, {"forget_rate": float(rate), "kept": float(pick_a.numel())}
+
+
+def small_loss_mean(per_sample: torch.Tensor, forget_rate: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean of the ``num_remembered(N, forget_rate)`` smallest per-sample losses, and their indices.
+
+    loss = mean_{i in S} l_i,  S = the k smallest l_i,  k = max(1, int((1 - r) N))
+
+    The small-loss trick with one network (Han et al. 2018, Sec. 2: samples with a small loss are
+    likely clean; co-teaching adds a peer so that a network does not confirm its own errors). A
+    wholly wrong label -- another object, a fragment -- has a large loss once the network has
+    learnt the objects it agrees with, so it is left out of the step. Ties are broken by index
+    (stable sort); gradients flow only through the kept samples.
+    """
+    if per_sample.dim() != 1 or per_sample.numel() == 0:
+        raise ValueError(f"small_loss_mean: per-sample losses must be a non-empty 1-D tensor, got {tuple(per_sample.shape)}")
+    if not 0.0 <= forget_rate < 1.0:
+        raise ValueError(f"forget_rate must be in [0, 1), got {forget_rate}")
+    k = num_remembered(per_sample.numel(), forget_rate)
+    picks = torch.sort(per_sample.detach(), stable=True).indices[:k]
+    return per_sample[picks].mean(), picks

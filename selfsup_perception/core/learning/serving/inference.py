@@ -9,8 +9,9 @@ import cv2
 import numpy as np
 import torch
 
+from selfsup_perception.core.evaluation.bottom_up import depth_bottom_up
+from selfsup_perception.core.evaluation.hypotheses import combine_with_depth
 from selfsup_perception.core.learning.device import autocast
-
 from selfsup_perception.core.learning.serving.mask_refinement import MaskRefinementConfig, gray_image, refine_mask
 from selfsup_perception.core.learning.models.instance_segmentation import (
     InferenceConfig,
@@ -55,12 +56,37 @@ def segment_instances(model, rgb: np.ndarray, input_size: tuple[int, int], *,
             mask = refine_mask(inst.mask, gray, cell_px, refinement)
         else:
             mask = cv2.resize(inst.mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
-        if not mask.any():
-            continue
-        ys, xs = np.nonzero(mask)
-        out.append(Instance(mask=mask, score=inst.score, box=(int(xs.min()), int(ys.min()), int(xs.max()),
-                                                               int(ys.max()))))
+        if mask.any():
+            out.append(_instance(mask, inst.score))
     return out
+
+
+def _instance(mask: np.ndarray, score: float) -> Instance:
+    ys, xs = np.nonzero(mask)
+    return Instance(mask=mask, score=float(score), box=(int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())))
+
+
+def segment_rgbd(model, frame, input_size: Optional[tuple[int, int]], *, score_threshold: float = 0.3,
+                 max_instances: int = 20, refinement: Optional[MaskRefinementConfig] = None
+                 ) -> tuple[list[Instance], str]:
+    """Instances of one RGB-D frame (``RgbdFrame``): the model's instances combined with the depth-aware
+    bottom-up segments (:func:`~selfsup_perception.core.evaluation.hypotheses.combine_with_depth`: depth
+    separates objects from the table, the model splits objects that touch at one depth and adds objects depth
+    does not see). ``model`` None: the depth segments alone (what a robot has before any model).
+
+    Returns (instances, note): highest score first, at most ``max_instances`` with score >= ``score_threshold``;
+    ``note`` says what depth contributed, or why nothing (e.g. no table plane in view: the model's instances
+    alone). On the held-out scenes of novel objects this is what the demo reports as "+ depth-aware segments".
+    """
+    model_instances = [] if model is None else segment_instances(
+        model, frame.rgb, input_size, score_threshold=score_threshold, max_instances=max_instances,
+        refinement=refinement)
+    depth = depth_bottom_up(frame)
+    if not depth.instances:
+        return model_instances, f"no depth-aware segments ({depth.reason or 'no object above the table'})"
+    combined = [(m, s) for m, s in combine_with_depth(model_instances, depth.instances) if s >= score_threshold]
+    out = [_instance(m, s) for m, s in combined[:max_instances] if m.any()]
+    return out, f"combined with {len(depth.instances)} depth-aware segments"
 
 
 def label_image(instances: list[Instance], shape: tuple[int, int]) -> np.ndarray:

@@ -10,6 +10,9 @@ key                shape / dtype          meaning
 ``action_pixel``   (B, 2) float32         (u, v) where the robot acted, in this (cropped) image
 ``is_negative``    (B,) bool              nothing moved: the action pixel is background
 ``valid``          (B, H, W) bool         pixels to train on (False = padding); optional
+``is_point``       (B,) bool              point label: an object lies at the action pixel, its mask is
+                                          unknown (a push that moved something, discarded by the
+                                          labeler); optional
 ``depth``          (B, H, W) float32      metres, NaN invalid; only if the model uses depth
 ``step``           int                    added by the trainer (co-teaching ramp)
 =================  ====================  ===========================================================
@@ -27,8 +30,14 @@ Training signal per sample, at stride 4 (targets are area-downsampled masks > 0.
   predict the whole labelled mask; BCE, robust set loss (Pathak et al. Sec. 3.1), or BCE plus
   the soft-IoU hinge. A negative's mask is not trained: with embedding masks the query pixel
   is always in its own mask, so "no object here" is the objectness head's job.
+* point labels (``is_point``): objectness target 1 at the stride-4 cells within ``point_radius``
+  of the action pixel (at least the nearest cell), every other pixel unweighted; no mask loss.
+  A push moves the object under its start pixel (118 of the 120 pushes of ``bench/ap_table.py``'s
+  realistic collection), so a push whose mask the labeler could not trust still says where an
+  object is.
 * per-sample loss = objectness_weight * L_obj + mask_weight * L_mask; with co-teaching two
-  networks exchange their (1 - forget) small-loss samples (Han et al. 2018).
+  networks exchange their (1 - forget) small-loss samples (Han et al. 2018); with
+  ``small_loss_forget_rate`` one network keeps its own (1 - forget) small-loss samples.
 """
 
 from __future__ import annotations
@@ -45,8 +54,10 @@ from selfsup_perception.core.learning.losses.noisy_labels import (
     CoTeachingLoss,
     SoftIoUHingeLoss,
     binary_iou,
+    forget_rate_schedule,
     hard_bootstrap_targets,
     robust_set_refine,
+    small_loss_mean,
     weighted_bce,
 )
 from selfsup_perception.core.learning.models.instance_segmentation import (  # noqa: F401 - re-exported
@@ -78,11 +89,16 @@ class InstanceTaskConfig:
     co_teaching: bool = False
     forget_rate: float = 0.1  # aeitel/self_deepmask
     forget_ramp_steps: int = 500  # linear ramp from 0 (Han et al.: over 10 epochs)
+    # one network, small-loss selection: each step trains on the int((1 - r) * B) samples of the batch with
+    # the smallest loss, r ramped from 0 like co-teaching's (losses/noisy_labels.small_loss_mean); 0 = off.
+    # Ignored with co_teaching (which selects by the peer's losses).
+    small_loss_forget_rate: float = 0.0
     queries_per_sample: int = 4
     objectness_weight: float = 1.0
     mask_weight: float = 1.0
     negative_radius: float = 12.0  # px, full resolution
     negative_weight: float = 4.0
+    point_radius: float = 3.0  # px of the training image: objectness target 1 around a point label's action pixel
     # objectness class balance: labelled-mask pixels of a positive are up-weighted so that they
     # carry as much total weight as the rest of that image (one object is ~1 % of the pixels;
     # unbalanced BCE learns "nothing is an object" and no query point reaches the peak threshold)
@@ -110,6 +126,10 @@ class InstanceTaskConfig:
             raise ValueError(f"objectness_loss must be 'bce' or 'bootstrap', got {self.objectness_loss!r}")
         if self.queries_per_sample < 1:
             raise ValueError("queries_per_sample must be >= 1")
+        if self.point_radius < 0:
+            raise ValueError(f"point_radius must be >= 0, got {self.point_radius}")
+        if not 0.0 <= self.small_loss_forget_rate < 1.0:
+            raise ValueError(f"small_loss_forget_rate must be in [0, 1), got {self.small_loss_forget_rate}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -133,6 +153,8 @@ def _check_batch(batch: dict) -> None:
         raise ValueError("batch['action_pixel'] must be (B, 2) and batch['is_negative'] (B,)")
     if "valid" in batch and batch["valid"].shape != (b, h, w):
         raise ValueError(f"batch['valid'] {tuple(batch['valid'].shape)} does not match rgb")
+    if "is_point" in batch and batch["is_point"].shape != (b,):
+        raise ValueError(f"batch['is_point'] must be (B,), got {tuple(batch['is_point'].shape)}")
 
 
 class InstanceSegmentationTask:
@@ -186,6 +208,12 @@ class InstanceSegmentationTask:
             return loss, m_a
         net = model.net_a if isinstance(model, CoTeachingPair) else model
         per_sample, metrics = self._per_sample_loss(net, rgb, depth, batch, queries)
+        if c.small_loss_forget_rate > 0:
+            rate = forget_rate_schedule(int(batch.get("step", 0)), forget_rate=c.small_loss_forget_rate,
+                                        ramp_steps=c.forget_ramp_steps)
+            loss, picks = small_loss_mean(per_sample, rate)
+            metrics.update(forget_rate=float(rate), kept=float(picks.numel()))
+            return loss, metrics
         return per_sample.mean(), metrics
 
     def _noisy_losses_on(self, batch: dict) -> bool:
@@ -227,16 +255,21 @@ class InstanceSegmentationTask:
             else (F.interpolate(valid.float()[:, None], size=(h4, w4), mode="area")[:, 0] > 0.5).float()
         )
         neg = batch["is_negative"].bool()
-        labelled = neg | mask4.flatten(1).any(1)  # positives whose mask vanished at stride 4 carry no signal
+        point = batch["is_point"].bool() & ~neg if "is_point" in batch else torch.zeros_like(neg)  # (B,)
+        labelled = neg | point | mask4.flatten(1).any(1)  # positives whose mask vanished at stride 4 carry no signal
         # known background: disk around a negative's action pixel
         ys = (torch.arange(h4, device=obj.device, dtype=torch.float32) + 0.5) * (h / h4) - 0.5
         xs = (torch.arange(w4, device=obj.device, dtype=torch.float32) + 0.5) * (w / w4) - 0.5
         ap = batch["action_pixel"].float()
         d2 = (xs[None, None, :] - ap[:, 0, None, None]) ** 2 + (ys[None, :, None] - ap[:, 1, None, None]) ** 2
         known_bg = (d2 <= c.negative_radius**2) & neg[:, None, None]  # (B, h4, w4)
-        target = mask4 & ~neg[:, None, None]
+        # known object: the cells around a point label's action pixel (at least the nearest one)
+        reach2 = d2.flatten(1).min(1).values.clamp_min(c.point_radius**2)  # (B,)
+        known_fg = (d2 <= reach2[:, None, None]) & point[:, None, None]  # (B, h4, w4)
+        target = (mask4 & ~neg[:, None, None] & ~point[:, None, None]) | known_fg
         pos_px = target & (valid4 > 0)  # (B, h4, w4)
         unl_w = torch.where(neg[:, None, None], torch.ones_like(valid4), torch.full_like(valid4, c.unlabelled_weight))
+        unl_w = torch.where(point[:, None, None], torch.zeros_like(unl_w), unl_w)  # a point label says nothing else
         base_w = valid4 * torch.where(target, torch.ones_like(valid4), unl_w)
         base_w = base_w * (1.0 + c.negative_weight * known_bg.float()) * labelled[:, None, None].float()
         if c.balance_objectness:
@@ -256,7 +289,7 @@ class InstanceSegmentationTask:
             loss_obj = weighted_bce(obj, target.float(), base_w, "none")
 
         # -- point-conditioned mask (positives only)
-        pos = ~neg & labelled
+        pos = ~neg & ~point & labelled
         loss_mask = torch.zeros(b, device=obj.device)
         metrics: dict[str, float] = {}
         if pos.any():
@@ -303,15 +336,19 @@ def collate_samples(
     hflip_prob: float = 0.5,
     vflip_prob: float = 0.0,
     rng: np.random.Generator | None = None,
+    color_jitter: float = 0.0,
 ) -> dict[str, torch.Tensor]:
     """Stack labelled samples into a training batch, with random flips and crops.
 
     Args:
         items: each a dict {'rgb' (H,W,3) uint8, 'mask' (H,W) bool, 'action_pixel' (u,v),
-            'is_negative' bool[, 'depth' (H,W) float32]} or a tuple (rgb, mask, action_pixel, is_negative).
+            'is_negative' bool[, 'depth' (H,W) float32][, 'is_point' bool]} or a tuple (rgb, mask,
+            action_pixel, is_negative).
         crop_size: (h, w) of a random crop that keeps the action pixel inside; images smaller
             than it are padded (``valid`` False there). None: all images must share one size.
         hflip_prob / vflip_prob: probability of a horizontal / vertical flip (u -> W-1-u / v -> H-1-v).
+        color_jitter: strength s of a photometric jitter per image (:func:`jitter_colors`: exposure,
+            contrast and white balance as a camera changes them); 0 = off.
     Returns:
         the batch dict documented in the module docstring.
     """
@@ -327,6 +364,7 @@ def collate_samples(
     ch, cw = crop_size
     has_depth = all("depth" in it and it["depth"] is not None for it in items)
     rgbs, masks, valids, aps, negs, depths = [], [], [], [], [], []
+    has_points = any("is_point" in it for it in items)
     for it in items:
         rgb, mask = np.asarray(it["rgb"]), np.asarray(it["mask"]).astype(bool)
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or rgb.size == 0:
@@ -340,6 +378,8 @@ def collate_samples(
         depth = np.asarray(it["depth"], dtype=np.float32) if has_depth else None
         if depth is not None and depth.shape != (h, w):
             raise ValueError(f"depth {depth.shape} does not match rgb {rgb.shape[:2]}")
+        if color_jitter > 0:
+            rgb = jitter_colors(rgb, color_jitter, rng)
         if rng.random() < hflip_prob:
             rgb, mask, u = rgb[:, ::-1], mask[:, ::-1], (w - 1) - u
             depth = depth[:, ::-1] if depth is not None else None
@@ -376,7 +416,27 @@ def collate_samples(
     }
     if has_depth:
         batch["depth"] = torch.from_numpy(np.stack(depths))
+    if has_points:
+        batch["is_point"] = torch.tensor([bool(it.get("is_point", False)) for it in items], dtype=torch.bool)
     return batch
+
+
+def jitter_colors(rgb: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """(H, W, 3) uint8 with a random exposure, contrast and white balance, as a camera changes them.
+
+    out = clip((g_c * x - m) * k + m),  x in [0, 255], gain g_c = e * w_c per channel with exposure
+    e ~ U(1 - s, 1 + s) and white balance w_c ~ U(1 - s/2, 1 + s/2), contrast k ~ U(1 - s, 1 + s)
+    about the image mean m of g_c * x. Masks and geometry are unchanged. s = 0 returns the image.
+    """
+    if not 0.0 <= strength < 1.0:
+        raise ValueError(f"color jitter strength must be in [0, 1), got {strength}")
+    if strength == 0:
+        return rgb
+    gain = rng.uniform(1 - strength, 1 + strength) * rng.uniform(1 - strength / 2, 1 + strength / 2, 3)
+    x = rgb.astype(np.float32) * gain.astype(np.float32)  # (H, W, 3)
+    m = x.mean()
+    x = (x - m) * np.float32(rng.uniform(1 - strength, 1 + strength)) + m
+    return np.clip(x + 0.5, 0, 255).astype(np.uint8)
 
 
 def _crop_start(size: int, crop: int, centre: float, rng: np.random.Generator) -> int:

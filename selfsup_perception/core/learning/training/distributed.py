@@ -17,12 +17,14 @@ Pieces (all inert in a plain single-process run, which keeps working unchanged):
   ``[r B/W, (r + 1) B/W)``. Torch's sampler interleaves ranks (``perm[r::W]``), which gives the same
   set of samples per epoch but not per step; contiguous slices make a W-process step equal to one
   process accumulating W micro-batches.
-* :class:`DDPTrainer`: the :class:`~.trainer.Trainer` loop (schedule, forward, loss, guard, clip,
+* :class:`DDPTrainer`: the :class:`~.trainer.Trainer` loop itself (schedule, forward, loss, guard, clip,
   step, log, checkpoint) over ``DistributedDataParallel`` (gradients averaged over ranks), with
   gradient accumulation over micro-batches, a non-finite guard that all ranks agree on, and
   checkpoints written by rank 0 only (atomically, in the format the inference node loads) while the
   other ranks wait at a barrier. Each micro-batch runs under ``torch.manual_seed`` of its seed, so the
-  random draws inside a task's loss depend on the samples, not on how the batch was split.
+  random draws inside a task's loss depend on the samples, not on how the batch was split. The loop is
+  ``Trainer.train_steps`` itself (DDPTrainer overrides only its per-step hooks), so autocast and float16
+  loss scaling on CUDA apply under DDP as in one process.
 
 BatchNorm normalises per process (per micro-batch): W processes with global batch ``B`` therefore equal
 one process with ``--micro-batch-size B/W``, not one process with ``B`` in a single pass.
@@ -36,9 +38,8 @@ import datetime
 import logging
 import math
 import os
-import time
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Optional
+from typing import Iterator, Optional
 
 import numpy as np
 import torch
@@ -46,6 +47,7 @@ import torch.distributed as dist
 from torch import nn
 
 from selfsup_perception.core.learning.tasks.base import TrainingTask
+from selfsup_perception.core.learning.device import autocast
 from selfsup_perception.core.learning.training.trainer import Trainer, TrainerConfig, _to_device
 
 LOG = logging.getLogger(__name__)
@@ -236,65 +238,41 @@ class DDPTrainer(Trainer):
         else:
             self.ddp = self.loss_module
 
-    def train_steps(self, batches: Iterable[list[tuple[int, dict]]], num_steps: int) -> list[dict]:
-        if num_steps < 0:
-            raise ValueError(f"num_steps must be >= 0, got {num_steps}")
-        c = self.config
-        records: list[dict] = []
-        self.model.train()
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        it = iter(batches)
-        while len(records) < num_steps:
-            try:
-                micro = next(it)
-            except StopIteration:
-                break
-            t0 = time.perf_counter()
-            # -- schedule
-            lr = self.lr_at(self.step)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            # -- forward + loss + backward per micro-batch (gradients all-reduced on the last one)
-            self.optimizer.zero_grad(set_to_none=True)
-            total, metrics_sum, finite = 0.0, {}, True
-            for j, (seed, batch) in enumerate(micro):
-                torch.manual_seed(seed)
-                batch = _to_device(dict(batch), self.device)
-                batch["step"] = self.step
-                sync = j == len(micro) - 1 or not self.ctx.backend
-                with (contextlib.nullcontext() if sync else self.ddp.no_sync()):
+    # Trainer.train_steps is the loop; each of its items is here one step's [(seed, micro-batch)] list.
+    def _forward_backward(self, micro: list[tuple[int, dict]]) -> tuple[float, dict[str, float]]:
+        """Forward, loss and backward of each micro-batch (gradients all-reduced on the last one);
+        (mean loss, mean task metrics of this rank). NaN if any micro-batch's loss was not finite."""
+        total, metrics_sum, finite = 0.0, {}, True
+        for j, (seed, batch) in enumerate(micro):
+            torch.manual_seed(seed)
+            batch = _to_device(dict(batch), self.device)
+            batch["step"] = self.step
+            sync = j == len(micro) - 1 or not self.ctx.backend
+            with (contextlib.nullcontext() if sync else self.ddp.no_sync()):
+                with autocast(self.device, self.config.mixed_precision):
                     loss, metrics = self.ddp(batch)
-                    # every rank runs backward even on a bad loss: a rank that skipped it would hang the others
-                    (loss / len(micro)).backward()
-                value = float(loss.detach())
-                finite &= math.isfinite(value)
-                total += value / len(micro)
-                for k, v in metrics.items():
-                    metrics_sum[k] = metrics_sum.get(k, 0.0) + float(v) / len(micro)
-            # -- guard (all ranks decide together)
-            max_norm = c.grad_clip_norm if c.grad_clip_norm > 0 else float("inf")
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))  # same on all ranks after all-reduce
-            if all_ranks_max(self.ctx, 0.0 if finite else 1.0) > 0 or not math.isfinite(grad_norm):
-                self._skip(f"loss is {total}" if not finite else f"gradient norm is {grad_norm}")
-                continue
-            # -- step
-            self.optimizer.step()
-            self.step += 1
-            # -- ema: with ema_decay > 0 the averaged weights are what gets checkpointed (Trainer.save_checkpoint)
-            if self.ema is not None:
-                self._update_ema()
-            # -- log: the loss is the mean over ranks; task metrics are this rank's (their keys can differ
-            # between ranks, e.g. with or without negative samples, so they are not reduced)
-            record = {"step": self.step, "lr": lr, "grad_norm": grad_norm, "time_s": time.perf_counter() - t0,
-                      **metrics_sum, **all_ranks_mean(self.ctx, {"loss": total})}
-            records.append(record)
-            self.history.append(record)
-            if c.log_every > 0 and self.step % c.log_every == 0 and self.ctx.is_main:
-                LOG.info("step %d loss %.4f lr %.2e grad %.3f", self.step, record["loss"], lr, grad_norm)
-            # -- checkpoint
-            if c.checkpoint_every > 0 and self.step % c.checkpoint_every == 0:
-                self.save_checkpoint(c.checkpoint_dir)
-        return records
+                loss = loss.float()
+                # every rank runs backward even on a bad loss: a rank that skipped it would hang the others
+                self.scaler.scale(loss / len(micro)).backward()
+            value = float(loss.detach())
+            finite &= math.isfinite(value)
+            total += value / len(micro)
+            for k, v in metrics.items():
+                metrics_sum[k] = metrics_sum.get(k, 0.0) + float(v) / len(micro)
+        return (total if finite else math.nan), metrics_sum
+
+    def _loss_is_finite(self, loss: float) -> bool:
+        """All ranks decide together (the gradient norm is the same on all ranks after the all-reduce)."""
+        return all_ranks_max(self.ctx, 0.0 if math.isfinite(loss) else 1.0) == 0
+
+    def _mean_loss(self, loss: float) -> float:
+        """The loss logged is the mean over ranks; task metrics are this rank's (their keys can differ between
+        ranks, e.g. with or without negative samples, so they are not reduced)."""
+        return all_ranks_mean(self.ctx, {"loss": loss})["loss"]
+
+    @property
+    def _logs(self) -> bool:
+        return self.ctx.is_main
 
     def save_checkpoint(self, directory=None):
         """Rank 0 writes (atomically); every rank returns after it is written. Other ranks get None."""

@@ -19,6 +19,11 @@ negative with probability ``negative_fraction`` (when there are negatives), and 
 labels added by the newest refresh with probability ``new_fraction`` (when there are new ones),
 else from all labels of its kind.
 
+Point labels (``point_labels``, on by default): a push whose flow label was discarded although the flow or
+the depth saw the object at the action pixel move (:func:`point_label_evidence`) still says where an object
+is; it trains the objectness head at the action pixel only (``is_point``, :mod:`..tasks.instance`). They
+are training items only (never validation) and are not counted as labels (``min_samples``, the quota).
+
 Every item is validated when it is loaded (:func:`check_item`: image, mask and action pixel
 agree in size and are finite); a bad one is quarantined (its label file moved to
 ``<dataset>/quarantine/labels/<labeler>/``, logged with the reason) and never blocks a round.
@@ -54,6 +59,7 @@ from selfsup_perception.core.learning.training.promotion import (
     validation_scores,
 )
 from selfsup_perception.core.learning.training.trainer import Trainer, TrainerConfig
+from selfsup_perception.core.types import InteractionOutcome, MaskLabel
 
 LOG = logging.getLogger(__name__)
 
@@ -72,6 +78,10 @@ class OnlineTrainingConfig:
     seed: int = 0
     new_fraction: float = 0.5  # replay: share of drawn items from the labels added by the newest refresh
     negative_fraction: float = 0.25  # replay: share of drawn items that are negatives (when there are any)
+    # discarded flow labels whose push moved the object at the action pixel train objectness there (module doc)
+    point_labels: bool = True
+    # photometric jitter of the training images (tasks/instance.jitter_colors: exposure, contrast, white balance)
+    color_jitter: float = 0.25
     promotion: PromotionConfig = field(default_factory=PromotionConfig)
 
     def __post_init__(self) -> None:
@@ -81,6 +91,8 @@ class OnlineTrainingConfig:
             raise ValueError("batch_size, steps_per_round and min_samples must be >= 1")
         if not (0.0 <= self.new_fraction <= 1.0 and 0.0 <= self.negative_fraction <= 1.0):
             raise ValueError("new_fraction and negative_fraction must be in [0, 1]")
+        if not 0.0 <= self.color_jitter < 1.0:
+            raise ValueError(f"color_jitter must be in [0, 1), got {self.color_jitter}")
 
 
 class RoundInterrupted(Exception):
@@ -99,6 +111,34 @@ def check_item(rgb: np.ndarray, mask: np.ndarray, action_pixel) -> None:
         raise ValueError(f"action pixel ({u}, {v}) is not finite")
     if not (0 <= u <= rgb.shape[1] - 1 and 0 <= v <= rgb.shape[0] - 1):
         raise ValueError(f"action pixel ({u:.1f}, {v:.1f}) is outside the {rgb.shape[1]}x{rgb.shape[0]} image")
+
+
+# the flow labeler's default share of changed depth pixels near the action pixel above which "nothing
+# moved" is not trusted (FlowLabelerConfig.negative_max_changed_fraction); used when the label's
+# provenance does not record its labeler's value
+CHANGED_NEAR_ACTION = 0.05
+
+
+def point_label_evidence(label: MaskLabel, outcome: InteractionOutcome = InteractionOutcome.EXECUTED) -> str:
+    """Why a discarded flow label still says "an object lies at the action pixel" ("" when it does not).
+
+    Yes when the push was executed, the flow labeler discarded its mask (not a negative, not skipped for a
+    data problem, not for camera motion) and either a moving segment lay under the action pixel (its
+    candidate mask is not empty: too large, too small, rotating, not explained by the flow, or a large
+    motion) or the depth near the action pixel changed. A push moves the object under its start pixel
+    (118 of the 120 pushes of ``bench/ap_table.py``'s realistic collection).
+    """
+    if label.labeler != "flow" or label.kept or label.is_negative or outcome != InteractionOutcome.EXECUTED:
+        return ""
+    stats = label.stats or {}
+    if stats.get("skipped") or label.reason.startswith(("skipped", "large camera motion")):
+        return ""
+    if float(stats.get("area", 0.0)) > 0:
+        return "a moving segment under the action pixel"
+    limit = (label.provenance or {}).get("config", {}).get("negative_max_changed_fraction", CHANGED_NEAR_ACTION)
+    if float(stats.get("changed_near_action", 0.0)) > float(limit):
+        return "the depth near the action pixel changed"
+    return ""
 
 
 def _interruptible(batches: Iterator[dict], stop: threading.Event) -> Iterator[dict]:
@@ -166,6 +206,8 @@ class LabeledDataset:
     # validation items also carry the depth-aware bottom-up segments of their before view (resized), the
     # robot's hypotheses without a model: the bar of the first promoted version (promotion.hypothesis_scores)
     bottom_up_hypotheses: bool = False
+    # discarded labels with point_label_evidence become training items with ``is_point`` (objectness only)
+    point_labels: bool = False
     items: list = field(default_factory=list)
     validation: list = field(default_factory=list)
     _seen: set = field(default_factory=set)
@@ -173,6 +215,7 @@ class LabeledDataset:
     num_negative: int = 0
     num_discarded: int = 0
     num_quarantined: int = 0
+    num_point: int = 0
     _new_start: int = 0  # items[_new_start:] were added by the newest refresh that added any
     _reserved_keys: set = field(default_factory=set)  # split keys sent to validation by the quota
 
@@ -184,13 +227,20 @@ class LabeledDataset:
                 continue
             try:
                 label = self.store.read_label(sample_id, self.labeler)
+                point = False
                 if not label.kept or (label.is_negative and not self.include_negatives):
-                    self._seen.add(sample_id)
                     self.num_discarded += int(not label.kept)
-                    continue
+                    point = self.point_labels and not label.kept and bool(point_label_evidence(label))
+                    if not point:
+                        self._seen.add(sample_id)
+                        continue
                 sample = self.store.read_sample(sample_id)  # without ground truth: the learner never sees it
-                check_item(sample.before.rgb, label.mask, sample.action_pixel)
-                item = resize_item(sample.before.rgb, label.mask, sample.action_pixel, self.size)
+                if point and not point_label_evidence(label, sample.outcome):
+                    self._seen.add(sample_id)
+                    continue
+                mask = np.zeros(sample.before.rgb.shape[:2], bool) if point else label.mask
+                check_item(sample.before.rgb, mask, sample.action_pixel)
+                item = resize_item(sample.before.rgb, mask, sample.action_pixel, self.size)
             except FileNotFoundError as exc:
                 LOG.warning("skipping %s: %s", sample_id, exc)
                 self._seen.add(sample_id)
@@ -201,6 +251,13 @@ class LabeledDataset:
             item["is_negative"] = bool(label.is_negative)
             item["sample_id"] = sample_id
             self._seen.add(sample_id)
+            if point:  # training only, and not a label of its own (min_samples, replay strata: positives)
+                if not self._held_out_by_hash(split_key(sample_id, label, self.split_by)):
+                    item["is_point"] = True
+                    self.items.append(item)
+                    self.num_point += 1
+                    added += 1
+                continue
             added += 1
             if self._held_out(split_key(sample_id, label, self.split_by), bool(label.is_negative)):
                 if self.bottom_up_hypotheses:
@@ -221,6 +278,10 @@ class LabeledDataset:
         dest = self.store.quarantine_label(sample_id, self.labeler)
         LOG.warning("quarantined %s (%s label -> %s): %s", sample_id, self.labeler, dest, exc)
 
+    def _held_out_by_hash(self, key: str) -> bool:
+        """The key is on the validation side (a point label of a validation scene stays out of training)."""
+        return self.validation_fraction > 0 and (key in self._reserved_keys or is_validation(key, self.validation_fraction))
+
     def _held_out(self, key: str, is_negative: bool) -> bool:
         """Validation by the hash of ``key``, or by the quota (deterministic: labels are read in id order)."""
         if self.validation_fraction <= 0:
@@ -228,13 +289,13 @@ class LabeledDataset:
         if key in self._reserved_keys or is_validation(key, self.validation_fraction):
             return True
         positives = sum(not it["is_negative"] for it in self.validation)
-        if not is_negative and positives < self.min_validation_positives and len(self.items) >= self.reserve_after:
+        if not is_negative and positives < self.min_validation_positives and len(self) >= self.reserve_after:
             self._reserved_keys.add(key)
             return True
         return False
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.items) - self.num_point
 
     def _draw(self, rng: np.random.Generator, new_fraction: float, negative_fraction: float) -> int:
         """Index of one item: negative with p = negative_fraction, new with p = new_fraction (see module docstring)."""
@@ -247,7 +308,7 @@ class LabeledDataset:
         return int(pool[int(rng.integers(len(pool)))])
 
     def batches(self, batch_size: int, rng: np.random.Generator, new_fraction: float = 0.5,
-                negative_fraction: float = 0.25) -> Iterator[dict]:
+                negative_fraction: float = 0.25, color_jitter: float = 0.0) -> Iterator[dict]:
         """Endless batches (with flips) of distinct training items, balanced as the module docstring says."""
         while True:
             size = min(batch_size, len(self.items))
@@ -261,7 +322,7 @@ class LabeledDataset:
             if len(chosen) < size:  # a tiny stratum: fill uniformly
                 rest = [i for i in range(len(self.items)) if i not in chosen]
                 chosen += [int(i) for i in rng.choice(rest, size=size - len(chosen), replace=False)]
-            yield collate_samples([self.items[i] for i in chosen], rng=rng)
+            yield collate_samples([self.items[i] for i in chosen], rng=rng, color_jitter=color_jitter)
 
 
 class OnlineTrainer:
@@ -372,7 +433,8 @@ class OnlineInstanceTrainer(OnlineTrainer):
         self.dataset = LabeledDataset(self.store, config.labeler, (config.input_width, config.input_height),
                                       config.include_negatives, config.promotion.validation_fraction,
                                       config.promotion.split_by, config.promotion.min_validation_positives,
-                                      reserve_after=config.min_samples, bottom_up_hypotheses=True)
+                                      reserve_after=config.min_samples, bottom_up_hypotheses=True,
+                                      point_labels=config.point_labels)
         self.gate = PromotionGate(config.promotion)
         self._served_scores: dict[tuple[int, int], ValidationScores] = {}  # (version, validation size) -> scores
         self._bottom_up_scores: dict[int, Optional[ValidationScores]] = {}  # validation size -> scores
@@ -383,7 +445,7 @@ class OnlineInstanceTrainer(OnlineTrainer):
 
     def _batches(self) -> Iterator[dict]:
         c = self.config
-        return self.dataset.batches(c.batch_size, self._rng, c.new_fraction, c.negative_fraction)
+        return self.dataset.batches(c.batch_size, self._rng, c.new_fraction, c.negative_fraction, c.color_jitter)
 
     def served_scores(self, version: int) -> ValidationScores:
         """Validation scores of stored ``version`` on the current validation labels (cached per set size)."""
@@ -416,4 +478,4 @@ class OnlineInstanceTrainer(OnlineTrainer):
         return self.gate.decide(candidate, None, self._bottom_up_scores[n])
 
     def _round_info(self) -> dict:
-        return {"validation_labels": float(len(self.dataset.validation))}
+        return {"validation_labels": float(len(self.dataset.validation)), "point_labels": float(self.dataset.num_point)}

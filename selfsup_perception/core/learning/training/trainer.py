@@ -151,9 +151,11 @@ class Trainer:
         return c.lr * (c.min_lr_ratio + (1 - c.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
 
     # ------------------------------------------------------------------ loop
-    def train_steps(self, batches: Iterable[dict], num_steps: int) -> list[dict]:
+    def train_steps(self, batches: Iterable, num_steps: int) -> list[dict]:
         """Take up to ``num_steps`` optimizer steps (fewer if ``batches`` runs out).
 
+        Each item of ``batches`` is one step's data as :meth:`_forward_backward` takes it (a task batch
+        here; a list of micro-batches in :class:`~.distributed.DDPTrainer`).
         Returns one record per step taken: {'step', 'loss', 'lr', 'grad_norm', 'time_s', **task metrics}.
         Raises :class:`NonFiniteLossError` after ``max_nonfinite_steps`` skipped steps in total.
         """
@@ -166,7 +168,7 @@ class Trainer:
         it = iter(batches)
         while len(records) < num_steps:
             try:
-                batch = next(it)
+                item = next(it)
             except StopIteration:
                 break
             t0 = time.perf_counter()
@@ -175,19 +177,14 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 frozen = self.step < group.get("frozen_steps", 0)
                 group["lr"] = 0.0 if frozen else lr * group.get("lr_scale", 1.0)
-            # -- forward + loss
-            batch = _to_device(dict(batch), self.device)
-            batch["step"] = self.step
+            # -- forward + loss + backward (scaled when float16 loss scaling is on)
             self.optimizer.zero_grad(set_to_none=True)
-            with autocast(self.device, c.mixed_precision):
-                loss, metrics = self.task.compute_loss(self.model, batch)
-            loss = loss.float()
+            loss, metrics = self._forward_backward(item)
             # -- guard (loss)
-            if not torch.isfinite(loss):
-                self._skip(f"loss is {loss.item()}")
+            if not self._loss_is_finite(loss):
+                self._skip(f"loss is {loss}")
                 continue
-            # -- backward + clip (gradients unscaled first when float16 loss scaling is on)
-            self.scaler.scale(loss).backward()
+            # -- clip (gradients unscaled first)
             self.scaler.unscale_(self.optimizer)
             max_norm = c.grad_clip_norm if c.grad_clip_norm > 0 else float("inf")
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
@@ -208,15 +205,15 @@ class Trainer:
             # -- log
             record = {
                 "step": self.step,
-                "loss": float(loss.detach()),
                 "lr": lr,
                 "grad_norm": grad_norm,
                 "time_s": time.perf_counter() - t0,
-                **{k: float(v) for k, v in metrics.items()},
+                **metrics,
+                "loss": self._mean_loss(loss),
             }
             records.append(record)
             self.history.append(record)
-            if c.log_every > 0 and self.step % c.log_every == 0:
+            if c.log_every > 0 and self.step % c.log_every == 0 and self._logs:
                 LOG.info("step %d loss %.4f lr %.2e grad %.3f", self.step, record["loss"], lr, grad_norm)
             # -- checkpoint
             if c.checkpoint_every > 0 and self.step % c.checkpoint_every == 0:
@@ -224,6 +221,30 @@ class Trainer:
                     raise ValueError("checkpoint_every > 0 needs checkpoint_dir")
                 self.save_checkpoint(c.checkpoint_dir)
         return records
+
+    # -- the loop's per-step hooks (DDPTrainer overrides them; the loop itself is one)
+    def _forward_backward(self, batch: dict) -> tuple[float, dict[str, float]]:
+        """Forward, loss and backward of one step's batch: (loss, task metrics). A non-finite loss is
+        returned without a backward pass (the step is skipped)."""
+        batch = _to_device(dict(batch), self.device)
+        batch["step"] = self.step
+        with autocast(self.device, self.config.mixed_precision):
+            loss, metrics = self.task.compute_loss(self.model, batch)
+        loss = loss.float()
+        value = float(loss.detach())
+        if math.isfinite(value):
+            self.scaler.scale(loss).backward()
+        return value, {k: float(v) for k, v in metrics.items()}
+
+    def _loss_is_finite(self, loss: float) -> bool:
+        return math.isfinite(loss)
+
+    def _mean_loss(self, loss: float) -> float:
+        return loss
+
+    @property
+    def _logs(self) -> bool:
+        return True
 
     def _skip(self, why: str) -> None:
         self.optimizer.zero_grad(set_to_none=True)
