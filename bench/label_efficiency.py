@@ -11,26 +11,37 @@ make the interaction labels go further? Steps:
 2. Pre-training, once per seed, without labels: ``--views`` views of each of ``--pretrain-scenes``
    train-object scenes (the robot's own tables; ``sim/multiview.py``, camera on an arc) at the
    training input size, view pairs with overlap IoU in [0.3, 0.9], registered by depth and pose.
-   ``--pretrain region_consistency`` (default): Barlow Twins on pixel pairs of matched
-   Felzenszwalb regions (balanced sampling, region matching: the best row of
-   ``bench/region_consistency.py``) training a semantic network whose backbone has the instance
-   network's config; ``--pretrain descriptors``: the cycle-correspondence + identical-view
-   descriptor loss on the same view pairs. The checkpoint is written with the shared ``Trainer``
+   ``--pretrain descriptors`` (default): the cycle-correspondence + identical-view descriptor loss
+   on the view pairs, training a descriptor network whose backbone has the instance network's
+   config; ``--pretrain region_consistency``: Barlow Twins on pixel pairs of matched Felzenszwalb
+   regions (balanced sampling, region matching: the best row of ``bench/region_consistency.py``)
+   training a semantic network with that backbone. Pre-trained checkpoints are cached under
+   ``bench/results/label_efficiency_pretrain/`` by their settings. The checkpoint is written with the shared ``Trainer``
    and read back through ``InstanceTaskConfig.pretrained_backbone``, the path the trainer node and
    ``train_offline --pretrained-backbone`` take.
 3. For each seed and label count N: N labels drawn from the pool (nested: the first N of a
-   per-seed permutation), two instance models with the same heads' initialisation, steps, batch,
-   input size (160x120) and learning rate (``ap_table.py``'s): random backbone, pre-trained
-   backbone.
-4. AP@0.5 (and AP@0.3, AP@0.75) on held-out scenes of *novel* objects at 640x480
-   (``render_test_scenes(split='test')``); mean +- std over the seeds. Target (issue 14): with
-   pre-training, 30 labels reach the AP@0.5 that random initialisation reaches with 120.
+   per-seed permutation), one instance model per *variant* with the same heads' initialisation,
+   steps, batch, input size (160x120) and learning rate (``ap_table.py``'s). The default variants
+   are ``random`` (random backbone) and ``pretrained`` (the pre-trained backbone, fine-tuned with
+   ``FineTuneConfig()``'s defaults, what the trainer node gets). ``--variants`` compares fine-tuning
+   choices side by side: ``NAME[:key=value,...]`` with keys ``init`` (random | pretrained; default
+   pretrained unless NAME is ``random``), ``objective`` (region_consistency | descriptors),
+   ``psteps`` (pre-training steps), ``pscenes`` (pre-training scenes), ``blr`` (backbone learning-rate
+   scale), ``freeze`` (steps the backbone is held still), ``stages`` (backbone stages transferred,
+   -1 all); unset keys take the command line's values.
+4. AP@0.5 (and AP@0.3, AP@0.75) on held-out scenes at 640x480, mean +- std over the seeds:
+   ``--eval-split test`` (default) scenes of *novel* objects (``render_test_scenes(split='test')``,
+   seeds 10000+); ``--eval-split validation`` scenes of the *train* objects at seeds 20000+ (no
+   push or pre-training scene), for choosing settings without looking at the test scenes. Target
+   (issue 14): with pre-training, 30 labels reach the AP@0.5 that random initialisation reaches with 120.
 
 Usage::
 
     PYTHONPATH=. python bench/label_efficiency.py --quick             # ~6 min CPU with a warm push cache
     PYTHONPATH=. python bench/label_efficiency.py --json out.json     # 3 seeds x 4 counts x 2 inits
     PYTHONPATH=. python bench/label_efficiency.py --labels ground_truth --world simple
+    PYTHONPATH=. python bench/label_efficiency.py --eval-split validation --counts 30 \
+        --variants random pre pre_blr:blr=0.1 pre_freeze:freeze=100      # choosing fine-tuning settings
 """
 
 from __future__ import annotations
@@ -53,6 +64,7 @@ from selfsup_perception.core.learning.models.instance_segmentation import Infere
 from selfsup_perception.core.learning.models.semantic_segmentation import SemanticSegConfig
 from selfsup_perception.core.learning.serving import checkpoints as ckpt
 from selfsup_perception.core.learning.serving.inference import segment_instances
+from selfsup_perception.core.learning.tasks.backbone_transfer import FineTuneConfig
 from selfsup_perception.core.learning.tasks.descriptors import DescriptorTask, DescriptorTaskConfig
 from selfsup_perception.core.learning.tasks.instance import InstanceSegmentationTask, InstanceTaskConfig
 from selfsup_perception.core.learning.tasks.region_consistency import (
@@ -69,7 +81,9 @@ from selfsup_perception.sim.multiview import MultiViewConfig, capture_scene
 from selfsup_perception.sim.tabletop import WORLDS, SimConfig, TabletopSim, replace_camera
 
 COUNTS = (10, 30, 60, 120)
-INITS = ("random", "pretrained")
+VARIANT_KEYS = {"init": str, "objective": str, "psteps": int, "pscenes": int, "blr": float, "freeze": int,
+                "stages": int}
+VALIDATION_SEED = 20_000  # validation scenes: train objects, seeds far from the pushes' (1000+) and the test's
 
 
 # --------------------------------------------------------------------------- 2. pre-training
@@ -140,6 +154,31 @@ def cached_pretraining(cache: Path, settings: dict, make) -> Path:
     return path
 
 
+# --------------------------------------------------------------------------- variants
+
+
+def parse_variant(spec: str, args) -> dict:
+    """``NAME[:key=value,...]`` -> {name, init, objective, psteps, pscenes, blr, freeze, stages} (module doc)."""
+    name, _, rest = spec.partition(":")
+    ft = FineTuneConfig()
+    v = {"name": name, "init": "random" if name == "random" else "pretrained", "objective": args.pretrain,
+         "psteps": args.pretrain_steps, "pscenes": args.pretrain_scenes, "blr": ft.backbone_lr_scale,
+         "freeze": ft.freeze_backbone_steps, "stages": ft.transfer_stages}
+    for kv in filter(None, rest.split(",")):
+        key, sep, value = kv.partition("=")
+        if not sep or key not in VARIANT_KEYS:
+            raise SystemExit(f"variant {spec!r}: {kv!r} is not key=value with a key in {sorted(VARIANT_KEYS)}")
+        v[key] = VARIANT_KEYS[key](value)
+    if not name or v["init"] not in ("random", "pretrained") or \
+            v["objective"] not in ("region_consistency", "descriptors"):
+        raise SystemExit(f"variant {spec!r}: needs a name, init random|pretrained, "
+                         f"objective region_consistency|descriptors")
+    if v["init"] == "random":  # pre-training and fine-tuning settings do not apply to random weights
+        return {"name": name, "init": "random"}
+    FineTuneConfig(backbone_lr_scale=v["blr"], freeze_backbone_steps=v["freeze"], transfer_stages=v["stages"])
+    return v
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -164,8 +203,13 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--lr", type=float, default=3e-3, help="fine-tuning learning rate (ap_table.py's)")
     ap.add_argument("--input", type=int, nargs=2, default=[160, 120], metavar=("W", "H"))
-    ap.add_argument("--test-scenes", type=int, default=30)
-    ap.add_argument("--pretrain", choices=["region_consistency", "descriptors"], default="region_consistency")
+    ap.add_argument("--test-scenes", type=int, default=30, help="evaluation scenes")
+    ap.add_argument("--eval-split", choices=["test", "validation"], default="test",
+                    help="test: novel-object scenes (report); validation: train-object scenes at seeds 20000+ "
+                         "(for choosing settings)")
+    ap.add_argument("--variants", nargs="+", default=["random", "pretrained"],
+                    help="NAME[:key=value,...] (module doc); default: random and pretrained")
+    ap.add_argument("--pretrain", choices=["region_consistency", "descriptors"], default="descriptors")
     ap.add_argument("--pretrain-scenes", type=int, default=8)
     ap.add_argument("--views", type=int, default=12, help="camera views per pre-training scene")
     ap.add_argument("--pretrain-steps", type=int, default=300)
@@ -178,6 +222,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.seeds, args.steps, args.pretrain_steps, args.test_scenes = min(args.seeds, 2), 150, 100, 8
+    variants = [parse_variant(v, args) for v in args.variants]
+    if len({v["name"] for v in variants}) != len(variants):
+        raise SystemExit("variant names must differ")
     if not args.pushes:
         args.pushes = 130 if args.labels == "ground_truth" else (400 if args.world == "realistic" else 170)
     args.cache_dir = args.cache_dir or f"bench/results/ap_table_cache_{args.world}"
@@ -188,8 +235,12 @@ def main() -> None:
     print(f"# label efficiency, world {args.world}, {args.labels} labels, counts {args.counts}, {args.seeds} seeds; "
           f"fine-tuning {args.steps} steps, batch {args.batch_size}, lr {args.lr}, input {size[0]}x{size[1]}; "
           f"pre-training {args.pretrain} on {args.pretrain_scenes} scenes x {args.views} views, "
-          f"{args.pretrain_steps} steps, lr {args.pretrain_lr}; {args.test_scenes} test scenes (novel objects, "
-          f"640x480); torch threads {args.threads}; load average {os.getloadavg()[0]:.1f}", flush=True)
+          f"{args.pretrain_steps} steps, lr {args.pretrain_lr}; {args.test_scenes} {args.eval_split} scenes "
+          f"({'novel' if args.eval_split == 'test' else 'train'} objects, 640x480); variants "
+          f"{[v['name'] for v in variants]}; torch threads {args.threads}; load average {os.getloadavg()[0]:.1f}",
+          flush=True)
+    for v in variants:
+        print(f"  variant {v}", flush=True)
 
     # -- 1. pushes and the label pool
     pushes, collect_s = load_or_collect(Path(args.cache_dir), args.pushes, args.push_seed, 3, ("low", "medium"),
@@ -207,86 +258,111 @@ def main() -> None:
 
     # -- test scenes
     t = time.perf_counter()
-    scenes = render_test_scenes(args.test_scenes, split="test", world=args.world)
-    print(f"{len(scenes)} test scenes rendered in {time.perf_counter() - t:.0f} s", flush=True)
+    if args.eval_split == "test":
+        scenes = render_test_scenes(args.test_scenes, split="test", world=args.world)
+    else:
+        scenes = render_test_scenes(args.test_scenes, seed=VALIDATION_SEED, split="train", world=args.world)
+    print(f"{len(scenes)} {args.eval_split} scenes rendered in {time.perf_counter() - t:.0f} s", flush=True)
     infer = InferenceConfig()
 
     def evaluate(model) -> dict:
         return evaluate_segmenter(lambda s: segment_instances(model, s.rgb, size, config=infer), scenes)
 
-    # -- 2. pre-training views (label-free), shared by the seeds
-    t = time.perf_counter()
-    views, pairs = capture_pretraining_views(args.world, args.pretrain_scenes, args.views, size, args.push_seed)
-    print(f"pre-training data: {len(views)} views, {len(pairs)} view pairs ({time.perf_counter() - t:.0f} s)",
-          flush=True)
+    # -- 2. pre-training views (label-free), shared by the seeds and variants
+    view_sets: dict[int, tuple] = {}
+
+    def pretraining_views(n_scenes: int):
+        if n_scenes not in view_sets:
+            t = time.perf_counter()
+            view_sets[n_scenes] = capture_pretraining_views(args.world, n_scenes, args.views, size, args.push_seed)
+            views, pairs = view_sets[n_scenes]
+            print(f"pre-training data: {len(views)} views of {n_scenes} scenes, {len(pairs)} view pairs "
+                  f"({time.perf_counter() - t:.0f} s)", flush=True)
+        return view_sets[n_scenes]
 
     runs: list[dict] = []
     pretrain_info: list[dict] = []
     for seed in range(args.seeds):
-        t, c = time.perf_counter(), cpu_s()
-        settings = {"objective": args.pretrain, "world": args.world, "scenes": args.pretrain_scenes,
-                    "views": args.views, "size": list(size), "steps": args.pretrain_steps, "lr": args.pretrain_lr,
-                    "batch": args.pretrain_batch, "pixel_pairs": args.pixel_pairs, "seed": seed,
-                    "scene_seed": args.push_seed, "backbone": InstanceSegConfig().backbone_config().to_dict()}
-        path = cached_pretraining(
-            Path("bench/results/label_efficiency_pretrain"), settings,
-            lambda out: pretrain(args.pretrain, views, pairs, steps=args.pretrain_steps, lr=args.pretrain_lr,
-                                 batch_size=args.pretrain_batch, pixel_pairs=args.pixel_pairs, seed=seed, out_dir=out))
-        meta = ckpt.read_meta(path)
-        pretrain_info.append({"seed": seed, "checkpoint": str(path), **meta.get("pretraining", {}),
-                              "wall_s": time.perf_counter() - t, "cpu_s": cpu_s() - c})
-        print(f"seed {seed}: pre-trained backbone {path} (loss first->last "
-              f"{meta.get('pretraining', {}).get('loss_first_last')}; {time.perf_counter() - t:.0f} s)", flush=True)
         order = np.random.default_rng([seed, 99]).permutation(len(pool))
+        backbone_of: dict[str, str] = {}
+        for v in variants:
+            if v["init"] != "pretrained":
+                continue
+            t, c = time.perf_counter(), cpu_s()
+            settings = {"objective": v["objective"], "world": args.world, "scenes": v["pscenes"],
+                        "views": args.views, "size": list(size), "steps": v["psteps"], "lr": args.pretrain_lr,
+                        "batch": args.pretrain_batch, "pixel_pairs": args.pixel_pairs, "seed": seed,
+                        "scene_seed": args.push_seed, "backbone": InstanceSegConfig().backbone_config().to_dict()}
+            path = cached_pretraining(
+                Path("bench/results/label_efficiency_pretrain"), settings,
+                lambda out: pretrain(v["objective"], *pretraining_views(v["pscenes"]), steps=v["psteps"],
+                                     lr=args.pretrain_lr, batch_size=args.pretrain_batch,
+                                     pixel_pairs=args.pixel_pairs, seed=seed, out_dir=out))
+            backbone_of[v["name"]] = str(path)
+            meta = ckpt.read_meta(path)
+            pretrain_info.append({"seed": seed, "variant": v["name"], "checkpoint": str(path),
+                                  **meta.get("pretraining", {}), "wall_s": time.perf_counter() - t,
+                                  "cpu_s": cpu_s() - c})
+            print(f"seed {seed} {v['name']}: pre-trained backbone {path} (loss first->last "
+                  f"{meta.get('pretraining', {}).get('loss_first_last')}; {time.perf_counter() - t:.0f} s)", flush=True)
         for n in counts:
             items = [pool[i] for i in order[:n]]
-            for init in INITS:
+            for v in variants:
                 t, c = time.perf_counter(), cpu_s()
-                task = InstanceSegmentationTask(InstanceTaskConfig(pretrained_backbone=str(path) if init == "pretrained"
-                                                                   else ""))
+                task = InstanceSegmentationTask(InstanceTaskConfig(
+                    pretrained_backbone=backbone_of.get(v["name"], ""),
+                    fine_tune=FineTuneConfig() if v["init"] == "random" else FineTuneConfig(
+                        backbone_lr_scale=v["blr"], freeze_backbone_steps=v["freeze"], transfer_stages=v["stages"])))
                 trainer = Trainer(task, TrainerConfig(lr=args.lr, warmup_steps=20, schedule="cosine",
                                                       total_steps=args.steps, log_every=0, seed=seed))
                 records = trainer.train_steps(batches(items, args.batch_size, np.random.default_rng([seed, n])),
                                               args.steps)
                 train_s, train_cpu = time.perf_counter() - t, cpu_s() - c
                 r = evaluate(trainer.model.eval())
-                runs.append({"seed": seed, "labels": n, "init": init, "positives": sum(not i["is_negative"] for i in items),
+                runs.append({"seed": seed, "labels": n, "variant": v["name"], "init": v["init"],
+                             "positives": sum(not i["is_negative"] for i in items),
                              "ap": r, "train_wall_s": train_s, "train_cpu_s": train_cpu,
-                             "final_loss": float(np.mean([x["loss"] for x in records[-20:]]))})
-                print(f"  seed {seed} {n:4d} labels {init:10s} AP@0.5 {r['AP50']:.3f} AP@0.3 {r['AP30']:.3f} "
-                      f"(train {train_s:.0f} s wall / {train_cpu:.0f} s CPU)", flush=True)
+                             "final_loss": float(np.mean([x["loss"] for x in records[-20:]])),
+                             "load_average": os.getloadavg()[0]})
+                print(f"  seed {seed} {n:4d} labels {v['name']:14s} AP@0.5 {r['AP50']:.3f} AP@0.3 {r['AP30']:.3f} "
+                      f"AP@0.75 {r['AP75']:.3f} (train {train_s:.0f} s wall / {train_cpu:.0f} s CPU; "
+                      f"load {os.getloadavg()[0]:.1f})", flush=True)
                 if args.json:  # after every run: an interrupted bench keeps what it measured
-                    atomic_write_json(Path(args.json), {"settings": vars(args), "runs": runs, "complete": False,
-                                                        "pretraining": pretrain_info})
+                    atomic_write_json(Path(args.json), {"settings": vars(args), "variants": variants, "runs": runs,
+                                                        "complete": False, "pretraining": pretrain_info})
 
-    # -- 4. table
+    # -- 4. tables: one per AP threshold, a column per variant
+    names = [v["name"] for v in variants]
     summary: dict = {}
-    print(f"\n| labels ({args.labels}) | AP@0.5 random init | AP@0.5 pre-trained | AP@0.3 random init | "
-          f"AP@0.3 pre-trained | AP@0.75 random init | AP@0.75 pre-trained |")
-    print("|---|---|---|---|---|---|---|")
     for n in counts:
-        row = {}
-        for init in INITS:
-            sel = [r["ap"] for r in runs if r["labels"] == n and r["init"] == init]
-            row[init] = {k: mean_std([a[k] for a in sel]) for k in ("AP30", "AP50", "AP75", "AP")}
-        summary[n] = row
-        cell = lambda init, k: f"{row[init][k][0]:.3f} ± {row[init][k][1]:.3f}"  # noqa: E731
-        print(f"| {n} | {cell('random', 'AP50')} | {cell('pretrained', 'AP50')} | {cell('random', 'AP30')} | "
-              f"{cell('pretrained', 'AP30')} | {cell('random', 'AP75')} | {cell('pretrained', 'AP75')} |")
-    verdict = None
-    if 30 in summary and 120 in summary:
-        pre30, rnd120 = summary[30]["pretrained"]["AP50"][0], summary[120]["random"]["AP50"][0]
-        verdict = pre30 >= rnd120
-        print(f"\ntarget: pre-trained with 30 labels AP@0.5 {pre30:.3f} vs random init with 120 labels {rnd120:.3f}: "
-              f"{'met' if verdict else 'not met'} (means over {args.seeds} seeds)")
+        summary[n] = {name: {k: mean_std([r["ap"][k] for r in runs if r["labels"] == n and r["variant"] == name])
+                             for k in ("AP30", "AP50", "AP75", "AP")} for name in names}
+    for k, title in (("AP50", "AP@0.5"), ("AP30", "AP@0.3"), ("AP75", "AP@0.75")):
+        print(f"\n{title} ({args.eval_split} scenes, {args.seeds} seeds, mean ± std)\n"
+              f"| labels ({args.labels}) | " + " | ".join(names) + " |")
+        print("|---|" + "---|" * len(names))
+        for n in counts:
+            print(f"| {n} | " + " | ".join(f"{summary[n][name][k][0]:.3f} ± {summary[n][name][k][1]:.3f}"
+                                          for name in names) + " |")
+    verdict: dict[str, bool] = {}
+    random_names = [v["name"] for v in variants if v["init"] == "random"]
+    if 30 in summary and 120 in summary and random_names:
+        rnd120 = summary[120][random_names[0]]["AP50"][0]
+        print()
+        for v in variants:
+            if v["init"] == "pretrained":
+                pre30 = summary[30][v["name"]]["AP50"][0]
+                verdict[v["name"]] = pre30 >= rnd120
+                print(f"target: {v['name']} with 30 labels AP@0.5 {pre30:.3f} vs {random_names[0]} with 120 labels "
+                      f"{rnd120:.3f}: {'met' if verdict[v['name']] else 'not met'} (means over {args.seeds} seeds)")
     wall, cpu = time.perf_counter() - t_start, cpu_s() - c_start
     print(f"# total {wall:.0f} s wall, {cpu:.0f} s CPU, load average {os.getloadavg()[0]:.1f}")
     if args.json:
         atomic_write_json(Path(args.json), {
-            "settings": vars(args), "label_pool": {"labels": len(pool), "positives": n_pos},
+            "settings": vars(args), "variants": variants, "label_pool": {"labels": len(pool), "positives": n_pos},
             "pretraining": pretrain_info, "runs": runs,
-            "summary": {str(n): {init: {k: {"mean": m, "std": s} for k, (m, s) in row[init].items()}
-                                 for init in INITS} for n, row in summary.items()},
+            "summary": {str(n): {name: {k: {"mean": m, "std": s} for k, (m, s) in row[name].items()}
+                                 for name in names} for n, row in summary.items()},
             "target_30_pretrained_reaches_120_random": verdict, "wall_s": wall, "cpu_s": cpu, "complete": True,
             "load_average_end": os.getloadavg()[0]})
 

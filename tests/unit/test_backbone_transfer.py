@@ -141,7 +141,11 @@ def test_instance_trainer_starts_from_the_pretrained_backbone_and_records_proven
     assert same_state(trainer.model.backbone.state_dict(), source.backbone.state_dict())
     assert same_state(trainer.serving_model.backbone.state_dict(), source.backbone.state_dict())  # the EMA too
     assert len(trainer.train_steps(batches(items, 3), 3)) == 3
-    assert not same_state(trainer.model.backbone.state_dict(), source.backbone.state_dict())  # it fine-tunes
+    # default fine-tuning (FineTuneConfig): the backbone's weights are held for the first 100 steps, its
+    # BatchNorm statistics follow the new images; the heads learn
+    params = dict(trainer.model.backbone.named_parameters())
+    assert all(torch.equal(v, source.backbone.state_dict()[k]) for k, v in params.items())
+    assert not torch.equal(trainer.model.backbone.stem[1].running_mean, source.backbone.stem[1].running_mean)
     out = trainer.save_checkpoint(tmp_path / "ft")
     meta = json.loads((out / "meta.json").read_text())
     init = meta["initialization"]
@@ -178,6 +182,10 @@ def test_online_trainer_factory_passes_the_pretrained_backbone(tmp_path):
         pretrained_backbone=str(path.parent)))
     assert same_state(online.trainer.model.backbone.state_dict(), source.backbone.state_dict())
     assert online.trainer.task.initialization()["source"]["version"] == 1
+    # the node's trainer fine-tunes it with the measured default: backbone held still for the first 100 steps
+    groups = {g["name"]: g for g in online.trainer.optimizer.param_groups}
+    assert groups["backbone"]["frozen_steps"] == 100 and groups["backbone"]["lr_scale"] == 1.0
+    assert groups["heads"]["frozen_steps"] == 0
 
 
 def test_train_offline_refuses_an_incompatible_backbone(tmp_path, caplog):
@@ -232,3 +240,90 @@ def test_instance_and_descriptor_heads_train_one_shared_backbone(tmp_path):
     other = DescriptorNet(DescriptorNetConfig(descriptor_dim=4, head_channels=8))  # default widths 32/64/96/128
     with pytest.raises(BackboneMismatchError, match="widths"):
         share_backbone(m_inst, other)
+
+
+# --------------------------------------------------------------------------- fine-tuning a pre-trained backbone
+
+
+def test_fine_tune_config_refuses_bad_values():
+    from selfsup_perception.core.learning.tasks.backbone_transfer import FineTuneConfig
+
+    with pytest.raises(ValueError, match="backbone_lr_scale"):
+        FineTuneConfig(backbone_lr_scale=-0.1)
+    with pytest.raises(ValueError, match="freeze_backbone_steps"):
+        FineTuneConfig(freeze_backbone_steps=-1)
+    with pytest.raises(ValueError, match="transfer_stages"):
+        FineTuneConfig(transfer_stages=-2)
+
+
+def test_backbone_lr_scale_and_frozen_steps_reach_the_optimizer(tmp_path):
+    from selfsup_perception.core.learning.tasks.backbone_transfer import FineTuneConfig
+
+    path, source = semantic_checkpoint(tmp_path)
+    task = InstanceSegmentationTask(InstanceTaskConfig(
+        model=InstanceSegConfig(widths=WIDTHS, decoder_channels=8, embedding_dim=4), pretrained_backbone=str(path),
+        fine_tune=FineTuneConfig(backbone_lr_scale=0.1, freeze_backbone_steps=2)))
+    trainer = Trainer(task, TrainerConfig(lr=1e-2, warmup_steps=0, log_every=0))
+    groups = {g["name"]: g for g in trainer.optimizer.param_groups}
+    n_backbone = sum(p.numel() for p in trainer.model.backbone.parameters())
+    assert sum(p.numel() for p in groups["backbone"]["params"]) == n_backbone
+    assert sum(p.numel() for g in groups.values() for p in g["params"]) == sum(
+        p.numel() for p in trainer.model.parameters())  # every parameter, once
+    items = synthetic_items(8, height=32, width=40, seed=0)
+    heads = lambda m: {k: v.clone() for k, v in m.state_dict().items() if not k.startswith("backbone.")}  # noqa: E731
+    conv = lambda m: m.backbone.stem[0].weight.detach().clone()  # noqa: E731
+    heads0 = heads(trainer.model)
+    trainer.train_steps(batches(items, 2), 2)
+    # frozen: the backbone's weights are the pre-trained ones, the heads learnt
+    assert torch.equal(conv(trainer.model), source.backbone.stem[0].weight)
+    assert groups["backbone"]["lr"] == 0.0 and groups["heads"]["lr"] == pytest.approx(1e-2)
+    assert not same_state(heads(trainer.model), heads0)
+    trainer.train_steps(batches(items, 1, seed=1), 1)
+    assert groups["backbone"]["lr"] == pytest.approx(1e-3)  # 0.1 x the heads'
+    assert not torch.equal(conv(trainer.model), source.backbone.stem[0].weight)
+
+    # a checkpoint of this trainer resumes into one with other groups: weights load, the optimizer starts fresh
+    trainer.save_checkpoint(tmp_path / "ft")
+    again = Trainer(instance_task(""), TrainerConfig(lr=1e-2, warmup_steps=0, log_every=0))
+    assert again.resume(tmp_path / "ft") is not None and again.step == 3
+    assert same_state(again.model.state_dict(), trainer.model.state_dict())
+
+
+def test_random_weights_train_with_one_group_whatever_the_fine_tune_settings():
+    from selfsup_perception.core.learning.tasks.backbone_transfer import FineTuneConfig
+
+    task = InstanceSegmentationTask(InstanceTaskConfig(
+        model=InstanceSegConfig(widths=WIDTHS, decoder_channels=8, embedding_dim=4),
+        fine_tune=FineTuneConfig(backbone_lr_scale=0.0, freeze_backbone_steps=100)))
+    trainer = Trainer(task, TrainerConfig(lr=1e-2, warmup_steps=0, log_every=0))
+    assert len(trainer.optimizer.param_groups) == 1
+    before = trainer.model.backbone.stem[0].weight.detach().clone()
+    trainer.train_steps(batches(synthetic_items(8, height=32, width=40, seed=0), 1), 1)
+    assert not torch.equal(trainer.model.backbone.stem[0].weight, before)
+
+
+def test_transfer_stages_keeps_the_later_stages_random(tmp_path):
+    from selfsup_perception.core.learning.tasks.backbone_transfer import FineTuneConfig
+
+    path, source = semantic_checkpoint(tmp_path)
+
+    def build(pretrained, stages):
+        torch.manual_seed(0)
+        task = InstanceSegmentationTask(InstanceTaskConfig(
+            model=InstanceSegConfig(widths=WIDTHS, decoder_channels=8, embedding_dim=4), pretrained_backbone=pretrained,
+            fine_tune=FineTuneConfig(transfer_stages=stages), co_teaching=True))
+        return task.build_model(), task.initialization()
+
+    fresh, _ = build("", -1)
+    model, init = build(str(path), 1)
+    assert init["transferred"] == ["stem", "stages.0"]
+    src = source.backbone.state_dict()
+    for net, ref in ((model.net_a, fresh.net_a), (model.net_b, fresh.net_b)):  # both co-teaching networks
+        state, rand = net.backbone.state_dict(), ref.backbone.state_dict()
+        for k, v in state.items():
+            expected = src[k] if k.startswith(("stem.", "stages.0.")) else rand[k]
+            assert torch.equal(v, expected), k
+    _, init_all = build(str(path), -1)
+    assert init_all["transferred"] == ["stem", "stages.0", "stages.1", "stages.2"]
+    _, init_stem = build(str(path), 0)
+    assert init_stem["transferred"] == ["stem"]

@@ -23,13 +23,19 @@ checkpoint's ``meta.json`` as ``initialization`` (``Trainer.save_checkpoint``)::
     {"backbone": "random"}
     {"backbone": "pretrained", "source": {"path", "task", "version", "step", "created",
      "sha256" (of model.safetensors), "initialization" (the source's own, when it has one)},
-     "backbone_config": {...}}
+     "backbone_config": {...}, "transferred": ["stem", "stages.0", ...]}
+
+How the pre-trained backbone is fine-tuned is :class:`FineTuneConfig` (``InstanceTaskConfig.fine_tune``):
+its learning rate relative to the heads', steps with the backbone held still while the random heads
+learn, and how many of its stages are transferred. :func:`fine_tune_param_groups` gives the
+optimizer groups; the trainer scales each group's learning rate by its ``lr_scale`` (0 while
+``step < frozen_steps``). From random weights none of this applies: one group, as before.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -38,14 +44,54 @@ from selfsup_perception.core.learning.models.backbone import (
     BackboneConfig,
     BackboneMismatchError,
     backbone_weights,
+    backbones,
     load_backbone_weights,
 )
 from selfsup_perception.core.learning.serving import checkpoints as ckpt
 
-__all__ = ["BackboneMismatchError", "PretrainedBackbone", "RANDOM_INIT", "initialize_backbone",
-           "read_pretrained_backbone", "resolve_checkpoint_version"]
+__all__ = ["BackboneMismatchError", "FineTuneConfig", "PretrainedBackbone", "RANDOM_INIT", "fine_tune_param_groups",
+           "initialize_backbone", "read_pretrained_backbone", "resolve_checkpoint_version"]
 
 RANDOM_INIT = {"backbone": "random"}
+
+
+@dataclass(frozen=True)
+class FineTuneConfig:
+    """How a pre-trained backbone is fine-tuned (nothing here applies to a network from random weights)."""
+
+    backbone_lr_scale: float = 1.0  # backbone learning rate = this x the trainer's (the heads': 1x)
+    # backbone learning rate 0 for the first steps: the random heads learn on the pre-trained features first.
+    # 100: chosen on validation scenes (bench/label_efficiency.py --eval-split validation, docs/learning.md)
+    freeze_backbone_steps: int = 100
+    # stages after the stem that are transferred: -1 all; k >= 0 the stem and stages.0 .. stages.(k-1),
+    # the later stages keep their random initialisation
+    transfer_stages: int = -1
+
+    def __post_init__(self) -> None:
+        if not self.backbone_lr_scale >= 0:
+            raise ValueError(f"backbone_lr_scale must be >= 0, got {self.backbone_lr_scale}")
+        if self.freeze_backbone_steps < 0:
+            raise ValueError(f"freeze_backbone_steps must be >= 0, got {self.freeze_backbone_steps}")
+        if self.transfer_stages < -1:
+            raise ValueError(f"transfer_stages must be -1 (all) or >= 0, got {self.transfer_stages}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def fine_tune_param_groups(model: torch.nn.Module, config: FineTuneConfig) -> list[dict]:
+    """Optimizer parameter groups: every backbone's parameters (``lr_scale`` = ``config.backbone_lr_scale``,
+    ``frozen_steps`` = ``config.freeze_backbone_steps``), then the rest (the heads, scale 1). Parameters
+    without ``requires_grad`` are left out; a model without a backbone gives one group."""
+    in_backbone = {id(p) for bb in backbones(model) for p in bb.parameters()}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    backbone = [p for p in trainable if id(p) in in_backbone]
+    heads = [p for p in trainable if id(p) not in in_backbone]
+    groups = [{"name": "heads", "params": heads, "lr_scale": 1.0, "frozen_steps": 0}]
+    if backbone:
+        groups.insert(0, {"name": "backbone", "params": backbone, "lr_scale": float(config.backbone_lr_scale),
+                          "frozen_steps": int(config.freeze_backbone_steps)})
+    return [g for g in groups if g["params"]]
 
 
 @dataclass(frozen=True)
@@ -96,16 +142,36 @@ def read_pretrained_backbone(path: str | Path) -> PretrainedBackbone:
     return PretrainedBackbone(config, state, source)
 
 
-def initialize_backbone(model: torch.nn.Module, pretrained_backbone: str | Path | None) -> dict:
+def _kept_prefixes(num_stages: int, transfer_stages: int) -> list[str]:
+    """State-dict prefixes of a backbone's transferred parts (``stem.``, ``stages.0.``, ...)."""
+    k = num_stages if transfer_stages < 0 else min(transfer_stages, num_stages)
+    return ["stem."] + [f"stages.{i}." for i in range(k)]
+
+
+def initialize_backbone(model: torch.nn.Module, pretrained_backbone: str | Path | None,
+                        transfer_stages: int = -1) -> dict:
     """Load the backbone of ``pretrained_backbone`` into every backbone of ``model`` (nothing for ""/None).
 
-    Returns the provenance for ``meta.json`` (module docstring). Raises
-    :class:`BackboneMismatchError` (a ValueError) when the source's backbone config differs from
-    the model's, ValueError when there is no usable checkpoint at the path.
+    ``transfer_stages`` (:class:`FineTuneConfig`): -1 loads the whole backbone; k >= 0 the stem and
+    the first k stages, the later stages keep the weights ``model`` was built with. Returns the
+    provenance for ``meta.json`` (module docstring). Raises :class:`BackboneMismatchError` (a
+    ValueError) when the source's backbone config differs from the model's, ValueError when there is
+    no usable checkpoint at the path.
     """
     if not pretrained_backbone:
         return dict(RANDOM_INIT)
+    if transfer_stages < -1:
+        raise ValueError(f"transfer_stages must be -1 (all) or >= 0, got {transfer_stages}")
     pre = read_pretrained_backbone(pretrained_backbone)
     where = f"{pre.source['path']} ({pre.source['task']} v{pre.source['version']})"
+    targets = backbones(model)
+    keep = _kept_prefixes(len(targets[0].stages), transfer_stages) if targets else ["stem."]
+    # the untransferred stages' own (random) weights, restored after the strict, checked load
+    own = [{k: v.detach().clone() for k, v in bb.state_dict().items() if not k.startswith(tuple(keep))}
+           for bb in targets]
     load_backbone_weights(model, pre.config, pre.state, source=where)
-    return {"backbone": "pretrained", "source": pre.source, "backbone_config": pre.config.to_dict()}
+    for bb, state in zip(targets, own):
+        if state:
+            bb.load_state_dict(state, strict=False)
+    return {"backbone": "pretrained", "source": pre.source, "backbone_config": pre.config.to_dict(),
+            "transferred": [p.rstrip(".") for p in keep]}

@@ -22,6 +22,9 @@ class TrainingTask(Protocol):
     Optional: ``initialization()`` -> dict, where the weights of the model ``build_model()`` last
     returned came from (random, or a pre-trained backbone and its checkpoint); the trainer writes
     it into each checkpoint's ``meta.json`` as ``initialization`` (tasks/backbone_transfer.py).
+    Optional: ``param_groups(model)`` -> list of optimizer groups (``params``, ``lr_scale``,
+    ``frozen_steps``) or None for one group; the trainer gives each group ``lr_scale`` x its
+    scheduled learning rate, 0 while ``step < frozen_steps`` (a pre-trained backbone's fine-tuning).
     """
 
     name: str

@@ -66,7 +66,12 @@ from selfsup_perception.core.learning.models.instance_segmentation import (  # n
     InstanceSegNet,
     build_instance_model,
 )
-from selfsup_perception.core.learning.tasks.backbone_transfer import RANDOM_INIT, initialize_backbone
+from selfsup_perception.core.learning.tasks.backbone_transfer import (
+    RANDOM_INIT,
+    FineTuneConfig,
+    fine_tune_param_groups,
+    initialize_backbone,
+)
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,9 @@ class InstanceTaskConfig:
     # registered views; its BackboneConfig must equal model.backbone_config() (tasks/backbone_transfer.py).
     # "" = random weights. The heads always start from random weights.
     pretrained_backbone: str = ""
+    # how that backbone is fine-tuned (learning rate relative to the heads, frozen steps, stages transferred);
+    # ignored from random weights (tasks/backbone_transfer.py)
+    fine_tune: FineTuneConfig = field(default_factory=FineTuneConfig)
 
     def __post_init__(self) -> None:
         if self.mask_loss not in ("bce", "robust_set", "soft_iou"):
@@ -164,8 +172,16 @@ class InstanceSegmentationTask:
         """A fresh network; its backbone from ``config.pretrained_backbone`` when set (BackboneMismatchError,
         a ValueError, when that backbone was built for another config)."""
         model = build_instance_model(self.model_config())
-        self._initialization = initialize_backbone(model, self.config.pretrained_backbone)
+        self._initialization = initialize_backbone(model, self.config.pretrained_backbone,
+                                                   self.config.fine_tune.transfer_stages)
         return model
+
+    def param_groups(self, model: nn.Module) -> list[dict] | None:
+        """Optimizer groups (``Trainer``): backbone and heads with ``config.fine_tune``'s learning-rate scale
+        and frozen steps when the backbone is pre-trained; None (one group) from random weights."""
+        if not self.config.pretrained_backbone:
+            return None
+        return fine_tune_param_groups(model, self.config.fine_tune)
 
     def initialization(self) -> dict:
         """Where the weights of the last built model came from (``meta.json`` ``initialization``)."""

@@ -103,7 +103,9 @@ class Trainer:
         if config.seed is not None:
             torch.manual_seed(config.seed)
         self.model = (task.build_model() if model is None else model).to(self.device)
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        groups = getattr(task, "param_groups", None)  # optional (TrainingTask): per-group lr_scale, frozen_steps
+        groups = groups(self.model) if callable(groups) else None
+        params = groups if groups else [p for p in self.model.parameters() if p.requires_grad]
         if config.optimizer == "adamw":
             self.optimizer: torch.optim.Optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
         else:
@@ -173,7 +175,8 @@ class Trainer:
             # -- schedule
             lr = self.lr_at(self.step)
             for group in self.optimizer.param_groups:
-                group["lr"] = lr
+                frozen = self.step < group.get("frozen_steps", 0)
+                group["lr"] = 0.0 if frozen else lr * group.get("lr_scale", 1.0)
             # -- forward + loss + backward (scaled when float16 loss scaling is on)
             self.optimizer.zero_grad(set_to_none=True)
             loss, metrics = self._forward_backward(item)
@@ -322,7 +325,10 @@ class Trainer:
             init = info.meta.get("initialization")
             self._resumed_initialization = init if isinstance(init, dict) else None
             if opt_state is not None:
-                self.optimizer.load_state_dict(opt_state["optimizer"])
+                try:
+                    self.optimizer.load_state_dict(opt_state["optimizer"])
+                except ValueError as e:  # other parameter groups (e.g. fine-tuning groups since changed)
+                    LOG.warning("%s: optimizer state does not fit (%s); optimizer starts fresh", info.path, e)
                 self.skipped_steps = int(opt_state.get("trainer", {}).get("skipped_steps", 0))
             else:
                 LOG.warning("%s has no optimizer state; optimizer starts fresh", info.path)
