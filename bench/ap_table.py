@@ -78,7 +78,9 @@ SELF_SUPERVISED_EXTRA = ("flow_points",)
 DIAGNOSTIC_SETS = ("ground_truth_flow_kept", "flow_iou50")
 # 2: flow labels with hole filling, completion, flow check and depth fallback. Files written since also keep the
 # labels' reasons and numeric stats (same labels, so the version stayed); older files load without them.
-CACHE_VERSION = 2
+# 3: the third-pass flow labeler (object check, holes are not depth jumps) and the realistic world without
+# restless objects (sim/realistic.remove_restless_objects): other pushes and other labels.
+CACHE_VERSION = 3
 
 
 def cpu_s() -> float:

@@ -143,10 +143,7 @@ def _bench_scripts() -> list:
         is_script = any(isinstance(n, ast.If) and "__main__" in ast.unparse(n.test) for n in tree.body)
         if not is_script:
             continue
-        marks = ()
-        if path.name == "ap_table.py":
-            marks = pytest.mark.xfail(reason="ap_table.py has no --json yet (another branch edits it)", strict=False)
-        scripts.append(pytest.param(path, marks=marks, id=path.name))
+        scripts.append(pytest.param(path, id=path.name))
     return scripts
 
 
