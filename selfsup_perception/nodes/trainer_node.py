@@ -90,6 +90,12 @@ class TrainerParams:
     pretrained_backbone: str = field_with_help("", "instance: start the backbone from this checkpoint (a version or "
                                                "task directory of a pre-training run, e.g. "
                                                "data/checkpoints/semantic_segmentation); \"\" = random weights")
+    freeze_backbone_steps: int = field_with_help(100, "instance, with pretrained_backbone: the backbone is held "
+                                                 "still for its first N steps while the new heads learn")
+    point_labels: bool = field_with_help(True, "instance: a discarded flow label whose push moved the object at the "
+                                         "action pixel trains objectness at that pixel (no mask)")
+    color_jitter: float = field_with_help(0.25, "instance: photometric jitter of training images (exposure, "
+                                          "contrast, white balance), 0 = none")
     max_rounds: int = field_with_help(0, "stop after this many rounds, pre-training rounds included (0 = never)")
     seed: int = field_with_help(0, "seed of initialisation and batch sampling")
     torch_threads: int = field_with_help(2, "CPU threads for training (leave cores to the robot's other work)")
@@ -144,7 +150,9 @@ def settings_from_params(p: TrainerParams) -> OnlineTrainerSettings:
         input_width=p.input_width, input_height=p.input_height, batch_size=p.batch_size,
         steps_per_round=p.steps_per_round, min_samples=p.min_samples, learning_rate=p.learning_rate,
         warmup_steps=p.warmup_steps, mask_loss=p.mask_loss, objectness_loss=p.objectness_loss,
-        co_teaching=p.co_teaching, pretrained_backbone=p.pretrained_backbone, seed=p.seed, device=p.device,
+        co_teaching=p.co_teaching, pretrained_backbone=p.pretrained_backbone,
+        freeze_backbone_steps=p.freeze_backbone_steps, point_labels=p.point_labels, color_jitter=p.color_jitter,
+        seed=p.seed, device=p.device,
         ema_decay=p.ema_decay, lr_schedule=p.lr_schedule,
         validation_fraction=p.validation_fraction,
         promotion_margin=p.promotion_margin, min_validation_labels=p.min_validation_labels,

@@ -186,6 +186,17 @@ def test_online_trainer_factory_passes_the_pretrained_backbone(tmp_path):
     groups = {g["name"]: g for g in online.trainer.optimizer.param_groups}
     assert groups["backbone"]["frozen_steps"] == 100 and groups["backbone"]["lr_scale"] == 1.0
     assert groups["heads"]["frozen_steps"] == 0
+    # the node's settings reach the trainer: freeze length, point labels, colour jitter
+    online = make_online_trainer(OnlineTrainerSettings(
+        dataset_dir=str(tmp_path / "data"), checkpoint_dir=str(tmp_path / "ckpt2"), pretrained_backbone=str(path.parent),
+        freeze_backbone_steps=7, point_labels=False, color_jitter=0.0))
+    groups = {g["name"]: g for g in online.trainer.optimizer.param_groups}
+    assert groups["backbone"]["frozen_steps"] == 7
+    assert online.config.point_labels is False and online.config.color_jitter == 0.0
+    with pytest.raises(ValueError, match="color_jitter"):
+        OnlineTrainerSettings(color_jitter=1.5)
+    with pytest.raises(ValueError, match="freeze_backbone_steps"):
+        OnlineTrainerSettings(freeze_backbone_steps=-1)
 
 
 def test_train_offline_refuses_an_incompatible_backbone(tmp_path, caplog):

@@ -35,6 +35,11 @@ class OnlineTrainerSettings:
     # instance segmentation: start the backbone from this checkpoint (a version or task directory of a
     # pre-training run, e.g. <checkpoint_dir>/semantic_segmentation); "" = random (tasks/backbone_transfer.py)
     pretrained_backbone: str = ""
+    # ... and hold it still for its first steps while the new heads learn (tasks/backbone_transfer.FineTuneConfig)
+    freeze_backbone_steps: int = 100
+    # discarded flow labels whose push moved the object at the action pixel train objectness there (training/online)
+    point_labels: bool = True
+    color_jitter: float = 0.25  # photometric jitter of the training images (exposure, contrast, white balance)
     seed: int = 0
     device: str = "cpu"  # cpu | cuda | cuda:N | auto (core/learning/device.py)
     ema_decay: float = 0.99  # the checkpointed, validated and served weights are this EMA (0: raw weights)
@@ -58,6 +63,10 @@ class OnlineTrainerSettings:
             raise ValueError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
         self.trainer_config()  # raises on bad values
         self.promotion_config()
+        if self.freeze_backbone_steps < 0:
+            raise ValueError(f"freeze_backbone_steps must be >= 0, got {self.freeze_backbone_steps}")
+        if not 0.0 <= self.color_jitter < 1.0:
+            raise ValueError(f"color_jitter must be in [0, 1), got {self.color_jitter}")
         aux = self.auxiliary_config()
         if aux.tasks and self.task != "instance_segmentation":
             raise ValueError(f"auxiliary_tasks train beside instance_segmentation, not {self.task}; "
@@ -113,15 +122,18 @@ def make_online_trainer(s: OnlineTrainerSettings):
                                    input_width=s.input_width, input_height=s.input_height, batch_size=s.batch_size,
                                    steps_per_round=s.steps_per_round, min_samples=s.min_samples, seed=s.seed),
             trainer_config=trainer_config)
+    from selfsup_perception.core.learning.tasks.backbone_transfer import FineTuneConfig
     from selfsup_perception.core.learning.tasks.instance import InstanceTaskConfig
     from selfsup_perception.core.learning.training.online import OnlineInstanceTrainer, OnlineTrainingConfig
 
     online_config = OnlineTrainingConfig(
         dataset_dir=s.dataset_dir, labeler=s.labeler, checkpoint_dir=s.checkpoint_dir, input_width=s.input_width,
         input_height=s.input_height, batch_size=s.batch_size, steps_per_round=s.steps_per_round,
-        min_samples=s.min_samples, seed=s.seed, promotion=s.promotion_config())
+        min_samples=s.min_samples, seed=s.seed, point_labels=s.point_labels, color_jitter=s.color_jitter,
+        promotion=s.promotion_config())
     task_config = InstanceTaskConfig(mask_loss=s.mask_loss, objectness_loss=s.objectness_loss,
-                                     co_teaching=s.co_teaching, pretrained_backbone=s.pretrained_backbone)
+                                     co_teaching=s.co_teaching, pretrained_backbone=s.pretrained_backbone,
+                                     fine_tune=FineTuneConfig(freeze_backbone_steps=s.freeze_backbone_steps))
     auxiliary = s.auxiliary_config()
     if auxiliary.tasks:
         from selfsup_perception.core.learning.training.multitask import OnlineSharedBackboneTrainer
