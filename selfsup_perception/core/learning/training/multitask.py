@@ -20,7 +20,6 @@ trainer averages (and serves) its own copy of the weights, shared backbone inclu
 from __future__ import annotations
 
 import dataclasses
-import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,11 +47,12 @@ from selfsup_perception.core.learning.training.online import (
     RoundInterrupted,
     _interruptible,
 )
-from selfsup_perception.core.learning.training.online_region_consistency import RegisteredPairDataset
+from selfsup_perception.core.learning.training.online_region_consistency import (
+    IncrementalViewPairs,
+    RegisteredPairDataset,
+)
 from selfsup_perception.core.learning.training.trainer import Trainer, TrainerConfig
 from selfsup_perception.core.registration.pair_store import PairStore
-
-LOG = logging.getLogger(__name__)
 
 
 class SharedBackboneTrainers:
@@ -141,7 +141,7 @@ class AuxiliaryConfig:
             raise ValueError("auxiliary batch_size and min_pairs must be >= 1")
 
 
-class ViewPairImages:
+class ViewPairImages(IncrementalViewPairs):
     """The RGB images of a :class:`PairStore`'s registered view pairs, resized, loaded incrementally.
 
     What the descriptor task needs: two images of (partly) the same content, correspondences unknown
@@ -149,36 +149,18 @@ class ViewPairImages:
     """
 
     def __init__(self, store: PairStore, size: tuple[int, int]):
-        self.store = store
-        self.size = size  # (width, height)
-        self.views: dict[str, np.ndarray] = {}
+        super().__init__(store, size)
         self.pairs: list[tuple[str, str]] = []
-        self._seen: set[str] = set()
-        self.num_unusable = 0  # pairs with a missing or corrupt view
 
-    def _rgb(self, view_id: str) -> Optional[np.ndarray]:
-        if view_id not in self.views:
-            frame = self.store.load_view_or_quarantine(view_id)
-            if frame is None:
-                return None
-            self.views[view_id] = cv2.resize(frame.rgb, self.size, interpolation=cv2.INTER_AREA)  # (h, w, 3) uint8
-        return self.views[view_id]
+    def _load_view(self, view_id: str) -> Optional[np.ndarray]:
+        frame = self.store.load_view_or_quarantine(view_id)
+        if frame is None:
+            return None
+        return cv2.resize(frame.rgb, self.size, interpolation=cv2.INTER_AREA)  # (h, w, 3) uint8
 
-    def refresh(self) -> int:
-        """Load the pairs stored since the last call; returns how many were added."""
-        self.store.reload()
-        added = 0
-        for p in self.store.pairs():
-            if p.pair_id in self._seen:
-                continue
-            self._seen.add(p.pair_id)
-            if self._rgb(p.view_a) is None or self._rgb(p.view_b) is None:
-                LOG.warning("skipping view pair %s: a view is missing or corrupt", p.pair_id)
-                self.num_unusable += 1
-                continue
-            self.pairs.append((p.view_a, p.view_b))
-            added += 1
-        return added
+    def _add(self, pair, view_a, view_b) -> bool:
+        self.pairs.append((pair.view_a, pair.view_b))
+        return True
 
     def __len__(self) -> int:
         return len(self.pairs)

@@ -76,37 +76,39 @@ def resize_regions(regions: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(regions.astype(np.int32), (w, h), interpolation=cv2.INTER_NEAREST).astype(np.int64)
 
 
-class RegisteredPairDataset:
-    """View pairs of a :class:`PairStore`, loaded incrementally; one :class:`RegionConsistencyData` per pair.
+class IncrementalViewPairs:
+    """The view pairs of a :class:`PairStore`, taken in as they are stored (:meth:`refresh`).
 
-    Keeping one small ``RegionConsistencyData`` per view pair lets new pairs be added without
-    recomputing the correspondences and region matches of the old ones.
+    Each view is loaded once (:meth:`_load_view`, cached in ``views``) and shared by its pairs; a pair
+    whose view is missing or corrupt, or that :meth:`_add` refuses, counts in ``num_unusable``. Subclasses
+    say what a view becomes and what a pair adds.
     """
 
-    def __init__(self, store: PairStore, size: tuple[int, int], config: RegionConsistencyDataConfig):
+    def __init__(self, store: PairStore, size: tuple[int, int]):
         self.store = store
-        self.size = size
-        self.config = config
-        self.views: dict[str, tuple[RgbdFrame, np.ndarray]] = {}
-        self.items: list[RegionConsistencyData] = []
-        self.pair_ids: list[str] = []
+        self.size = size  # (width, height)
+        self.views: dict[str, object] = {}
         self._seen: set[str] = set()
-        self.num_unusable = 0  # pairs without enough correspondences / matched regions, or a lost view
+        self.num_unusable = 0
 
-    def _view(self, view_id: str) -> Optional[tuple[RgbdFrame, np.ndarray]]:
+    def _load_view(self, view_id: str):
+        """What a view becomes (None when it is missing or corrupt: the store quarantines it)."""
+        raise NotImplementedError
+
+    def _add(self, pair, view_a, view_b) -> bool:
+        """Take in one pair of loaded views; False when it is not usable."""
+        raise NotImplementedError
+
+    def _view(self, view_id: str):
         if view_id not in self.views:
-            loaded = self.store.load_view_or_quarantine(view_id, with_regions=True)
+            loaded = self._load_view(view_id)
             if loaded is None:
                 return None
-            frame, regions = loaded
-            frame = resize_frame(frame, self.size)
-            regions = (resize_regions(regions, self.size) if regions is not None
-                       else felzenszwalb_regions(frame.rgb, self.config.felzenszwalb))
-            self.views[view_id] = (frame, regions)
+            self.views[view_id] = loaded
         return self.views[view_id]
 
     def refresh(self) -> int:
-        """Load pairs stored since the last call; returns how many usable pairs were added."""
+        """Load the pairs stored since the last call; returns how many usable pairs were added."""
         self.store.reload()
         added = 0
         for p in self.store.pairs():
@@ -115,19 +117,49 @@ class RegisteredPairDataset:
             self._seen.add(p.pair_id)
             a, b = self._view(p.view_a), self._view(p.view_b)
             if a is None or b is None:
-                LOG.warning("skipping pair %s: a view is missing or corrupt", p.pair_id)
+                LOG.warning("skipping view pair %s: a view is missing or corrupt", p.pair_id)
                 self.num_unusable += 1
-                continue
-            try:
-                data = RegionConsistencyData([a[0], b[0]], [ViewPair(0, 1, p.iou)], self.config, regions=[a[1], b[1]])
-            except ValueError as exc:
-                LOG.info("pair %s not usable: %s", p.pair_id, exc)
+            elif self._add(p, a, b):
+                added += 1
+            else:
                 self.num_unusable += 1
-                continue
-            self.items.append(data)
-            self.pair_ids.append(p.pair_id)
-            added += 1
         return added
+
+
+class RegisteredPairDataset(IncrementalViewPairs):
+    """View pairs of a :class:`PairStore`, loaded incrementally; one :class:`RegionConsistencyData` per pair.
+
+    Keeping one small ``RegionConsistencyData`` per view pair lets new pairs be added without
+    recomputing the correspondences and region matches of the old ones. ``num_unusable``: pairs without
+    enough correspondences / matched regions, or with a lost view.
+    """
+
+    def __init__(self, store: PairStore, size: tuple[int, int], config: RegionConsistencyDataConfig):
+        super().__init__(store, size)
+        self.config = config
+        self.items: list[RegionConsistencyData] = []
+        self.pair_ids: list[str] = []
+
+    def _load_view(self, view_id: str) -> Optional[tuple[RgbdFrame, np.ndarray]]:
+        loaded = self.store.load_view_or_quarantine(view_id, with_regions=True)
+        if loaded is None:
+            return None
+        frame, regions = loaded
+        frame = resize_frame(frame, self.size)
+        regions = (resize_regions(regions, self.size) if regions is not None
+                   else felzenszwalb_regions(frame.rgb, self.config.felzenszwalb))
+        return frame, regions
+
+    def _add(self, pair, view_a, view_b) -> bool:
+        try:
+            data = RegionConsistencyData([view_a[0], view_b[0]], [ViewPair(0, 1, pair.iou)], self.config,
+                                         regions=[view_a[1], view_b[1]])
+        except ValueError as exc:
+            LOG.info("pair %s not usable: %s", pair.pair_id, exc)
+            return False
+        self.items.append(data)
+        self.pair_ids.append(pair.pair_id)
+        return True
 
     def __len__(self) -> int:
         return len(self.items)
