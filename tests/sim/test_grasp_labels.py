@@ -1,7 +1,6 @@
 """Real pick-and-place in the simulator (pybullet): the grasp-outcome label of a lifted object matches the
 simulator's ground-truth mask of that object; a grasp at empty table is a negative."""
 
-import cv2
 import numpy as np
 import pytest
 
@@ -12,14 +11,6 @@ from selfsup_perception.core.types import InteractionKind, InteractionOutcome, I
 from selfsup_perception.sim.tabletop import CameraConfig, SimConfig, TabletopSim
 
 pytestmark = pytest.mark.sim
-
-
-@pytest.fixture(scope="module")
-def sim():
-    cv2.setNumThreads(1)
-    s = TabletopSim(SimConfig(seed=0, camera=CameraConfig(width=320, height=240)))
-    yield s
-    s.close()
 
 
 def _sample(sim, before, pick, place, pixel):

@@ -14,14 +14,6 @@ from selfsup_perception.sim.tabletop import CameraConfig, SimConfig, TabletopSim
 pytestmark = pytest.mark.sim
 
 
-@pytest.fixture(scope="module")
-def sim():
-    cv2.setNumThreads(1)
-    s = TabletopSim(SimConfig(seed=0, camera=CameraConfig(width=320, height=240)))
-    yield s
-    s.close()
-
-
 def _shaken(t_wc, axis, deg, shift_m):
     """The camera turned by ``deg`` about ``axis`` and moved by ``shift_m``, both in its own frame."""
     d = np.eye(4)
