@@ -46,7 +46,11 @@ def test_camera_shake_alone_gives_no_positive_label_in_the_simulator(sim):
                         label = labeler.label(sample)
                         assert not (label.kept and not label.is_negative), \
                             f"seed {seed} shake {axis} {deg} deg {shift}: {label.reason} ({label.stats['area']} px)"
-                        assert label.stats["ego_motion"].startswith(source), label.stats["ego_motion_reason"]
+                        why = label.stats["ego_motion_reason"]
+                        # without poses the homography compensates, unless it would not register the images
+                        # better (a model fitted to DIS errors on the plain simple world, seen for a 0.5 deg roll)
+                        assert label.stats["ego_motion"].startswith(source) or (
+                            source == "homography" and "does not register the images better" in why), why
     finally:
         sim.set_camera_pose(home)
 

@@ -132,3 +132,25 @@ def test_inverted_poses_are_named_in_the_label():
     assert "inverted" not in right.reason and not (right.kept and not right.is_negative)
     label = FlowMaskLabeler().label(_sample(rgb, depth, np.linalg.inv(t_b), a_rgb, a_depth, np.linalg.inv(t_a)))
     assert not label.kept and "large camera motion" in label.reason and "inverted pose?" in label.reason
+
+
+def test_a_global_model_of_flow_errors_is_not_applied_but_a_real_shift_is():
+    # DIS on a plain or grain-textured table is off by pixels in one direction over large areas, and a
+    # homography fits such errors as well as a real shift. Only the real shift registers the images better.
+    from selfsup_perception.core.labeling.ego_motion import estimate_ego_motion
+
+    rgb, depth, _ = _scene()
+    before = RgbdFrame(rgb=rgb, depth=depth, intrinsics=K, camera_to_world=np.eye(4))
+    textured = np.ones((H, W), bool)
+    flow = np.zeros((H, W, 2), np.float32)
+    flow[..., 0] = 2.0  # "everything moved 2 px right"
+    still = RgbdFrame(rgb=rgb.copy(), depth=depth, intrinsics=K, camera_to_world=np.eye(4))
+    wrong = estimate_ego_motion(before, still, flow, textured)
+    assert not wrong.compensated and "does not register the images better" in wrong.reason, wrong.reason
+    shifted = cv2.warpAffine(rgb, np.float32([[1, 0, 2], [0, 1, 0]]), (W, H), borderMode=cv2.BORDER_REPLICATE)
+    moved = RgbdFrame(rgb=shifted, depth=depth, intrinsics=K, camera_to_world=np.eye(4))
+    right = estimate_ego_motion(before, moved, flow, textured)
+    assert right.source == "homography" and abs(right.flow[..., 0].mean() - 2.0) < 0.05, right.reason
+    # the check can be switched off (the earlier behaviour)
+    off = estimate_ego_motion(before, still, flow, textured, config=EgoMotionConfig(min_photometric_gain=0.0))
+    assert off.source == "homography"

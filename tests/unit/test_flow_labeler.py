@@ -465,3 +465,52 @@ def test_a_moving_segment_on_a_neighbour_is_not_the_pushed_object():
     before, after, gt = _moving_square()
     ok = FlowMaskLabeler().label(_sample([before], [after], (158.0, 118.0)))
     assert ok.kept and ok.stats["source"] == "flow" and ok.stats["object_cover"] > 0.9
+
+
+def test_the_depth_fallback_joins_the_parts_of_an_object_across_a_wide_depth_fold():
+    # A two-part object (a body 5 cm and a head 8 cm high) pushed far (zero flow); stereo depth is missing
+    # along the fold between them, so the depth-jump band there is wider than 2 px. Both parts left the
+    # pixels they covered: the label is the whole object, not the part under the action pixel.
+    from selfsup_perception.core.labeling.flow_labeler import vacated_object
+
+    plain = np.full((H, W, 3), 90, np.uint8)
+    body, head = _square(140, 100, 24), np.zeros((H, W), bool)
+    head[100:124, 164:180] = True
+    whole = body | head
+    rgb, depth = _render([(plain, whole)])
+    depth[head] = 0.92
+    depth[100:124, 163:166] = np.nan  # the fold
+    after_rgb, after_depth = _render([(plain, _shift(whole, 0, 90))])
+    sample = InteractionSample("t", InteractionKind.PUSH, _frame(rgb, depth), _frame(after_rgb, after_depth),
+                               (150.0, 110.0), (0, 0, 0), (0, 0, 0))
+    label = FlowMaskLabeler().label(sample, flow=np.zeros((H, W, 2), np.float32))
+    assert label.kept and label.stats["source"] == "depth", label.reason
+    assert _iou(label.mask, whole) > 0.9, _iou(label.mask, whole)
+    # a 2 px gap (the earlier rule) keeps the body only
+    height = (1.0 - depth).astype(np.float32)
+    height_after = (1.0 - after_depth).astype(np.float32)
+    narrow, _ = vacated_object(height, height_after, depth, (150.0, 110.0), 0.01, 0.015, 10, 0.6, merge_gap_px=2)
+    assert _iou(narrow, body) > 0.9 and not (narrow & head).any()
+
+
+def test_a_static_plain_piece_the_flow_smeared_into_leaves_the_mask():
+    # The pushed object A (textured, 5 cm) slides 6 px; a plain dark box D (10 cm, in front of it) does not
+    # move, but DIS smears A's motion over D's textureless face, so the moving segment is A + D. D's colour is
+    # still where it was in the after image: it leaves the mask.
+    a_tex, d_rgb = _texture(3), np.full((H, W, 3), 25, np.uint8)
+    a0, d0 = _square(140, 100, 36), _square(176, 100, 30)
+    rgb, depth = _render([(a_tex, a0), (d_rgb, d0)])
+    depth[d0] = 0.90
+    a1 = _shift(a0, 6, 0) & ~d0
+    after_rgb, after_depth = _render([(_shift(a_tex, 6, 0), a1), (d_rgb, d0)])
+    after_depth[d0] = 0.90
+    sample = InteractionSample("t", InteractionKind.PUSH, _frame(rgb, depth), _frame(after_rgb, after_depth),
+                               (150.0, 118.0), (0, 0, 0), (0, 0, 0))
+    flow = np.zeros((H, W, 2), np.float32)
+    flow[a0 | d0] = (6.0, 0.0)
+    smeared = FlowMaskLabeler(FlowLabelerConfig(max_static_fraction=1.0)).label(sample, flow=flow)
+    assert (smeared.mask & d0).sum() > 0.8 * d0.sum(), smeared.reason  # D joined, wrongly
+    label = FlowMaskLabeler().label(sample, flow=flow)
+    assert label.kept and label.stats["source"] == "flow", label.reason
+    assert _iou(label.mask, a0) > 0.85 and (label.mask & d0).sum() < 0.05 * d0.sum(), _iou(label.mask, a0)
+    assert label.stats["static_px"] > 0.8 * d0.sum()
