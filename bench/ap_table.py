@@ -80,7 +80,9 @@ DIAGNOSTIC_SETS = ("ground_truth_flow_kept", "flow_iou50")
 # labels' reasons and numeric stats (same labels, so the version stayed); older files load without them.
 # 3: the third-pass flow labeler (object check, holes are not depth jumps) and the realistic world without
 # restless objects (sim/realistic.remove_restless_objects): other pushes and other labels.
-CACHE_VERSION = 3
+# 4: the fourth-pass flow labeler (the residual ego-motion model must register the images better, a
+# depth-fallback object joins its parts across a 4 px fold, static plain pieces leave a flow mask): other labels.
+CACHE_VERSION = 4
 
 
 def cpu_s() -> float:

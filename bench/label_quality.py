@@ -39,13 +39,14 @@ figures use the pushed object, ``by_ground_truth`` holds the summary under each 
 (``miou_moved_most``, ``miou_best_moved`` for short), and ``pushes_moving_several`` /
 ``pushes_pushed_not_moved_most`` count the pushes where the definitions can differ.
 
-Usage: PYTHONPATH=. python bench/label_quality.py [--world simple|realistic] [--quick] [--scenes N]
+Usage: PYTHONPATH=. python bench/label_quality.py [--world simple|realistic] [--quick] [--scenes N] [--no-poses]
        [--width 640 --height 480] [--real DIR [--no-sim]] [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -81,6 +82,12 @@ def collect(sim: TabletopSim, clutter: str, scenes: int, pushes: int, seed0: int
                 yield truth.sample, truth, kind
 
 
+def without_poses(sample):
+    """``sample`` with identity camera poses on both frames (the labelers then treat the poses as unknown)."""
+    return dataclasses.replace(sample, before=dataclasses.replace(sample.before, camera_to_world=np.eye(4)),
+                               after=dataclasses.replace(sample.after, camera_to_world=np.eye(4)))
+
+
 def ground_truth_masks(truth, label_mask: np.ndarray) -> dict:
     """{definition: before-image mask of the moved object, or None when nothing moved} (see the module doc)."""
     if not truth.moved_most:
@@ -101,6 +108,9 @@ def main() -> None:
     ap.add_argument("--shake-scale", type=float, default=1.0,
                     help="multiply the world's camera-shake amplitude (0: no shake; an ablation)")
     ap.add_argument("--no-sensor-noise", action="store_true", help="exact depth and colour (an ablation)")
+    ap.add_argument("--no-poses", action="store_true",
+                    help="hide the camera poses from the labelers (identity on both frames: a robot without the "
+                         "camera in TF; the shake is then compensated from the images alone)")
     ap.add_argument("--width", type=int, default=640)
     ap.add_argument("--height", type=int, default=480)
     ap.add_argument("--seed", type=int, default=1000)
@@ -142,7 +152,8 @@ def run_sim(args, labelers) -> tuple[dict, dict]:
     print(f"# label quality, world {args.world}, {args.width}x{args.height}, {args.scenes} scenes x "
           f"{args.pushes} pushes + {args.shake_pairs} free motions per clutter level, "
           f"push distance {args.push_distance} m, shake {shake.translation_m * 1000:.1f} mm / "
-          f"{shake.rotation_deg:.2f} deg, sensor noise {'on' if config.noise_on else 'off'}")
+          f"{shake.rotation_deg:.2f} deg, sensor noise {'on' if config.noise_on else 'off'}, camera poses "
+          f"{'hidden' if args.no_poses else 'given'}")
     header = (f"{'clutter':8s} {'labeler':17s} {'n':>3s} {'moved':>5s} {'kept':>4s} {'mIoU kept':>9s} "
               f"{'(most)':>9s} {'(best)':>9s} "
               f"{'P':>5s} {'R':>5s} {'neg ok':>6s} {'neg wrong':>9s} {'wrong pos':>9s} {'disc':>4s} "
@@ -163,7 +174,7 @@ def run_sim(args, labelers) -> tuple[dict, dict]:
             wrong_pos = wrong_pos_shake = discarded = 0
             for sample, truth, kind in data:
                 t, c = time.perf_counter(), time.process_time()
-                label = lab.label(sample)
+                label = lab.label(without_poses(sample) if args.no_poses else sample)
                 times.append(1000 * (time.perf_counter() - t))
                 cpu.append(1000 * (time.process_time() - c))
                 key = label.reason.split(":")[0]
@@ -207,7 +218,8 @@ def run_sim(args, labelers) -> tuple[dict, dict]:
     print(f"# total {time.time() - t_start:.0f} s, load average {os.getloadavg()[0]:.1f}")
     settings = {"world": args.world, "width": args.width, "height": args.height,
                 "shake_translation_m": shake.translation_m, "shake_rotation_deg": shake.rotation_deg,
-                "sensor_noise": config.noise_on, "scenes": args.scenes, "pushes": args.pushes,
+                "sensor_noise": config.noise_on, "poses_given": not args.no_poses, "scenes": args.scenes,
+                "pushes": args.pushes,
                 "shake_pairs": args.shake_pairs}
     return figures, settings
 

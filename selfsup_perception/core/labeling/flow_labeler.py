@@ -59,6 +59,9 @@ Pipeline of :meth:`FlowMaskLabeler.label` on one :class:`InteractionSample`:
    to ``completion_px`` beyond them into pixels that are not table by depth and whose colour moved with the
    segment (found at p + its median flow in the after image, not where the scene would have put it): an
    object's edge and lowest centimetre, which the depth and the table filter lose.
+6c. Static pieces (deviation, :func:`without_static_pieces`): a piece of the segment (cut at depth jumps) whose
+   before colour is still where it was in the after image at most of its pixels did not move and leaves
+   the mask (DIS smears a pushed object's motion over a plain neighbour).
 7. Mask filters: area > ``max_area_fraction`` (2.5 %) of the image or <
    ``min_area_px`` (100 px at 640x480) -> discard; std of the flow *magnitude*
    inside the mask > ``max_flow_std_px`` (15 px at 640x480) -> discard (rotation;
@@ -445,9 +448,9 @@ def vacated_object(height_before: np.ndarray, height_after_seen_before: np.ndarr
     jumps larger than ``depth_jump_m`` between neighbours (objects that touch at different depths stay
     apart); with ``merge_vacated``, pieces within ``merge_gap_px`` of it of which at least that fraction was
     vacated join it (an object's own depth jumps). The gap: on noisy stereo depth the band
-    :func:`depth_jumps` marks at a fold of an object is 2 px for the step plus up to its hole fill (realistic world, held-out seeds: with a 2 px gap a multi-part
-    object's second part stayed out in most depth-fallback masks with IoU < 0.75; recall 0.45-0.7 at
-    precision ~0.9). Vacated: its pixels where the after frame, seen from the before camera
+    :func:`depth_jumps` marks at a fold of an object is 2 px for the step plus up to its hole fill
+    (realistic world: with a 2 px gap, 13 depth-fallback masks below IoU 0.8 on two seed sets were one part
+    of the object, recall 0.45-0.84 at precision >= 0.87; docs/labeling.md). Vacated: its pixels where the after frame, seen from the before camera
     (``height_after_seen_before``), shows the table. Returns (mask, vacated fraction); an empty mask and
     0 when there is no object at the action pixel.
     """
