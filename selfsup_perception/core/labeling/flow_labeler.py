@@ -327,6 +327,22 @@ def fill_height_holes(height: np.ndarray, radius: int) -> np.ndarray:
     return out
 
 
+def sampled_at(image: np.ndarray, displacement: Optional[np.ndarray], box: tuple[int, int, int, int],
+               interpolation: int = cv2.INTER_LINEAR, border_value: Optional[float] = None) -> np.ndarray:
+    """``image`` sampled at p + ``displacement`` for the pixels p of ``box`` (x0, y0, x1, y1): the after image
+    seen from the before frame. ``displacement``: (H, W, 2) over the whole image, a (2,) vector for every
+    pixel, or None (the crop itself). Outside the image: the nearest border pixel, or ``border_value``."""
+    x0, y0, x1, y1 = box
+    if displacement is None:
+        return image[y0:y1, x0:x1]
+    d = np.asarray(displacement, np.float32)
+    dx, dy = (d[y0:y1, x0:x1, 0], d[y0:y1, x0:x1, 1]) if d.ndim == 3 else (d[0], d[1])
+    gx, gy = np.meshgrid(np.arange(x0, x1, dtype=np.float32), np.arange(y0, y1, dtype=np.float32))
+    if border_value is None:
+        return cv2.remap(image, gx + dx, gy + dy, interpolation, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.remap(image, gx + dx, gy + dy, interpolation, borderMode=cv2.BORDER_CONSTANT, borderValue=border_value)
+
+
 def complete_mask(mask: np.ndarray, before_rgb: np.ndarray, after_rgb: np.ndarray, flow: np.ndarray,
                   ego_flow: Optional[np.ndarray], steps: int, margin: float, max_error: float,
                   moving: Optional[np.ndarray] = None, not_table: Optional[np.ndarray] = None) -> np.ndarray:
@@ -348,14 +364,8 @@ def complete_mask(mask: np.ndarray, before_rgb: np.ndarray, after_rgb: np.ndarra
     f = np.median(flow[mask], axis=0)  # (2,)
     b = cv2.blur(before_rgb[y0:y1, x0:x1], (3, 3)).astype(np.float32)
     a = cv2.blur(after_rgb, (3, 3))
-    gx, gy = np.meshgrid(np.arange(x0, x1, dtype=np.float32), np.arange(y0, y1, dtype=np.float32))
-    moved = cv2.remap(a, gx + np.float32(f[0]), gy + np.float32(f[1]), cv2.INTER_LINEAR,
-                      borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
-    if ego_flow is not None:
-        e = ego_flow[y0:y1, x0:x1]
-        stayed = cv2.remap(a, gx + e[..., 0], gy + e[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    else:
-        stayed = a[y0:y1, x0:x1]
+    moved = sampled_at(a, f, (x0, y0, x1, y1)).astype(np.float32)
+    stayed = sampled_at(a, ego_flow, (x0, y0, x1, y1))
     err_move = np.abs(b - moved).sum(axis=2)
     err_stay = np.abs(b - stayed.astype(np.float32)).sum(axis=2)
     allowed = (err_move < max_error) & (err_move + margin < err_stay)
@@ -384,10 +394,7 @@ def flow_match_fraction(mask: np.ndarray, before_rgb: np.ndarray, after_rgb: np.
     h, w = mask.shape
     x, y, bw, bh = cv2.boundingRect(mask.astype(np.uint8))
     x0, y0, x1, y1 = max(x - 1, 0), max(y - 1, 0), min(x + bw + 1, w), min(y + bh + 1, h)
-    gx, gy = np.meshgrid(np.arange(x0, x1, dtype=np.float32), np.arange(y0, y1, dtype=np.float32))
-    f = flow[y0:y1, x0:x1]
-    warped = cv2.remap(cv2.blur(after_rgb, (3, 3)), gx + f[..., 0], gy + f[..., 1], cv2.INTER_LINEAR,
-                       borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+    warped = sampled_at(cv2.blur(after_rgb, (3, 3)), flow, (x0, y0, x1, y1)).astype(np.float32)
     b = cv2.blur(before_rgb, (3, 3))[y0:y1, x0:x1].astype(np.float32)
     err = np.abs(b - warped).sum(axis=2)
     return float((err[mask[y0:y1, x0:x1]] < max_error).mean())
@@ -450,8 +457,8 @@ def vacated_object(height_before: np.ndarray, height_after_seen_before: np.ndarr
     vacated join it (an object's own depth jumps). The gap: on noisy stereo depth the band
     :func:`depth_jumps` marks at a fold of an object is 2 px for the step plus up to its hole fill
     (realistic world: with a 2 px gap, 13 depth-fallback masks below IoU 0.8 on two seed sets were one part
-    of the object, recall 0.45-0.84 at precision >= 0.87; docs/labeling.md). Vacated: its pixels where the after frame, seen from the before camera
-    (``height_after_seen_before``), shows the table. Returns (mask, vacated fraction); an empty mask and
+    of the object, recall 0.45-0.84 at precision >= 0.87; docs/labeling.md). Vacated: its pixels where the
+    after frame, seen from the before camera (``height_after_seen_before``), shows the table. Returns (mask, vacated fraction); an empty mask and
     0 when there is no object at the action pixel.
     """
     h, w = height_before.shape
@@ -500,13 +507,7 @@ def without_static_pieces(mask: np.ndarray, before: RgbdFrame, after_rgb: np.nda
     n, comp = cv2.connectedComponents((m & ~jumps).astype(np.uint8), connectivity=8)
     if n <= 2:  # one piece (or none): nothing to compare it with; the object checks decide
         return mask, 0
-    gx, gy = np.meshgrid(np.arange(x0, x1, dtype=np.float32), np.arange(y0, y1, dtype=np.float32))
-    a = cv2.blur(after_rgb, (3, 3))
-    if ego_flow is not None:
-        stayed = cv2.remap(a, gx + ego_flow[y0:y1, x0:x1, 0], gy + ego_flow[y0:y1, x0:x1, 1], cv2.INTER_LINEAR,
-                           borderMode=cv2.BORDER_REPLICATE)
-    else:
-        stayed = a[y0:y1, x0:x1]
+    stayed = sampled_at(cv2.blur(after_rgb, (3, 3)), ego_flow, (x0, y0, x1, y1))
     b = cv2.blur(before.rgb, (3, 3))[y0:y1, x0:x1]
     still = np.abs(b.astype(np.int16) - stayed.astype(np.int16)).sum(axis=2) < max_error
     size = np.bincount(comp.ravel(), minlength=n)
@@ -652,12 +653,10 @@ class FlowMaskLabeler:
         y0, y1 = max(by * sh // h - 2, 0), min((by + bh) * sh // h + 3, sh)
         c0 = cv2.resize(sample.before.rgb, (sw, sh), interpolation=cv2.INTER_AREA)[y0:y1, x0:x1]
         c1 = cv2.resize(sample.after.rgb, (sw, sh), interpolation=cv2.INTER_AREA)
-        if ego_flow is not None:  # the after image seen from the before camera: after(p + ego(p))
-            f = cv2.resize(ego_flow, (sw, sh), interpolation=cv2.INTER_AREA)[y0:y1, x0:x1] * np.float32(sw / w)
-            gx, gy = np.meshgrid(np.arange(x0, x1, dtype=np.float32), np.arange(y0, y1, dtype=np.float32))
-            c1 = cv2.remap(c1, gx + f[..., 0], gy + f[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        else:
-            c1 = c1[y0:y1, x0:x1]
+        # the after image seen from the before camera: after(p + ego(p)), at half resolution
+        f = None if ego_flow is None else \
+            cv2.resize(ego_flow, (sw, sh), interpolation=cv2.INTER_AREA) * np.float32(sw / w)
+        c1 = sampled_at(c1, f, (x0, y0, x1, y1))
         # Tolerant to a pixel of misregistration (high-contrast edges under an imperfect ego-motion model):
         # changed where a before colour lies outside the range of the after colours in a 3x3 window.
         k3 = np.ones((3, 3), np.uint8)
@@ -852,11 +851,9 @@ class FlowMaskLabeler:
             # before region is the label.
             hb_f = fill_height_holes(height_b, int(round(cfg.hole_fill_px * s)))
             ha_f = fill_height_holes(plane.height_image(sample.after), int(round(cfg.hole_fill_px * s)))
-            gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-            if ego.compensated:  # the after heights seen from the before camera: ha(p + ego(p))
-                gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-                ha_f = cv2.remap(ha_f, gx + ego.flow[..., 0], gy + ego.flow[..., 1], cv2.INTER_NEAREST,
-                                 borderMode=cv2.BORDER_CONSTANT, borderValue=np.nan)
+            ego_flow = ego.flow if ego.compensated else None
+            # the after heights seen from the before camera: ha(p + ego(p))
+            ha_f = sampled_at(ha_f, ego_flow, (0, 0, w, h), cv2.INTER_NEAREST, border_value=np.nan)
             region, vacated = vacated_object(hb_f, ha_f, sample.before.depth, sample.action_pixel, cfg.table_height,
                                              cfg.depth_jump_m, int(round(cfg.prior_sigma_px * s)), cfg.min_vacated_fraction)
             stats["vacated_fraction"] = vacated
@@ -864,10 +861,7 @@ class FlowMaskLabeler:
             if vacated >= cfg.min_vacated_fraction and min_area <= region_area <= max_area:
                 # its edge and lowest centimetre (no depth, or low): neighbours that are not table by depth and
                 # whose colour changed (the object left them)
-                a_seen = sample.after.rgb
-                if ego.compensated:
-                    a_seen = cv2.remap(a_seen, gx + ego.flow[..., 0], gy + ego.flow[..., 1], cv2.INTER_LINEAR,
-                                       borderMode=cv2.BORDER_REPLICATE)
+                a_seen = sampled_at(sample.after.rgb, ego_flow, (0, 0, w, h))
                 changed = np.abs(cv2.blur(sample.before.rgb, (3, 3)).astype(np.int16)
                                  - cv2.blur(a_seen, (3, 3)).astype(np.int16)).sum(axis=2) > cfg.completion_margin
                 with np.errstate(invalid="ignore"):
