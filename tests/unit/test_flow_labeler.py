@@ -514,3 +514,27 @@ def test_a_static_plain_piece_the_flow_smeared_into_leaves_the_mask():
     assert label.kept and label.stats["source"] == "flow", label.reason
     assert _iou(label.mask, a0) > 0.85 and (label.mask & d0).sum() < 0.05 * d0.sum(), _iou(label.mask, a0)
     assert label.stats["static_px"] > 0.8 * d0.sum()
+
+
+def test_the_piece_at_the_action_pixel_is_never_taken_for_static():
+    # A plain object (its body 5 cm high, a textured top part 8 cm high beside it) pushed 8 px, less than its
+    # size: most of the body's colours are still where they were, but it is what was pushed, so it stays.
+    from selfsup_perception.core.labeling.flow_labeler import without_static_pieces
+
+    plain, top_tex = np.full((H, W, 3), 90, np.uint8), _texture(4)
+    body, top = _square(140, 100, 36), np.zeros((H, W), bool)
+    top[100:136, 176:188] = True
+    rgb, depth = _render([(plain, body), (top_tex, top)])
+    depth[top] = 0.92
+    after_rgb, after_depth = _render([(plain, _shift(body, 8, 0)), (_shift(top_tex, 8, 0), _shift(top, 8, 0))])
+    after_depth[_shift(top, 8, 0)] = 0.92
+    sample = InteractionSample("t", InteractionKind.PUSH, _frame(rgb, depth), _frame(after_rgb, after_depth),
+                               (150.0, 118.0), (0, 0, 0), (0, 0, 0))
+    flow = np.zeros((H, W, 2), np.float32)
+    flow[body | top] = (8.0, 0.0)
+    label = FlowMaskLabeler().label(sample, flow=flow)
+    assert label.kept and label.stats["source"] == "flow", label.reason
+    assert _iou(label.mask, body | top) > 0.9 and label.stats["static_px"] == 0, label.stats
+    # judged like any other piece (an action pixel elsewhere), the body would have looked static
+    _, removed = without_static_pieces(body | top, sample.before, after_rgb, None, (0.0, 0.0), 0.015, 30.0, 0.5, 8)
+    assert removed > 0.8 * body.sum()
