@@ -99,7 +99,13 @@ def test_bad_encoding_is_dropped_and_the_node_keeps_serving(spinner):
 
 
 def _run_goal(client, goal, timeout=120):
-    action = ActionClient(client, ExecuteInteraction, "execute_interaction")
+    # One action client per test node, kept on it: a fresh client per goal can see the server
+    # (wait_for_server) before the server has matched the new client's goal-request endpoint, and its first
+    # request is then lost (seen once in CI: a second goal's send_goal future never completed).
+    action = getattr(client, "_execute_interaction_client", None)
+    if action is None:
+        action = ActionClient(client, ExecuteInteraction, "execute_interaction")
+        client._execute_interaction_client = action
     assert action.wait_for_server(timeout_sec=10)
     handle = wait_future(action.send_goal_async(goal), 10)
     assert handle.accepted
