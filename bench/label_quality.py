@@ -219,8 +219,7 @@ def run_sim(args, labelers) -> tuple[dict, dict]:
     settings = {"world": args.world, "width": args.width, "height": args.height,
                 "shake_translation_m": shake.translation_m, "shake_rotation_deg": shake.rotation_deg,
                 "sensor_noise": config.noise_on, "poses_given": not args.no_poses, "scenes": args.scenes,
-                "pushes": args.pushes,
-                "shake_pairs": args.shake_pairs}
+                "pushes": args.pushes, "shake_pairs": args.shake_pairs}
     return figures, settings
 
 

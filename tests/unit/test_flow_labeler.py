@@ -514,6 +514,8 @@ def test_a_static_plain_piece_the_flow_smeared_into_leaves_the_mask():
     assert label.kept and label.stats["source"] == "flow", label.reason
     assert _iou(label.mask, a0) > 0.85 and (label.mask & d0).sum() < 0.05 * d0.sum(), _iou(label.mask, a0)
     assert label.stats["static_px"] > 0.8 * d0.sum()
+    with pytest.raises(ValueError, match="max_static_fraction"):
+        FlowLabelerConfig(max_static_fraction=0.0)
 
 
 def test_the_piece_at_the_action_pixel_is_never_taken_for_static():

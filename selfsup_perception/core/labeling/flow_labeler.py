@@ -222,6 +222,10 @@ class FlowLabelerConfig:
             raise ValueError("min_area_px and prior_samples must be non-negative")
         if self.plane_decimation < 1:
             raise ValueError(f"plane_decimation must be >= 1, got {self.plane_decimation}")
+        if not 0 < self.max_static_fraction <= 1 or not self.static_colour_error > 0 or self.static_min_piece_px < 0:
+            raise ValueError(f"max_static_fraction must be in (0, 1], static_colour_error positive and "
+                             f"static_min_piece_px non-negative, got {self.max_static_fraction}, "
+                             f"{self.static_colour_error}, {self.static_min_piece_px}")
 
 
 def sample_data_problem(sample: InteractionSample) -> Optional[str]:
@@ -421,6 +425,22 @@ def depth_jumps(depth: np.ndarray, jump_m: float, hole_px: int = 3) -> np.ndarra
     return (hi - lo) > jump_m  # a window without a valid depth gives hi - lo < 0
 
 
+def nearest_label(labels: np.ndarray, pixel: tuple[float, float], radius: int) -> int:
+    """The label (> 0) of ``labels`` (H, W) at ``pixel`` (u, v), else of the nearest labelled pixel within the
+    (2 ``radius`` + 1)^2 window around it; 0 when the window holds none."""
+    h, w = labels.shape
+    u, v = int(round(pixel[0])), int(round(pixel[1]))
+    u0, u1, v0, v1 = max(u - radius, 0), min(u + radius + 1, w), max(v - radius, 0), min(v + radius + 1, h)
+    if u0 >= u1 or v0 >= v1:
+        return 0
+    win = labels[v0:v1, u0:u1]
+    yy, xx = np.nonzero(win > 0)
+    if not len(yy):
+        return 0
+    i = int(np.argmin((yy + v0 - v) ** 2 + (xx + u0 - u) ** 2))
+    return int(win[yy[i], xx[i]])
+
+
 def object_at_pixel(height_before: np.ndarray, depth_before: np.ndarray, action_pixel: tuple[float, float],
                     table_height: float, depth_jump_m: float, search_px: int
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -438,10 +458,7 @@ def object_at_pixel(height_before: np.ndarray, depth_before: np.ndarray, action_
     if u0 >= u1 or v0 >= v1 or not inner[v0:v1, u0:u1].any():
         return np.zeros((h, w), bool), np.zeros((h, w), np.int32), above
     _, comp = cv2.connectedComponents(inner.astype(np.uint8), connectivity=8)
-    win = comp[v0:v1, u0:u1]
-    yy, xx = np.nonzero(win > 0)
-    i = int(np.argmin((yy + v0 - v) ** 2 + (xx + u0 - u) ** 2))
-    return comp == win[yy[i], xx[i]], comp, above
+    return comp == nearest_label(comp, action_pixel, search_px), comp, above
 
 
 def vacated_object(height_before: np.ndarray, height_after_seen_before: np.ndarray, depth_before: np.ndarray,
@@ -458,8 +475,8 @@ def vacated_object(height_before: np.ndarray, height_after_seen_before: np.ndarr
     :func:`depth_jumps` marks at a fold of an object is 2 px for the step plus up to its hole fill
     (realistic world: with a 2 px gap, 13 depth-fallback masks below IoU 0.8 on two seed sets were one part
     of the object, recall 0.45-0.84 at precision >= 0.87; docs/labeling.md). Vacated: its pixels where the
-    after frame, seen from the before camera (``height_after_seen_before``), shows the table. Returns (mask, vacated fraction); an empty mask and
-    0 when there is no object at the action pixel.
+    after frame, seen from the before camera (``height_after_seen_before``), shows the table. Returns (mask,
+    vacated fraction); an empty mask and 0 when there is no object at the action pixel.
     """
     h, w = height_before.shape
     with np.errstate(invalid="ignore"):
@@ -517,13 +534,7 @@ def without_static_pieces(mask: np.ndarray, before: RgbdFrame, after_rgb: np.nda
     frac = np.bincount(comp[still], minlength=n) / np.maximum(size, 1)
     static = (size >= min_piece_px) & (frac >= max_static_fraction)
     static[0] = False
-    u, v = int(round(action_pixel[0])) - x0, int(round(action_pixel[1])) - y0  # in the crop
-    wy0, wx0 = max(v - gap_px, 0), max(u - gap_px, 0)
-    win = comp[wy0:max(v + gap_px + 1, 0), wx0:max(u + gap_px + 1, 0)]
-    if win.size and win.max() > 0:  # the pushed piece: at the action pixel, else the nearest in the window
-        yy, xx = np.nonzero(win > 0)
-        i = int(np.argmin((yy + wy0 - v) ** 2 + (xx + wx0 - u) ** 2))
-        static[win[yy[i], xx[i]]] = False
+    static[nearest_label(comp, (action_pixel[0] - x0, action_pixel[1] - y0), gap_px)] = False  # the pushed piece
     if not static.any():
         return mask, 0
     moved = (comp > 0) & ~static[comp]
